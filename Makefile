@@ -1,0 +1,43 @@
+# Two commands: `make run` and `make test`. Everything lives in .venv inside the repo.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 7860
+
+.PHONY: run test bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	bash scripts/install-torch.sh $(BIN)/pip
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Start the web app at http://$(HOST):$(PORT) (fetches the default model on first use).
+run: $(VENV)/.installed
+	$(BIN)/chatcore pull
+	$(BIN)/python app.py --host $(HOST) --port $(PORT)
+
+## Run the whole test suite, the integration and browser tests included.
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+$(VENV)/.bench: $(VENV)/.installed
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+		$(BIN)/pip install -e ".[bench]"
+	touch $@
+
+## Benchmarks (llama.cpp build takes ~13 min on 2 cores the first time).
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

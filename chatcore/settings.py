@@ -1,0 +1,43 @@
+"""One typed settings object, built from environment variables and command-line flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _env_path(name: str, default: str) -> Path:
+    return Path(os.environ.get(name) or default).expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where ChatCore keeps its files and which model, device and backend it uses."""
+
+    # User data (database, user prompt templates, exports): owned by the user, never cleared by us.
+    home: Path = field(default_factory=lambda: _env_path("CHATCORE_HOME", "~/.chatcore"))
+    # Model cache: re-creatable downloads and conversions, safe to delete.
+    cache: Path = field(default_factory=lambda: _env_path("CHATCORE_CACHE", "~/.cache/chatcore"))
+    model: str = field(default_factory=lambda: os.environ.get("CHATCORE_MODEL") or DEFAULT_MODEL)
+    device: str = field(default_factory=lambda: os.environ.get("CHATCORE_DEVICE") or "auto")
+    dtype: str = field(default_factory=lambda: os.environ.get("CHATCORE_DTYPE") or "auto")
+    # Loading arbitrary pickles or repository code runs code from the model's author: opt-in only.
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database holding every conversation and note."""
+        return self.home / "chatcore.db"
+
+    @property
+    def models_dir(self) -> Path:
+        """Converted models, one directory each."""
+        return self.cache / "models"
+
+    def with_overrides(self, **overrides: object) -> "Settings":
+        """A copy with the given fields replaced; ``None`` values keep the current field."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
