@@ -1,0 +1,34 @@
+"""The ``chatcore`` command line: glue between flags, the service layer and the terminal."""
+
+from __future__ import annotations
+
+import click
+
+from chatcore.errors import ChatCoreError
+from chatcore.settings import Settings
+
+
+class _Group(click.Group):
+    """A group that turns ChatCore errors into one clean line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ChatCoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="chatcore")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """ChatCore: a local research assistant whose history you own."""
+    ctx.obj = Settings()
+
+
+def _register() -> None:
+    """Attach every sub-command module's commands to ``main``."""
+    from chatcore.cli import commands  # noqa: F401  (importing registers the commands)
+
+
+_register()
