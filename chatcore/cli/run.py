@@ -1,0 +1,137 @@
+"""``chatcore ask`` and ``chatcore chat``: answers streamed to the terminal, saved to history."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+import click
+
+from chatcore.chat import Message
+from chatcore.cli import main
+from chatcore.cli.options import model_options, params_from, sampling_options, settings_from
+from chatcore.engine import LocalEngine
+from chatcore.events import Finished, Started, TextDelta
+from chatcore.params import GenerationParams
+from chatcore.service import ChatService, Saved
+from chatcore.settings import Settings
+
+
+def _service(settings: Settings, save: bool) -> ChatService:
+    """A service over the local engine, with the history store unless saving is off."""
+    store = None
+    if save:
+        from storage import Store
+
+        store = Store(settings.db_path)
+    engine = LocalEngine.load(settings, progress=lambda m: click.echo(m, err=True))
+    return ChatService(lambda: engine, store)
+
+
+def _print_stats(final: Finished, conversation_id: int | None) -> None:
+    """One line of usage and speed on stderr, so stdout holds only the answer."""
+    parts = [f"{final.completion_tokens} tokens", final.finish_reason]
+    if final.ttft_ms is not None:
+        parts.append(f"first token {final.ttft_ms:.0f} ms")
+    if final.decode_tok_s is not None:
+        parts.append(f"{final.decode_tok_s:.1f} tok/s")
+    if final.dropped_messages:
+        parts.append(f"{final.dropped_messages} old messages left out to fit the context")
+    if conversation_id is not None:
+        parts.append(f"conversation {conversation_id}")
+    click.secho("[" + ", ".join(parts) + "]", err=True, dim=True)
+
+
+def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *, as_json: bool = False,
+                  **kwargs: Any) -> tuple[Finished | None, int | None]:
+    """Stream one answer to stdout; Ctrl-C stops the decoder and keeps the partial answer."""
+    cancel = threading.Event()
+    final, conversation_id = None, kwargs.get("conversation_id")
+    events = service.ask(prompt, params, cancel=cancel, **kwargs)
+    try:
+        for event in events:
+            if isinstance(event, Saved):
+                conversation_id = event.conversation_id
+            elif isinstance(event, TextDelta) and not as_json:
+                click.echo(event.text, nl=False)
+            elif isinstance(event, Finished):
+                final = event
+    except KeyboardInterrupt:
+        cancel.set()
+        for event in events:  # drain: the engine notices the flag within one token step
+            if isinstance(event, Finished):
+                final = event
+    if not as_json:
+        click.echo()
+    return final, conversation_id
+
+
+@main.command()
+@click.argument("prompt", required=False)
+@sampling_options
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the final result (text, usage, timing) as JSON.")
+@click.option("--no-save", is_flag=True, help="Do not save this exchange to history.")
+@click.option("-c", "--continue", "continue_id", type=int, help="Continue conversation ID.")
+@click.pass_context
+def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, continue_id: int | None, **options: Any) -> None:
+    """Answer PROMPT (or standard input), streaming to stdout."""
+    params = params_from(options)  # refuse bad values before loading anything
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise click.UsageError("give a PROMPT or pipe text on standard input")
+        prompt = sys.stdin.read()
+    if no_save and continue_id is not None:
+        raise click.UsageError("--continue needs saving; drop --no-save")
+    service = _service(settings_from(ctx, options), save=not no_save)
+    final, conversation_id = _run_exchange(
+        service, prompt, params, as_json=as_json, conversation_id=continue_id,
+        system=options.get("system"), save=not no_save, source="cli",
+    )
+    if final is None:
+        raise click.ClickException("the answer ended without a result")
+    if as_json:
+        click.echo(json.dumps({**final.to_dict(), "conversation_id": conversation_id}, indent=2))
+    else:
+        _print_stats(final, conversation_id)
+
+
+@main.command()
+@sampling_options
+@model_options
+@click.option("--no-save", is_flag=True, help="Do not save this chat to history.")
+@click.option("-c", "--continue", "continue_id", type=int, help="Continue conversation ID.")
+@click.pass_context
+def chat(ctx: click.Context, no_save: bool, continue_id: int | None, **options: Any) -> None:
+    """A multi-turn chat in the terminal. Ctrl-C stops an answer; Ctrl-D or /exit quits; /new starts over."""
+    params = params_from(options)
+    service = _service(settings_from(ctx, options), save=not no_save)
+    conversation_id = continue_id
+    history: list[Message] = []  # kept in memory only when not saving
+    click.secho("ChatCore chat — /new starts a new conversation, /exit quits.", err=True, dim=True)
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        if line.strip() in ("/exit", "/quit"):
+            return
+        if line.strip() == "/new":
+            conversation_id, history = None, []
+            click.secho("(new conversation)", err=True, dim=True)
+            continue
+        if not line.strip():
+            continue
+        click.echo("assistant> ", nl=False)
+        final, conversation_id = _run_exchange(
+            service, line, params, conversation_id=conversation_id, history=history,
+            system=options.get("system"), save=not no_save, source="cli",
+        )
+        if final is not None:
+            if no_save:
+                history += [Message("user", line), Message("assistant", final.text)]
+            _print_stats(final, conversation_id)
+

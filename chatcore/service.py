@@ -1,0 +1,143 @@
+"""The service layer shared by the CLI, the web app and the HTTP API: ask, save as it streams, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from chatcore.chat import Message
+from chatcore.events import Event, Finished, Started, TextDelta
+from chatcore.params import GenerationParams
+
+# Streaming writes are throttled so that SQLite never slows decoding; a crash loses at most this much.
+SAVE_INTERVAL_S = 0.5
+MAX_MESSAGE_CHARS = 200_000
+
+
+class Backend(Protocol):
+    """Anything that answers a chat: the local decoder or a remote OpenAI-compatible server."""
+
+    @property
+    def context_window(self) -> int: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    def stream(
+        self, history: Sequence[Message | dict[str, Any]], params: GenerationParams, *,
+        system: str | None = None, cancel: threading.Event | None = None,
+    ) -> Iterator[Event]: ...
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The user's message is committed; the answer that follows belongs to this conversation."""
+
+    conversation_id: int
+    user_message_id: int
+
+
+def check_user_text(text: Any) -> str:
+    """Refuse empty, oversized or control-character-laden messages before any model work."""
+    from chatcore.errors import ParameterError
+
+    if not isinstance(text, str):
+        raise ParameterError("message", "the message must be text")
+    if not text.strip():
+        raise ParameterError("message", "the message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ParameterError("message", f"the message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,})")
+    if "\x00" in text:
+        raise ParameterError("message", "the message contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParameterError("message", "the message is not valid Unicode (it contains a lone surrogate)") from None
+    return text
+
+
+class ChatService:
+    """Runs one exchange at a time per call: saves the question, streams the answer, saves it as it grows."""
+
+    def __init__(self, backend: Callable[[], Backend], store: Any | None) -> None:
+        self._backend = backend  # a callable, so the UI can start before the model finishes loading
+        self.store = store
+
+    def ask(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        *,
+        conversation_id: int | None = None,
+        history: Sequence[Message] = (),
+        system: str | None = None,
+        owner: str = "local",
+        source: str = "cli",
+        save: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event | Saved]:
+        """Answer ``prompt`` in a new or continued conversation, saving both sides unless ``save`` is off.
+
+        ``history`` gives earlier turns of an unsaved chat; a saved one reads them from the store.
+        """
+        prompt = check_user_text(prompt)
+        backend = self._backend()
+        history = list(history)
+        if conversation_id is not None:
+            conversation = self.store.get_conversation(owner, conversation_id)
+            history = [Message(m["role"], m["content"]) for m in conversation["messages"] if m["role"] != "system"]
+            if system is None:
+                system = conversation.get("system_prompt")
+        history.append(Message("user", prompt))
+        if not save:
+            yield from backend.stream(history, params, system=system, cancel=cancel)
+            return
+        settings = params.to_dict()
+        if conversation_id is None:
+            conversation_id = self.store.create_conversation(
+                owner, title=self.store.auto_title(prompt), model=backend.model_name,
+                system_prompt=system, params=settings, source=source,
+            )
+        user_id = self.store.add_message(conversation_id, "user", prompt)
+        yield Saved(conversation_id, user_id)
+        yield from self._stream_and_save(backend, history, params, system, cancel, conversation_id)
+
+    def _stream_and_save(
+        self, backend: Backend, history: list[Message], params: GenerationParams, system: str | None,
+        cancel: threading.Event | None, conversation_id: int,
+    ) -> Iterator[Event]:
+        """Stream the answer; create its row at the first token, update it throttled, finalize it."""
+        message_id: int | None = None
+        text, last_save, finished = "", 0.0, False
+        record = {"model": backend.model_name, "params": params.to_dict()}
+        try:
+            for event in backend.stream(history, params, system=system, cancel=cancel):
+                if isinstance(event, Started):
+                    record["params"] = {**record["params"], "seed": event.seed}
+                elif isinstance(event, TextDelta):
+                    text += event.text
+                    now = time.monotonic()
+                    if message_id is None:
+                        message_id = self.store.begin_assistant_message(conversation_id, content=text, **record)
+                        last_save = now
+                    elif now - last_save >= SAVE_INTERVAL_S:
+                        self.store.update_message_content(message_id, text)
+                        last_save = now
+                elif isinstance(event, Finished):
+                    if message_id is None:
+                        message_id = self.store.begin_assistant_message(conversation_id, content="", **record)
+                    self.store.finish_message(
+                        message_id, event.text, finish_reason=event.finish_reason,
+                        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                        ttft_ms=event.ttft_ms, tokens_per_s=event.decode_tok_s,
+                        complete=event.finish_reason in ("stop", "length"),
+                        params={**record["params"], **event.extra},
+                    )
+                    finished = True
+                yield event
+        finally:
+            # A consumer that went away, or an error, leaves the partial answer saved and marked incomplete.
+            if message_id is not None and not finished:
+                self.store.finish_message(message_id, text, finish_reason="cancelled", complete=False)

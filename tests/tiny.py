@@ -1,0 +1,50 @@
+"""A tiny random Llama and a byte-level tokenizer built in memory: real code paths, no downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE with no merges: every byte is a token, so any text round-trips."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", bos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL,
+    )
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def tiny_model(vocab_size: int, window: int = 512, seed: int = 0) -> LlamaForCausalLM:
+    """A two-layer Llama with random weights and grouped-query attention, like the default model's."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=window,
+        tie_word_embeddings=True, eos_token_id=2, bos_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny(directory: Path, window: int = 512) -> Path:
+    """Write a loadable tiny model directory (safetensors + tokenizer) and return it."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer), window)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
