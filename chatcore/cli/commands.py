@@ -1,3 +1,6 @@
 """Imports each command module so that its commands attach to the ``main`` group."""
 
 # One line per module; each module decorates its commands with ``@main.command``/``@main.group``.
+from chatcore.cli import prompts  # noqa: F401
+from chatcore.cli import models  # noqa: F401
+from chatcore.cli import run  # noqa: F401
