@@ -85,6 +85,10 @@ class LocalEngine:
     def context_window(self) -> int:
         return self.info.context_window
 
+    @property
+    def model_name(self) -> str:
+        return self.info.name
+
     def count_tokens(self, text: str) -> int:
         """Tokens that ``text`` takes, without special tokens."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))

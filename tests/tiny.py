@@ -30,7 +30,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_model(vocab_size: int, window: int = 512, seed: int = 0) -> LlamaForCausalLM:
+def tiny_model(vocab_size: int, window: int = 2048, seed: int = 0) -> LlamaForCausalLM:
     """A two-layer Llama with random weights and grouped-query attention, like the default model's."""
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -41,7 +41,7 @@ def tiny_model(vocab_size: int, window: int = 512, seed: int = 0) -> LlamaForCau
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny(directory: Path, window: int = 512) -> Path:
+def save_tiny(directory: Path, window: int = 2048) -> Path:
     """Write a loadable tiny model directory (safetensors + tokenizer) and return it."""
     tokenizer = tiny_tokenizer()
     model = tiny_model(len(tokenizer), window)

@@ -6,15 +6,16 @@ import click
 
 from chatcore.errors import ChatCoreError
 from chatcore.settings import Settings
+from storage.errors import StorageError
 
 
 class _Group(click.Group):
-    """A group that turns ChatCore errors into one clean line on stderr and exit status 1."""
+    """A group that turns ChatCore and storage errors into one clean line on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except ChatCoreError as exc:
+        except (ChatCoreError, StorageError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

@@ -75,10 +75,19 @@ def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *
 @click.option("--json", "as_json", is_flag=True, help="Print the final result (text, usage, timing) as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not save this exchange to history.")
 @click.option("-c", "--continue", "continue_id", type=int, help="Continue conversation ID.")
+@click.option("--template", help="Fill a research prompt template (see `chatcore prompts list`).")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")
 @click.pass_context
-def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, continue_id: int | None, **options: Any) -> None:
-    """Answer PROMPT (or standard input), streaming to stdout."""
-    params = params_from(options)  # refuse bad values before loading anything
+def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, continue_id: int | None,
+        template: str | None, variables: tuple[str, ...], **options: Any) -> None:
+    """Answer PROMPT (or standard input, or a filled --template), streaming to stdout."""
+    defaults: dict[str, Any] = {}
+    if template is not None:
+        prompt, system, defaults = _render_template(ctx.obj, template, variables, prompt)
+        options["system"] = options.get("system") or system
+    elif variables:
+        raise click.UsageError("--var needs --template")
+    params = params_from(options, defaults)  # refuse bad values before loading anything
     if prompt is None:
         if sys.stdin.isatty():
             raise click.UsageError("give a PROMPT or pipe text on standard input")
@@ -96,6 +105,16 @@ def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, co
         click.echo(json.dumps({**final.to_dict(), "conversation_id": conversation_id}, indent=2))
     else:
         _print_stats(final, conversation_id)
+
+
+def _render_template(settings: Settings, name: str, pairs: tuple[str, ...],
+                     extra: str | None) -> tuple[str, str | None, dict[str, Any]]:
+    """The template's prompt (with PROMPT appended, if given), its system prompt and its settings."""
+    from chatcore.cli.prompts import load_library, parse_var_options
+
+    rendered = load_library(settings).get(name).render(parse_var_options(pairs))
+    text = rendered.text if extra is None else f"{rendered.text}\n\n{extra}"
+    return text, rendered.system, rendered.settings
 
 
 @main.command()

@@ -1,0 +1,82 @@
+"""Loads the model in the background and swaps it on request, so servers start instantly."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Callable
+
+from chatcore.engine import LocalEngine
+from chatcore.errors import ChatCoreError
+from chatcore.settings import Settings
+
+
+class ModelNotReadyError(ChatCoreError):
+    """A request arrived while the model is still loading, or after loading failed."""
+
+
+class ModelManager:
+    """Owns the current backend; loading happens on a background thread, never inside a request."""
+
+    def __init__(self, settings: Settings, loader: Callable[[Settings, Callable[[str], None]], object] | None = None) -> None:
+        self.settings = settings
+        self._loader = loader or (lambda s, progress: LocalEngine.load(s, progress))
+        self._lock = threading.Lock()
+        self._backend: object | None = None
+        self._status = "not loaded"
+        self._error: str | None = None
+        self._loading: threading.Thread | None = None
+
+    @property
+    def status(self) -> str:
+        """A one-line, human-readable state: loading, ready or failed, with the model's name."""
+        return self._status
+
+    @property
+    def ready(self) -> bool:
+        return self._backend is not None and self._loading is None
+
+    def start(self, model: str | None = None, device: str | None = None, dtype: str | None = None) -> threading.Thread:
+        """Begin loading (or switching to) a model in the background; returns the loading thread."""
+        with self._lock:
+            if self._loading is not None:
+                raise ModelNotReadyError(f"already busy: {self._status}")
+            target = self.settings.with_overrides(model=model, device=device, dtype=dtype)
+            self._status = f"loading {target.model}…"
+            self._error = None
+            thread = threading.Thread(target=self._load, args=(target,), name="model-loader", daemon=True)
+            self._loading = thread
+        thread.start()
+        return thread
+
+    def _load(self, target: Settings) -> None:
+        def progress(message: str) -> None:
+            self._status = f"loading {target.model}: {message}"
+
+        try:
+            backend = self._loader(target, progress)
+        except Exception as exc:  # any failure is reported in the UI, and the old model stays usable
+            self._error = str(exc)
+            previous = f"; still using {self.settings.model}" if self._backend is not None else ""
+            self._status = f"failed to load {target.model}: {exc}{previous}"
+        else:
+            self._backend = backend
+            self.settings = target
+            self._status = f"ready: {target.model}"
+        finally:
+            self._loading = None
+
+    def get(self):
+        """The loaded backend, or a clear error while it loads or after it failed."""
+        backend = self._backend
+        if backend is None:
+            if self._loading is not None:
+                raise ModelNotReadyError(f"the model is still loading ({self._status}); try again in a moment")
+            raise ModelNotReadyError(self._error and f"the model failed to load: {self._error}" or "no model is loaded")
+        return backend
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the current load ends (used by tests and the CLI)."""
+        thread = self._loading
+        if thread is not None:
+            thread.join(timeout)
