@@ -1,0 +1,450 @@
+"""ChatCore's web app: layout and event wiring only; what happens lives in ``chatcore.workspace``.
+
+    python app.py --host 127.0.0.1 --port 7860 [--model M] [--device D] [--dtype T] [--open]
+
+The model loads in the background at start-up; history and search work while it loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from chatcore.errors import ChatCoreError
+from chatcore.params import GenerationParams
+from chatcore.workspace import LOCAL_OWNER, ChatView, StopSignal, Workspace
+
+# Generation is the only expensive event; two at once lets two tabs chat while the engine interleaves steps.
+DEFAULT_CONCURRENCY = 2
+STATUS_POLL_S = 1.0
+LATEX = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "\\(", "right": "\\)", "display": False},
+    {"left": "$", "right": "$", "display": False},
+]
+PARAM_NAMES = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
+CSS = """
+#chat-title textarea, #chat-title input { font-size: 1.15rem; font-weight: 600; }
+#conversations { max-height: calc(100vh - 330px); overflow-y: auto; }
+#conversations label { width: 100%; }
+#model-status, #context-line { font-size: 0.85rem; opacity: 0.85; }
+.message sub { opacity: 0.7; }
+"""
+
+
+def _user_errors(handler: Callable) -> Callable:
+    """Errors a user can act on (bad settings, model loading, a deleted conversation) become Gradio messages."""
+
+    def convert(exc: Exception) -> gr.Error:
+        return gr.Error(str(exc), title="ChatCore")
+
+    if _is_generator(handler):
+        @functools.wraps(handler)
+        def stream(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from handler(*args, **kwargs)
+            except _EXPECTED as exc:
+                raise convert(exc) from exc
+        return stream
+
+    @functools.wraps(handler)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except _EXPECTED as exc:
+            raise convert(exc) from exc
+    return call
+
+
+def _is_generator(fn: Callable) -> bool:
+    import inspect
+
+    return inspect.isgeneratorfunction(fn)
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    from storage import StorageError
+
+    return (ChatCoreError, StorageError)
+
+
+_EXPECTED = _expected_errors()
+
+
+def _text_of(content: Any) -> str:
+    """The text of a chat message's content, which Gradio may hand over as a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    if isinstance(content, (list, tuple)):
+        return "".join(_text_of(part) for part in content)
+    return str(content)
+
+
+def _plain(text: str) -> str:
+    """Text shown inside Markdown exactly as written: no markup, no HTML."""
+    import html
+
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~>])", r"\\\1", html.escape(text, quote=False))
+
+
+class ChatApp:
+    """The page: a sidebar of conversations, the chat, and a settings panel."""
+
+    def __init__(self, workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> None:
+        self.workspace = workspace
+        self.concurrency_limit = concurrency_limit
+        self.export_dir = Path(tempfile.mkdtemp(prefix="chatcore-export-"))
+        with gr.Blocks(title="ChatCore", fill_height=True) as self.demo:
+            self._render_state()
+            self._render_sidebar()
+            self._render_settings()
+            self._render_chat()
+            self._wire_events()
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def _render_state(self) -> None:
+        self.conversation_id = gr.State(None)  # the open conversation, per browser tab
+        self.pending = gr.State("")  # the message being answered
+        self.stop_signal = gr.State(StopSignal)  # a fresh one per tab
+        self.deleted_id = gr.State(None)  # for Undo
+        self.status_timer = gr.Timer(STATUS_POLL_S, active=True)
+
+    def _render_sidebar(self) -> None:
+        with gr.Sidebar(label="Conversations", open=True, width=300):
+            gr.Markdown("### ChatCore")
+            self.new_chat = gr.Button("＋ New chat", variant="primary", size="sm")
+            self.search = gr.Textbox(placeholder="Search all messages…", show_label=False, container=False,
+                                     elem_id="search", max_lines=1)
+            self.conversations = gr.Radio(choices=[], show_label=False, container=False, elem_id="conversations")
+            self.undo = gr.Button("Undo delete", size="sm", visible=False)
+
+    def _render_chat(self) -> None:
+        with gr.Column(scale=1):
+            with gr.Row(equal_height=True):
+                self.title = gr.Textbox(placeholder="New chat", show_label=False, container=False, scale=6,
+                                        elem_id="chat-title", max_lines=1, info=None)
+                self.rename = gr.Button("Rename", size="sm", scale=0, min_width=80)
+                self.delete = gr.Button("Delete", size="sm", variant="stop", scale=0, min_width=80)
+                self.export_md = gr.Button("⤓ Markdown", size="sm", scale=0, min_width=100)
+                self.export_json = gr.Button("⤓ JSON", size="sm", scale=0, min_width=80)
+            self.export_file = gr.File(label="Export", visible=False, interactive=False)
+            self.chatbot = gr.Chatbot(
+                elem_id="chatbot", show_label=False, scale=1, height="65vh", layout="panel",
+                sanitize_html=True, render_markdown=True, latex_delimiters=LATEX, editable="user",
+                buttons=["copy", "copy_all"], feedback_options=("Like", "Dislike"),
+                placeholder="Ask anything. Answers stream from the local model; every chat is saved.",
+            )
+            with gr.Row(equal_height=True):
+                self.message = gr.Textbox(placeholder="Message ChatCore (Enter sends, Shift+Enter for a new line)",
+                                          show_label=False, container=False, scale=8, lines=1, max_lines=10,
+                                          elem_id="message", autofocus=True)
+                self.send = gr.Button("Send", variant="primary", scale=0, min_width=90, elem_id="send")
+                self.stop = gr.Button("■ Stop", variant="stop", scale=0, min_width=90, visible=False, elem_id="stop")
+            with gr.Row():
+                self.context = gr.Markdown("", elem_id="context-line")
+                self.status = gr.Markdown("", elem_id="model-status")
+
+    def _render_settings(self) -> None:
+        defaults = GenerationParams()
+        with gr.Sidebar(label="Settings", open=False, position="right", width=320):
+            gr.Markdown("### Settings\nApplied to the next message and saved with it.")
+            self.model = gr.Dropdown(label="Model", choices=[], allow_custom_value=True, elem_id="model-picker")
+            self.device = gr.Dropdown(label="Device", choices=["auto"], value="auto", elem_id="device-picker")
+            self.temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature",
+                                         info="0 is greedy (deterministic)")
+            self.top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="Top-p")
+            self.top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k", info="0 turns it off")
+            self.max_new_tokens = gr.Slider(16, 4096, value=defaults.max_new_tokens, step=16, label="Max new tokens",
+                                            elem_id="max-new-tokens")
+            self.repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.01,
+                                                label="Repetition penalty", info="1 is off")
+            self.seed = gr.Textbox(label="Seed", placeholder="random", max_lines=1,
+                                   info="Blank draws a fresh seed; the one used is shown under each answer")
+            self.system = gr.Textbox(label="System prompt", lines=4, max_lines=12, placeholder="None")
+
+    @property
+    def _params(self) -> list[gr.components.Component]:
+        return [self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.repetition_penalty, self.seed]
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def _wire_events(self) -> None:
+        unqueued = {"queue": False, "show_progress": "hidden"}
+        view = [self.conversation_id, self.chatbot, self.title, self.context, self.system]
+        self.demo.load(self.on_load, None, [self.conversations, self.model, self.device, self.status,
+                                            self.status_timer], **unqueued)
+        self.status_timer.tick(self.poll_status, None, [self.status, self.status_timer], **unqueued)
+
+        # Sidebar: cheap database reads and writes, outside the queue.
+        self.new_chat.click(self.new_conversation, None, [*view, self.conversations, self.export_file], **unqueued)
+        self.conversations.input(self.open_conversation, [self.conversations], [*view, self.export_file], **unqueued)
+        self.search.change(self.search_conversations, [self.search, self.conversation_id], [self.conversations],
+                           **unqueued)
+        for trigger in (self.title.submit, self.rename.click):
+            trigger(self.rename_conversation, [self.conversation_id, self.title, self.search],
+                    [self.conversations], **unqueued)
+        self.delete.click(self.delete_conversation, [self.conversation_id, self.search],
+                          [*view, self.conversations, self.deleted_id, self.undo], **unqueued)
+        self.undo.click(self.undo_delete, [self.deleted_id, self.search],
+                        [*view, self.conversations, self.deleted_id, self.undo], **unqueued)
+        self.export_md.click(functools.partial(self.export, fmt="markdown"), [self.conversation_id],
+                             [self.export_file], **unqueued)
+        self.export_json.click(functools.partial(self.export, fmt="json"), [self.conversation_id],
+                               [self.export_file], **unqueued)
+
+        # Settings: switching model or device loads in the background; the timer shows progress.
+        for picker in (self.model, self.device):
+            picker.input(self.switch_model, [self.model, self.device], [self.status, self.status_timer], **unqueued)
+
+        # The chat: validate and show the question at once, answer in the queue, then tidy up.
+        generating = {"concurrency_limit": self.concurrency_limit, "show_progress": "minimal"}
+        answer_out = [self.chatbot, self.conversation_id, self.title, self.context]
+        busy_out = [self.send, self.stop]
+        for trigger in (self.message.submit, self.send.click):
+            (trigger(self.accept, [self.message, self.chatbot, self.stop_signal, *self._params],
+                     [self.message, self.chatbot, self.pending, *busy_out], **unqueued)
+             .success(self.respond, [self.pending, self.conversation_id, self.stop_signal, self.system, *self._params],
+                      answer_out, **generating)
+             .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **unqueued))
+        (self.chatbot.retry(self.begin, [self.stop_signal], busy_out, **unqueued)
+         .success(self.retry, [self.conversation_id, self.stop_signal, self.system, *self._params], answer_out,
+                  **generating)
+         .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **unqueued))
+        (self.chatbot.edit(self.begin_edit, [self.chatbot, self.stop_signal], [self.chatbot, self.pending, *busy_out],
+                           **unqueued)
+         .success(self.edit, [self.pending, self.conversation_id, self.stop_signal, self.system, *self._params],
+                  answer_out, **generating)
+         .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **unqueued))
+        # Stop sets the session's signal: the decoder ends at its next token and the partial answer is saved.
+        self.stop.click(self.stop_generation, [self.stop_signal], None, **unqueued)
+        self.chatbot.like(self.rate, [self.conversation_id], None, **unqueued)
+
+    # -- handlers: each is a thin call into the workspace --------------------------------------
+
+    def owner(self, request: gr.Request | None = None) -> str:
+        """Whose history this is; one local user until sign-in arrives."""
+        return LOCAL_OWNER
+
+    def _sidebar(self, query: str = "", selected: int | None = None) -> gr.Radio:
+        if query.strip():
+            choices = self.workspace.search(self.owner(), query)
+        else:
+            choices = self.workspace.conversation_choices(self.owner())
+        value = selected if selected in {cid for _, cid in choices} else None
+        return gr.Radio(choices=choices, value=value)
+
+    @staticmethod
+    def _view(view: ChatView) -> tuple:
+        chatbot = gr.Chatbot(value=view.messages, feedback_value=view.feedback)
+        return view.conversation_id, chatbot, view.title, view.context, view.system_prompt or ""
+
+    def _status(self) -> tuple[str, gr.Timer]:
+        status, loading = self.workspace.model_status()
+        icon = "⏳" if loading else ("✅" if status.startswith("ready") else "⚠️")
+        return f"{icon} {_plain(status)}", gr.Timer(active=loading)
+
+    @_user_errors
+    def on_load(self) -> tuple:
+        current = self.workspace.manager.settings
+        model = gr.Dropdown(choices=self.workspace.model_choices(), value=current.model)
+        devices = self.workspace.device_choices()
+        device = gr.Dropdown(choices=devices if current.device in devices else [current.device, *devices],
+                             value=current.device)
+        return (self._sidebar(), model, device, *self._status())
+
+    def poll_status(self) -> tuple[str, gr.Timer]:
+        return self._status()
+
+    @_user_errors
+    def switch_model(self, model: str, device: str) -> tuple[str, gr.Timer]:
+        self.workspace.switch_model(model, device)
+        return self._status()
+
+    def new_conversation(self) -> tuple:
+        return (*self._view(ChatView()), gr.Radio(value=None), gr.File(value=None, visible=False))
+
+    @_user_errors
+    def open_conversation(self, conversation_id: int | None) -> tuple:
+        return (*self._view(self.workspace.open(self.owner(), conversation_id)), gr.File(value=None, visible=False))
+
+    @_user_errors
+    def search_conversations(self, query: str, conversation_id: int | None) -> gr.Radio:
+        return self._sidebar(query, conversation_id)
+
+    @_user_errors
+    def rename_conversation(self, conversation_id: int | None, title: str, query: str) -> gr.Radio:
+        self.workspace.rename(self.owner(), conversation_id, title)
+        return self._sidebar(query, conversation_id)
+
+    @_user_errors
+    def delete_conversation(self, conversation_id: int | None, query: str) -> tuple:
+        title = self.workspace.delete(self.owner(), conversation_id)
+        gr.Info(f"Deleted “{title}”. Undo brings it back.")
+        return (*self._view(ChatView()), self._sidebar(query), conversation_id, gr.Button(visible=True))
+
+    @_user_errors
+    def undo_delete(self, deleted_id: int | None, query: str) -> tuple:
+        if deleted_id is None:
+            raise gr.Error("Nothing to undo.")
+        self.workspace.restore(self.owner(), deleted_id)
+        view = self.workspace.open(self.owner(), deleted_id)
+        return (*self._view(view), self._sidebar(query, deleted_id), None, gr.Button(visible=False))
+
+    @_user_errors
+    def export(self, conversation_id: int | None, fmt: str) -> gr.File:
+        path = self.workspace.export(self.owner(), conversation_id, fmt, self.export_dir)
+        return gr.File(value=str(path), visible=True)
+
+    @_user_errors
+    def accept(self, text: str, chatbot: list, stop_signal: StopSignal, temperature: float, top_p: float,
+               top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str) -> tuple:
+        """Check the message and settings, then show the question at once (unqueued)."""
+        self.workspace.check_send(text, **self._values(temperature, top_p, top_k, max_new_tokens,
+                                                       repetition_penalty, seed))
+        stop_signal.clear()
+        shown = [*chatbot, {"role": "user", "content": text}]
+        return "", shown, text, gr.Button(visible=False), gr.Button(visible=True)
+
+    @_user_errors
+    def begin(self, stop_signal: StopSignal) -> tuple:
+        """Before a retry or an edit: the model must be there; show Stop."""
+        self.workspace.manager.get()
+        stop_signal.clear()
+        return gr.Button(visible=False), gr.Button(visible=True)
+
+    @_user_errors
+    def begin_edit(self, chatbot: list, stop_signal: StopSignal, event: gr.EditData) -> tuple:
+        """An edited question: keep the chat up to it, remember what to ask, show Stop."""
+        self.workspace.manager.get()
+        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        text = _text_of(event.value)
+        stop_signal.clear()
+        shown = [*chatbot[:index], {"role": "user", "content": text}]
+        return shown, {"index": int(index), "text": text}, gr.Button(visible=False), gr.Button(visible=True)
+
+    @_user_errors
+    def respond(self, text: str, conversation_id: int | None, stop_signal: StopSignal, system: str,
+                temperature: float, top_p: float, top_k: float, max_new_tokens: float,
+                repetition_penalty: float, seed: str) -> Iterator[tuple]:
+        params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
+                                                      repetition_penalty, seed))
+        yield from self._stream(self.workspace.send(self.owner(), conversation_id, text, params, system=system,
+                                                    cancel=stop_signal))
+
+    @_user_errors
+    def retry(self, conversation_id: int | None, stop_signal: StopSignal, system: str, temperature: float,
+              top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str) -> Iterator[tuple]:
+        if conversation_id is None:
+            raise gr.Error("Open a saved conversation to retry.")
+        params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
+                                                      repetition_penalty, seed))
+        gr.Info("Retrying as a new branch (⑂); the earlier answer stays in the original conversation.")
+        yield from self._stream(self.workspace.retry(self.owner(), conversation_id, params, system=system,
+                                                     cancel=stop_signal))
+
+    @_user_errors
+    def edit(self, pending: dict, conversation_id: int | None, stop_signal: StopSignal, system: str,
+             temperature: float, top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float,
+             seed: str) -> Iterator[tuple]:
+        if conversation_id is None:
+            raise gr.Error("Open a saved conversation to edit it.")
+        params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
+                                                      repetition_penalty, seed))
+        gr.Info("Asking again from the edited message, as a new branch (⑂).")
+        yield from self._stream(self.workspace.edit(self.owner(), conversation_id, pending["index"], pending["text"],
+                                                    params, system=system, cancel=stop_signal))
+
+    def _stream(self, views: Iterator[ChatView]) -> Iterator[tuple]:
+        """Chat updates as the answer grows; on an error the saved state is shown before the message."""
+        last: ChatView | None = None
+        try:
+            for view in views:
+                last = view
+                yield view.messages, view.conversation_id, view.title, view.context
+        except _EXPECTED:
+            if last is not None and last.conversation_id is not None:
+                saved = self.workspace.open(self.owner(), last.conversation_id)
+                yield (gr.Chatbot(value=saved.messages, feedback_value=saved.feedback), saved.conversation_id,
+                       saved.title, saved.context)
+            raise
+        if last is not None:
+            yield (gr.Chatbot(value=last.messages, feedback_value=last.feedback), last.conversation_id, last.title,
+                   last.context)
+
+    def finish(self, conversation_id: int | None, query: str) -> tuple:
+        return gr.Button(visible=True), gr.Button(visible=False), self._sidebar(query, conversation_id)
+
+    @staticmethod
+    def stop_generation(stop_signal: StopSignal) -> None:
+        stop_signal.set()
+
+    @_user_errors
+    def rate(self, conversation_id: int | None, event: gr.LikeData) -> None:
+        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        self.workspace.rate(self.owner(), conversation_id, int(index), event.liked)
+
+    @staticmethod
+    def _values(*values: Any) -> dict[str, Any]:
+        return dict(zip(PARAM_NAMES, values))
+
+
+def build_app(workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
+    """The page over ``workspace``; launch it with :func:`launch`."""
+    return ChatApp(workspace, concurrency_limit=concurrency_limit).demo
+
+
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
+           concurrency_limit: int = DEFAULT_CONCURRENCY, **kwargs: Any) -> Any:
+    """Queue the expensive events and serve the page."""
+    demo.queue(default_concurrency_limit=concurrency_limit)
+    return demo.launch(server_name=host, server_port=port, inbrowser=open_browser, css=CSS,
+                       theme=gr.themes.Soft(), footer_links=["api", "settings"], **kwargs)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="app.py", description="ChatCore's web app.")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+    parser.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
+    parser.add_argument("--model", help="Model: smollm2-135m-instruct (default), a Hugging Face id, a directory or a .gguf file.")
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+    parser.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16.")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help=f"Answers generated at once (default {DEFAULT_CONCURRENCY}).")
+    parser.add_argument("--open", action="store_true", help="Open the page in a browser.")
+    return parser.parse_args(argv)
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str | None = None,
+          dtype: str | None = None, open_browser: bool = False, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    """Start loading the model in the background, then serve the page until interrupted."""
+    from chatcore.manager import ModelManager
+    from chatcore.settings import Settings
+    from storage import Store
+
+    settings = Settings().with_overrides(model=model, device=device, dtype=dtype)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    manager = ModelManager(settings)
+    manager.start()
+    workspace = Workspace(manager, Store(settings.db_path))
+    launch(build_app(workspace, concurrency_limit=concurrency), host=host, port=port, open_browser=open_browser,
+           concurrency_limit=concurrency)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    serve(host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype,
+          open_browser=args.open, concurrency=args.concurrency)
+
+
+if __name__ == "__main__":
+    main()
