@@ -15,7 +15,7 @@ if command -v nvidia-smi >/dev/null 2>&1 || [ "$(uname -s)" = Darwin ]; then
   exec "$pip" install torch
 fi
 echo "Installing the CPU-only torch build (no GPU found)..."
-if "$pip" install --isolated --timeout 30 --index-url https://download.pytorch.org/whl/cpu torch; then
+if "$pip" install --isolated --timeout 30 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch; then
   exit 0
 fi
 echo "download.pytorch.org not reachable; looking for a local CPU wheel in pip's find-links..."
