@@ -4,3 +4,4 @@
 from chatcore.cli import prompts  # noqa: F401
 from chatcore.cli import models  # noqa: F401
 from chatcore.cli import run  # noqa: F401
+from chatcore.cli import serve  # noqa: F401
