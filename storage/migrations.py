@@ -116,3 +116,21 @@ def m002_search(db: Database) -> None:
         INSERT INTO conversations_fts (conversations_fts) VALUES ('rebuild');
         """
     )
+
+
+@migrations()
+def m003_api_keys(db: Database) -> None:
+    """API keys, many per user; only a SHA-256 of each key is kept, never the key."""
+    db.executescript(
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE ON DELETE CASCADE,
+            key_hash TEXT NOT NULL UNIQUE,  -- hex SHA-256 of the whole key
+            prefix TEXT NOT NULL,           -- the key's first characters, to tell keys apart in lists
+            created TEXT NOT NULL,
+            last_used TEXT
+        );
+        CREATE INDEX api_keys_owner ON api_keys (owner);
+        """
+    )

@@ -597,7 +597,8 @@ def fts_query(text: str) -> str | None:
     A word ending in ``*`` becomes a prefix query. Returns ``None`` for blank text.
     """
     terms = []
-    for word in text.split():
+    # FTS5 reads the query as a C string: a NUL would end it inside a quoted word.
+    for word in text.replace("\x00", " ").split():
         prefix = len(word) > 1 and word.endswith("*")
         word = word.rstrip("*") if prefix else word
         terms.append('"' + word.replace('"', '""') + '"' + ("*" if prefix else ""))

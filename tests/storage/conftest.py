@@ -41,6 +41,7 @@ def chat(store: Store) -> int:
     return cid
 
 
-def dump(store: Store) -> str:
-    """Every row of the database as SQL text: equal dumps mean nothing changed."""
-    return "\n".join(store.db.conn.iterdump())
+@pytest.fixture
+def dump():
+    """``dump(store)``: every row of the database as SQL text; equal dumps mean nothing changed."""
+    return lambda store: "\n".join(store.db.conn.iterdump())
