@@ -111,7 +111,8 @@ class ChatService:
         """Stream the answer; create its row at the first token, update it throttled, finalize it."""
         message_id: int | None = None
         text, last_save, finished = "", 0.0, False
-        record = {"model": backend.model_name, "params": params.to_dict()}
+        # The system prompt is a per-answer setting too (it can change mid-conversation): keep it with the answer.
+        record = {"model": backend.model_name, "params": {**params.to_dict(), "system_prompt": system}}
         try:
             for event in backend.stream(history, params, system=system, cancel=cancel):
                 if isinstance(event, Started):
