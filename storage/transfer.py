@@ -194,6 +194,8 @@ def _loads(data: str | bytes | bytearray) -> Any:
     except json.JSONDecodeError as exc:
         if exc.pos >= len(exc.doc.rstrip()):
             problem = "the file ends too early (truncated?)"
+        elif exc.msg.startswith("Unterminated string"):
+            problem = "a string runs to the end of the file (truncated?)"
         else:
             problem = exc.msg
         raise ImportValidationError(

@@ -4,4 +4,5 @@
 from chatcore.cli import prompts  # noqa: F401
 from chatcore.cli import models  # noqa: F401
 from chatcore.cli import run  # noqa: F401
+from chatcore.cli import history  # noqa: F401
 from chatcore.cli import serve  # noqa: F401
