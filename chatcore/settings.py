@@ -27,6 +27,12 @@ class Settings:
     # Loading arbitrary pickles or repository code runs code from the model's author: opt-in only.
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    # "local" decodes here; "openai" sends every answer to an OpenAI-compatible server at base_url.
+    backend: str = field(default_factory=lambda: os.environ.get("CHATCORE_BACKEND") or "local")
+    base_url: str | None = field(default_factory=lambda: os.environ.get("CHATCORE_BASE_URL") or None)
+    backend_api_key: str | None = field(default_factory=lambda: os.environ.get("CHATCORE_BACKEND_API_KEY") or None, repr=False)
+    # When set, the HTTP API (/v1) requires "Authorization: Bearer <api_key>".
+    api_key: str | None = field(default_factory=lambda: os.environ.get("CHATCORE_API_KEY") or None, repr=False)
 
     @property
     def db_path(self) -> Path:

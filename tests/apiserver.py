@@ -1,0 +1,45 @@
+"""A real uvicorn server in a thread on a free 127.0.0.1 port, for tests that speak HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import uvicorn
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def manager_for(backend: Any) -> Any:
+    """A ``ModelManager`` that has finished loading ``backend``."""
+    from chatcore.manager import ModelManager
+    from chatcore.settings import Settings
+
+    manager = ModelManager(Settings(), loader=lambda settings, progress: backend)
+    manager.start()
+    manager.wait()
+    return manager
