@@ -14,6 +14,7 @@ from chatcore.params import GenerationParams
 # Streaming writes are throttled so that SQLite never slows decoding; a crash loses at most this much.
 SAVE_INTERVAL_S = 0.5
 MAX_MESSAGE_CHARS = 200_000
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed", "stop")
 
 
 class Backend(Protocol):
@@ -103,6 +104,22 @@ class ChatService:
         user_id = self.store.add_message(conversation_id, "user", prompt)
         yield Saved(conversation_id, user_id)
         yield from self._stream_and_save(backend, history, params, system, cancel, conversation_id)
+
+    def reproduce(
+        self, owner: str, message_id: int, *, cancel: threading.Event | None = None
+    ) -> Iterator[Event]:
+        """Re-run a saved answer with its recorded settings and seed on the same turns; nothing is saved."""
+        from chatcore.errors import ParameterError
+
+        message = self.store.get_message(owner, message_id)
+        if message["role"] != "assistant":
+            raise ParameterError("message_id", f"message {message_id} is not an answer; only answers can be re-run")
+        conversation = self.store.get_conversation(owner, message["conversation_id"])
+        history = [Message(m["role"], m["content"]) for m in conversation["messages"]
+                   if m["position"] < message["position"] and m["role"] != "system"]
+        recorded = message.get("params") or {}
+        params = GenerationParams.create(**{k: recorded.get(k) for k in SAMPLING_KEYS})
+        yield from self._backend().stream(history, params, system=conversation.get("system_prompt"), cancel=cancel)
 
     def _stream_and_save(
         self, backend: Backend, history: list[Message], params: GenerationParams, system: str | None,

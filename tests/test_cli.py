@@ -119,3 +119,15 @@ def test_template_fills_the_prompt(cli):
     result = cli("ask", "--json", "--max-tokens", "4", "--no-save", "--template", "stats-explainer", *values)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["prompt_tokens"] > len(template.body) // 2  # the byte tokenizer: ~1 token a char
+
+
+def test_reproduce_matches_the_saved_answer(cli):
+    first = json.loads(cli("ask", "--json", "-t", "1.0", "--max-tokens", "10", "Sample something").stdout)
+    from chatcore.settings import Settings
+    from storage import Store
+
+    answer = Store(Settings().db_path).get_conversation("local", first["conversation_id"])["messages"][-1]
+    result = cli("reproduce", str(answer["id"]))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip("\n") == first["text"]
+    assert "identical to the saved answer" in result.stderr

@@ -154,3 +154,27 @@ def chat(ctx: click.Context, no_save: bool, continue_id: int | None, **options: 
                 history += [Message("user", line), Message("assistant", final.text)]
             _print_stats(final, conversation_id)
 
+
+
+@main.command()
+@click.argument("message_id", type=int)
+@model_options
+@click.pass_context
+def reproduce(ctx: click.Context, message_id: int, **options: Any) -> None:
+    """Re-run saved answer MESSAGE_ID with its recorded settings and seed; report whether it matches."""
+    service = _service(settings_from(ctx, options), save=True)
+    saved = service.store.get_message("local", message_id)
+    final = None
+    for event in service.reproduce("local", message_id):
+        if isinstance(event, TextDelta):
+            click.echo(event.text, nl=False)
+        elif isinstance(event, Finished):
+            final = event
+    click.echo()
+    recorded_hash = (saved.get("params") or {}).get("weights_sha256")
+    if final is not None and recorded_hash and recorded_hash != final.extra.get("weights_sha256"):
+        click.secho("[note: the weights differ from the ones that produced the saved answer]", err=True)
+    if final is not None and final.text == saved["content"]:
+        click.secho("[identical to the saved answer]", err=True)
+    else:
+        raise click.ClickException("the re-run differs from the saved answer")
