@@ -119,7 +119,8 @@ class ChatService:
                    if m["position"] < message["position"] and m["role"] != "system"]
         recorded = message.get("params") or {}
         params = GenerationParams.create(**{k: recorded.get(k) for k in SAMPLING_KEYS})
-        yield from self._backend().stream(history, params, system=conversation.get("system_prompt"), cancel=cancel)
+        system = recorded["system_prompt"] if "system_prompt" in recorded else conversation.get("system_prompt")
+        yield from self._backend().stream(history, params, system=system, cancel=cancel)
 
     def _stream_and_save(
         self, backend: Backend, history: list[Message], params: GenerationParams, system: str | None,
