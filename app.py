@@ -30,6 +30,11 @@ LATEX = [
     {"left": "$", "right": "$", "display": False},
 ]
 PARAM_NAMES = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
+# Nothing in a message may reach another host: no remote images (tracking pixels), frames or forms.
+HEAD = (
+    "<meta http-equiv=\"Content-Security-Policy\" content=\"img-src 'self' data: blob:; media-src 'self' data: blob:; "
+    "frame-src 'none'; object-src 'none'; form-action 'self'; base-uri 'self'\">"
+)
 CSS = """
 #chat-title textarea, #chat-title input { font-size: 1.15rem; font-weight: 600; }
 #conversations { max-height: calc(100vh - 330px); overflow-y: auto; }
@@ -103,7 +108,7 @@ class ChatApp:
         self.workspace = workspace
         self.concurrency_limit = concurrency_limit
         self.export_dir = Path(tempfile.mkdtemp(prefix="chatcore-export-"))
-        with gr.Blocks(title="ChatCore", fill_height=True) as self.demo:
+        with gr.Blocks(title="ChatCore", fill_height=True, analytics_enabled=False) as self.demo:
             self._render_state()
             self._render_sidebar()
             self._render_settings()
@@ -197,17 +202,16 @@ class ChatApp:
                           [*view, self.conversations, self.deleted_id, self.undo], **unqueued)
         self.undo.click(self.undo_delete, [self.deleted_id, self.search],
                         [*view, self.conversations, self.deleted_id, self.undo], **unqueued)
-        self.export_md.click(functools.partial(self.export, fmt="markdown"), [self.conversation_id],
-                             [self.export_file], **unqueued)
-        self.export_json.click(functools.partial(self.export, fmt="json"), [self.conversation_id],
-                               [self.export_file], **unqueued)
+        self.export_md.click(self.export_markdown, [self.conversation_id], [self.export_file], **unqueued)
+        self.export_json.click(self.export_json_file, [self.conversation_id], [self.export_file], **unqueued)
 
         # Settings: switching model or device loads in the background; the timer shows progress.
         for picker in (self.model, self.device):
             picker.input(self.switch_model, [self.model, self.device], [self.status, self.status_timer], **unqueued)
 
         # The chat: validate and show the question at once, answer in the queue, then tidy up.
-        generating = {"concurrency_limit": self.concurrency_limit, "show_progress": "minimal"}
+        generating = {"concurrency_limit": self.concurrency_limit, "concurrency_id": "generate",
+                      "show_progress": "minimal"}
         answer_out = [self.chatbot, self.conversation_id, self.title, self.context]
         busy_out = [self.send, self.stop]
         for trigger in (self.message.submit, self.send.click):
@@ -304,6 +308,12 @@ class ChatApp:
     def export(self, conversation_id: int | None, fmt: str) -> gr.File:
         path = self.workspace.export(self.owner(), conversation_id, fmt, self.export_dir)
         return gr.File(value=str(path), visible=True)
+
+    def export_markdown(self, conversation_id: int | None) -> gr.File:
+        return self.export(conversation_id, "markdown")
+
+    def export_json_file(self, conversation_id: int | None) -> gr.File:
+        return self.export(conversation_id, "json")
 
     @_user_errors
     def accept(self, text: str, chatbot: list, stop_signal: StopSignal, temperature: float, top_p: float,
@@ -407,8 +417,11 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, open_b
            concurrency_limit: int = DEFAULT_CONCURRENCY, **kwargs: Any) -> Any:
     """Queue the expensive events and serve the page."""
     demo.queue(default_concurrency_limit=concurrency_limit)
-    return demo.launch(server_name=host, server_port=port, inbrowser=open_browser, css=CSS,
-                       theme=gr.themes.Soft(), footer_links=["api", "settings"], **kwargs)
+    # System fonts only: the page makes no request to any other host (the default theme fetches Google Fonts).
+    theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                           font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+    return demo.launch(server_name=host, server_port=port, inbrowser=open_browser, css=CSS, head=HEAD,
+                       theme=theme, footer_links=["api", "settings"], **kwargs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,225 @@
+"""The Gradio page: its wiring through ``demo.fns`` and its handlers called directly, with the tiny model."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+import pytest
+from gradio.helpers import special_args
+
+import app
+from chatcore.manager import ModelManager
+from chatcore.settings import Settings
+from chatcore.workspace import StopSignal, Workspace
+from tests.test_workspace import endless, make_workspace
+
+PARAMS = dict(temperature=0.0, top_p=0.95, top_k=50, max_new_tokens=8, repetition_penalty=1.1, seed="")
+
+
+@pytest.fixture
+def chat_app(tmp_path, tiny_engine, tiny_model_dir) -> app.ChatApp:
+    return app.ChatApp(make_workspace(tmp_path, endless(tiny_engine), model=str(tiny_model_dir)))
+
+
+def fn_named(demo: gr.Blocks, name: str) -> list:
+    return [fn for fn in demo.fns.values() if fn.name == name]
+
+
+def texts(chatbot: gr.Chatbot) -> list[str]:
+    """The text of each message a Chatbot update holds (Gradio normalises contents into parts)."""
+    return [app._text_of(m["content"]) for m in chatbot.value]
+
+
+def ask(chat_app: app.ChatApp, text: str, conversation_id=None, **params):
+    values = {**PARAMS, **params}
+    signal = StopSignal()
+    cleared, shown, pending, send, stop = chat_app.accept(text, [], signal, *values.values())
+    assert cleared == "" and shown[-1] == {"role": "user", "content": text} and pending == text
+    assert send.visible is False and stop.visible is True
+    outputs = list(chat_app.respond(pending, conversation_id, signal, "", *values.values()))
+    return outputs
+
+
+def test_generation_is_queued_with_a_shared_limit_and_cheap_events_are_not(chat_app):
+    demo = chat_app.demo
+    generating = [fn for name in ("respond", "retry", "edit") for fn in fn_named(demo, name)]
+    assert len(generating) == 4  # Enter, Send, Retry, Edit
+    assert all(fn.queue and fn.concurrency_limit == app.DEFAULT_CONCURRENCY for fn in generating)
+    assert {fn.concurrency_id for fn in generating} == {"generate"}
+    cheap = ["accept", "begin", "begin_edit", "finish", "stop_generation", "rate", "open_conversation",
+             "search_conversations", "rename_conversation", "delete_conversation", "new_conversation",
+             "poll_status", "on_load", "switch_model", "export_markdown", "export_json_file"]
+    for name in cheap:
+        fns = fn_named(demo, name)
+        assert fns, name
+        assert all(fn.queue is False for fn in fns), name
+    # The answer step runs only when the question was accepted.
+    assert all(fn.trigger_only_on_success for fn in generating)
+
+
+def test_chatbot_keeps_html_sanitized_and_renders_latex(chat_app):
+    chatbot = chat_app.chatbot
+    assert chatbot.sanitize_html is True and chatbot.render_markdown is True
+    assert {"left": "$$", "right": "$$", "display": True} in chatbot.latex_delimiters
+    assert "copy" in chatbot.buttons and chatbot.editable == "user"
+
+
+def test_a_question_streams_then_appears_in_the_sidebar(chat_app):
+    outputs = ask(chat_app, "Explain attention")
+    assert len(outputs) > 3
+    final_chatbot, conversation_id, title, context = outputs[-1]
+    assert isinstance(final_chatbot, gr.Chatbot) and conversation_id is not None
+    assert title == "Explain attention" and context.startswith("Context:")
+    assert texts(final_chatbot)[0] == "Explain attention" and "8 tokens" in texts(final_chatbot)[1]
+    send, stop, sidebar = chat_app.finish(conversation_id, "")
+    assert send.visible is True and stop.visible is False
+    assert sidebar.choices == [("Explain attention", conversation_id)] and sidebar.value == conversation_id
+
+
+@pytest.mark.parametrize(
+    ("text", "params", "message"),
+    [
+        ("hi", {"temperature": 5}, "temperature must be in the range [0, 2], got 5"),
+        ("hi", {"seed": "abc"}, "seed must be an integer"),
+        ("   ", {}, "the message is empty"),
+        ("x" * 200_001, {}, "the message is too long"),
+    ],
+)
+def test_bad_input_becomes_a_gradio_message(chat_app, text, params, message):
+    with pytest.raises(gr.Error) as error:
+        chat_app.accept(text, [], StopSignal(), *{**PARAMS, **params}.values())
+    assert message in error.value.message
+
+
+def test_model_still_loading_is_a_gradio_message_and_history_still_works(tmp_path, tiny_engine):
+    from storage import Store
+
+    release = threading.Event()
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model="tiny")
+    manager = ModelManager(settings, loader=lambda s, p: (release.wait(10), tiny_engine)[1])
+    manager.start()
+    chat_app = app.ChatApp(Workspace(manager, Store(settings.db_path)))
+    try:
+        sidebar, model, device, status, timer = chat_app.on_load()
+        assert sidebar.choices == [] and "loading tiny" in status and timer.active is True
+        with pytest.raises(gr.Error, match="still loading"):
+            chat_app.accept("hello", [], StopSignal(), *PARAMS.values())
+    finally:
+        release.set()
+        manager.wait()
+    status, timer = chat_app.poll_status()
+    assert "ready: tiny" in status and timer.active is False
+
+
+def test_an_answer_too_long_for_the_window_shows_the_saved_question_then_the_error(chat_app):
+    window = chat_app.workspace.manager.get().context_window
+    signal = StopSignal()
+    outputs = []
+    with pytest.raises(gr.Error, match="context window"):
+        for output in chat_app.respond("word " * window, None, signal, "", *PARAMS.values()):
+            outputs.append(output)
+    chatbot, conversation_id, _, _ = outputs[-1]
+    assert conversation_id is not None and texts(chatbot)[0].startswith("word word")
+
+
+def test_stop_sets_the_sessions_signal_and_the_answer_ends(chat_app):
+    signal = StopSignal()
+    stream = chat_app.respond("a long one", None, signal, "", *{**PARAMS, "max_new_tokens": 400}.values())
+    for i, (chatbot, conversation_id, _, _) in enumerate(stream):
+        if i == 4:
+            app.ChatApp.stop_generation(signal)
+    assert signal.is_set()
+    saved = chat_app.workspace.store.get_conversation("local", conversation_id)["messages"][-1]
+    assert saved["finish_reason"] == "cancelled" and saved["completion_tokens"] < 400
+
+
+def test_rate_receives_like_data(chat_app):
+    _, conversation_id, _, _ = ask(chat_app, "rate this")[-1]
+    like = gr.LikeData(chat_app.chatbot, {"index": 1, "value": "x", "liked": False})
+    args = special_args(chat_app.rate, [conversation_id], event_data=like)[0]
+    chat_app.rate(*args)
+    assert chat_app.workspace.open("local", conversation_id).feedback == ["Dislike"]
+
+
+def test_edit_receives_edit_data_and_branches(chat_app):
+    _, conversation_id, _, _ = ask(chat_app, "first question")[-1]
+    opened = chat_app.open_conversation(conversation_id)
+    chatbot_value = opened[1].value
+    edit = gr.EditData(chat_app.chatbot, {"index": 0, "value": "first question, sharper", "previous_value": "x"})
+    args = special_args(chat_app.begin_edit, [chatbot_value, StopSignal()], event_data=edit)[0]
+    shown, pending, send, stop = chat_app.begin_edit(*args)
+    assert shown == [{"role": "user", "content": "first question, sharper"}] and pending["index"] == 0
+    outputs = list(chat_app.edit(pending, conversation_id, StopSignal(), "", *PARAMS.values()))
+    _, branch_id, title, _ = outputs[-1]
+    assert branch_id != conversation_id and title == "first question, sharper"
+
+
+def test_retry_branches_and_needs_a_conversation(chat_app):
+    _, conversation_id, _, _ = ask(chat_app, "again please")[-1]
+    send, stop = chat_app.begin(StopSignal())
+    assert stop.visible is True
+    outputs = list(chat_app.retry(conversation_id, StopSignal(), "", *PARAMS.values()))
+    assert outputs[-1][1] != conversation_id
+    with pytest.raises(gr.Error, match="Open a saved conversation"):
+        list(chat_app.retry(None, StopSignal(), "", *PARAMS.values()))
+
+
+def test_sidebar_open_rename_search_delete_and_undo(chat_app):
+    _, conversation_id, _, _ = ask(chat_app, "Quantum tunnelling basics")[-1]
+    opened_id, chatbot, title, context, system = chat_app.open_conversation(conversation_id)[:5]
+    assert opened_id == conversation_id and title == "Quantum tunnelling basics"
+    assert [m["role"] for m in chatbot.value] == ["user", "assistant"] and system == ""
+    sidebar = chat_app.rename_conversation(conversation_id, "<b>Physics</b> notes", "")
+    assert sidebar.choices == [("<b>Physics</b> notes", conversation_id)]  # a plain-text label, never HTML
+    hits = chat_app.search_conversations("tunnelling", conversation_id)
+    assert hits.choices[0][1] == conversation_id and "«tunnelling»" in hits.choices[0][0]
+    deleted = chat_app.delete_conversation(conversation_id, "")
+    assert deleted[0] is None and deleted[5].choices == [] and deleted[6] == conversation_id
+    assert deleted[7].visible is True
+    restored = chat_app.undo_delete(conversation_id, "")
+    assert restored[0] == conversation_id and restored[5].choices == [("<b>Physics</b> notes", conversation_id)]
+    with pytest.raises(gr.Error, match="No conversation"):
+        chat_app.open_conversation(10_000)
+
+
+def test_export_returns_a_file(chat_app):
+    _, conversation_id, _, _ = ask(chat_app, "export this")[-1]
+    file = chat_app.export(conversation_id, fmt="markdown")
+    assert file.visible is True and file.value["path"].endswith(".md")
+    with pytest.raises(gr.Error, match="open a conversation first"):
+        chat_app.export(None, fmt="json")
+
+
+def test_status_is_plain_text(chat_app):
+    chat_app.workspace.manager._status = "failed to load <img src=x onerror=alert(1)>: *boom*"
+    status, _ = chat_app.poll_status()
+    assert "<img" not in status and "\\*boom\\*" in status
+
+
+def test_parse_args_defaults():
+    args = app.parse_args([])
+    assert (args.host, args.port, args.open, args.model) == ("127.0.0.1", 7860, False, None)
+    args = app.parse_args(["--host", "0.0.0.0", "--port", "9000", "--model", "m", "--device", "cpu",
+                           "--dtype", "float32", "--open"])
+    assert (args.host, args.port, args.model, args.device, args.dtype, args.open) == (
+        "0.0.0.0", 9000, "m", "cpu", "float32", True)
+
+
+def test_importing_the_app_loads_no_model():
+    import importlib
+    import sys
+
+    for name in [n for n in sys.modules if n.startswith("transformers.models.llama")]:
+        del sys.modules[name]
+    importlib.reload(app)
+    assert not any(n.startswith("transformers.models.llama") for n in sys.modules)
+
+
+def test_chatcore_serve_is_a_command():
+    from click.testing import CliRunner
+
+    from chatcore.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert result.exit_code == 0 and "--port" in result.output and "--open" in result.output
