@@ -6,3 +6,4 @@ from chatcore.cli import models  # noqa: F401
 from chatcore.cli import run  # noqa: F401
 from chatcore.cli import history  # noqa: F401
 from chatcore.cli import serve  # noqa: F401
+from chatcore.cli import users  # noqa: F401
