@@ -429,15 +429,7 @@ class Store:
             return []
         marks = (HIGHLIGHT_START, HIGHLIGHT_END, SNIPPET_ELLIPSIS, SNIPPET_TOKENS)
         with self._snapshot():
-            # Rank every match cheaply first, then build snippets for the best few only.
-            best = self._rows(
-                "SELECT m.id, bm25(messages_fts) AS rank FROM messages_fts"
-                " JOIN messages m ON m.id = messages_fts.rowid"
-                " JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE messages_fts MATCH ? AND c.owner = ? AND c.deleted_at IS NULL"
-                " ORDER BY rank LIMIT ?",
-                (match, owner, limit),
-            )
+            best = self._best_messages(match, owner, limit)
             hits = []
             for row in best:
                 hit = self._rows(
@@ -460,6 +452,44 @@ class Store:
                 (HIGHLIGHT_START, HIGHLIGHT_END, match, owner, limit),
             )
         return sorted(hits + titles, key=lambda hit: hit["rank"])[:limit]
+
+    def _best_messages(self, match: str, owner: str, limit: int) -> list[dict[str, Any]]:
+        """Ids and ranks of the ``limit`` best matching messages in the owner's live conversations.
+
+        Ranking the FTS index alone is much cheaper than joining every match to its
+        conversation. When enough of the best few overall belong to the owner and are live,
+        they are exactly the owner's best; only otherwise is every match joined and filtered.
+        """
+        candidates = self._rows(
+            "SELECT rowid AS id, bm25(messages_fts) AS rank FROM messages_fts"
+            " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
+            (match, 4 * limit),
+        )
+        if not candidates:
+            return []
+        ids = [row["id"] for row in candidates]
+        live = {
+            row["id"]
+            for row in self._rows(
+                # CROSS JOIN fixes the loop order: look up these few messages, then their
+                # conversations, never scan the owner's conversations for them.
+                "SELECT m.id FROM messages m CROSS JOIN conversations c"
+                f" ON c.id = m.conversation_id WHERE m.id IN ({', '.join('?' * len(ids))})"
+                " AND c.owner = ? AND c.deleted_at IS NULL",
+                (*ids, owner),
+            )
+        }
+        best = [row for row in candidates if row["id"] in live][:limit]
+        if len(best) == limit or len(candidates) < 4 * limit:
+            return best
+        return self._rows(
+            "SELECT m.id, bm25(messages_fts) AS rank FROM messages_fts"
+            " JOIN messages m ON m.id = messages_fts.rowid"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE messages_fts MATCH ? AND c.owner = ? AND c.deleted_at IS NULL"
+            " ORDER BY rank LIMIT ?",
+            (match, owner, limit),
+        )
 
     # -- export and import ---------------------------------------------------------------------
 

@@ -110,3 +110,18 @@ def test_render_snippet_escapes_text_but_not_markers():
         "a &lt;b&gt; <mark>cat</mark> &amp; dog"
     )
     assert render_snippet(snippet, "[", "]") == "a <b> [cat] & dog"
+
+
+def test_best_hits_of_others_and_deleted_ones_do_not_hide_mine(store: Store):
+    # Other owners' and deleted conversations hold the best-ranked matches by far.
+    for owner in ("mallory", "local"):
+        noise = store.create_conversation(owner, title="noise")
+        for _ in range(30):
+            store.add_message(noise, "user", "kumquat " * 5)
+        if owner == "local":
+            store.delete_conversation("local", noise)
+    mine = store.create_conversation(title="mine")
+    expected = [store.add_message(mine, "user", f"one kumquat among many other words {i}") for i in range(3)]
+    hits = store.search("local", "kumquat", limit=5)
+    assert sorted(h["message_id"] for h in hits) == expected
+    assert len(store.search("mallory", "kumquat", limit=5)) == 5
