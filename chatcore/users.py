@@ -49,7 +49,11 @@ def verify_password(password: str, stored: str | None) -> bool:
         params, salt_bytes, expected = (int(n), int(r), int(p)), base64.b64decode(salt), base64.b64decode(digest)
     except ValueError:
         params, salt_bytes, expected = (SCRYPT_N, SCRYPT_R, SCRYPT_P), b"\0" * SALT_BYTES, b""
-    actual = _scrypt(password, salt_bytes, *params)
+    try:
+        actual = _scrypt(password, salt_bytes, *params)
+    except ValueError:  # parameters scrypt refuses: a damaged hash
+        _scrypt(password, b"\0" * SALT_BYTES, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        return False
     return hmac.compare_digest(actual, expected) and bool(expected)
 
 
