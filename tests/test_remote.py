@@ -220,3 +220,22 @@ def test_a_failure_mid_answer_keeps_the_partial_answer(then: str, message: str, 
                 for chunk in client.chat.completions.create(model="flaky", messages=HI, stream=True):
                     seen.append(chunk.choices[0].delta.content or "")
             assert "".join(seen) == "Partial answer"
+
+
+def test_cli_ask_through_a_remote_backend(first: str, tiny_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from chatcore.cli import main
+
+    direct = _client(first).chat.completions.create(model=tiny_engine.model_name, messages=HI, temperature=0,
+                                                    max_tokens=6, store=False)
+    monkeypatch.setenv("CHATCORE_BACKEND_API_KEY", KEY)
+    result = CliRunner().invoke(main, ["ask", "Hello there", "--backend", "openai", "--base-url", first,
+                                       "-t", "0", "--max-tokens", "6", "--json", "--no-save"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["text"] == direct.choices[0].message.content
+    assert answer["finish_reason"] == "length" and answer["extra"]["backend"] == first
+    unreachable = CliRunner().invoke(main, ["ask", "hi", "--backend", "openai", "--base-url",
+                                            f"http://127.0.0.1:{_closed_port()}/v1", "--no-save"])
+    assert unreachable.exit_code == 1 and "could not reach the backend" in unreachable.output

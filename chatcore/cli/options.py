@@ -23,6 +23,17 @@ def model_options(command: Callable) -> Callable:
     return functools.reduce(lambda cmd, deco: deco(cmd), reversed(decorators), command)
 
 
+def backend_options(command: Callable) -> Callable:
+    """--backend --base-url --backend-api-key: answer through an OpenAI-compatible server instead."""
+    decorators = [
+        click.option("--backend", type=click.Choice(["local", "openai"]),
+                     help="local (default): decode here; openai: use the server at --base-url."),
+        click.option("--base-url", help="An OpenAI-compatible server, e.g. http://gpu-host:8000/v1 (vLLM, TGI, Ollama, llama.cpp, ChatCore)."),
+        click.option("--backend-api-key", help="The key that server expects (or CHATCORE_BACKEND_API_KEY)."),
+    ]
+    return functools.reduce(lambda cmd, deco: deco(cmd), reversed(decorators), command)
+
+
 def sampling_options(command: Callable) -> Callable:
     """--temperature --top-p --top-k --max-tokens --repetition-penalty --seed --stop --system."""
     # Values are read as text and validated by GenerationParams, so every message names the parameter
@@ -42,7 +53,7 @@ def sampling_options(command: Callable) -> Callable:
 
 def settings_from(ctx: click.Context, options: dict[str, Any]) -> Settings:
     """The context's settings with the model flags applied."""
-    keys = ("model", "device", "dtype", "allow_pickle", "trust_remote_code")
+    keys = ("model", "device", "dtype", "allow_pickle", "trust_remote_code", "backend", "base_url", "backend_api_key")
     return ctx.obj.with_overrides(**{k: options.get(k) for k in keys})
 
 

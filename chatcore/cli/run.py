@@ -11,8 +11,7 @@ import click
 
 from chatcore.chat import Message
 from chatcore.cli import main
-from chatcore.cli.options import model_options, params_from, sampling_options, settings_from
-from chatcore.engine import LocalEngine
+from chatcore.cli.options import backend_options, model_options, params_from, sampling_options, settings_from
 from chatcore.events import Finished, Started, TextDelta
 from chatcore.params import GenerationParams
 from chatcore.service import ChatService, Saved
@@ -26,7 +25,9 @@ def _service(settings: Settings, save: bool) -> ChatService:
         from storage import Store
 
         store = Store(settings.db_path)
-    engine = LocalEngine.load(settings, progress=lambda m: click.echo(m, err=True))
+    from chatcore.remote import load_backend  # the local decoder, or --backend openai's server
+
+    engine = load_backend(settings, progress=lambda m: click.echo(m, err=True))
     return ChatService(lambda: engine, store)
 
 
@@ -72,6 +73,7 @@ def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *
 @click.argument("prompt", required=False)
 @sampling_options
 @model_options
+@backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final result (text, usage, timing) as JSON.")
 @click.option("--no-save", is_flag=True, help="Do not save this exchange to history.")
 @click.option("-c", "--continue", "continue_id", type=int, help="Continue conversation ID.")
@@ -120,6 +122,7 @@ def _render_template(settings: Settings, name: str, pairs: tuple[str, ...],
 @main.command()
 @sampling_options
 @model_options
+@backend_options
 @click.option("--no-save", is_flag=True, help="Do not save this chat to history.")
 @click.option("-c", "--continue", "continue_id", type=int, help="Continue conversation ID.")
 @click.pass_context
