@@ -444,3 +444,22 @@ def create_api_app(*, manager: Any, store: Any | None, api_key: str | None = Non
     app = FastAPI(title="ChatCore", docs_url=None, redoc_url=None, openapi_url=None)
     mount_api(app, manager=manager, store=store, api_key=api_key)
     return app
+
+
+def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """``chatcore serve --api-only``: load the backend in the background and serve the API until interrupted."""
+    import uvicorn
+
+    from chatcore.manager import ModelManager
+    from chatcore.remote import load_backend
+    from chatcore.users import Accounts
+    from storage import Store
+
+    store = Store(settings.db_path)
+    manager = ModelManager(settings, loader=load_backend)
+    manager.start()
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key and not Accounts(store).enabled:
+        print(f"warning: serving on {host} with no API key: anyone who can reach it can use it "
+              "(give --api-key or CHATCORE_API_KEY, or issue keys with `chatcore users key`)")
+    uvicorn.run(create_api_app(manager=manager, store=store, api_key=settings.api_key), host=host, port=port,
+                log_level="warning")

@@ -284,3 +284,35 @@ def test_mounts_on_gradios_app_on_the_same_port(tiny_engine) -> None:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         reply = client.chat.completions.create(model=tiny_engine.model_name, messages=HI, max_tokens=2)
         assert reply.usage.completion_tokens == 2
+
+
+def test_serve_api_runs_a_whole_server_in_its_own_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "CHATCORE_API_KEY": KEY, "CHATCORE_MODEL": str(tiny_model_dir), "CHATCORE_DEVICE": "cpu",
+           "CHATCORE_DTYPE": "float32", "CHATCORE_CACHE": str(tmp_path / "cache")}
+    code = f"from chatcore.api import serve_api; from chatcore.settings import Settings; serve_api(Settings(), port={port})"
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                models = client.models.list().data
+                break
+            except (openai.APIConnectionError, openai.InternalServerError):  # starting, or 503 while loading
+                assert time.monotonic() < deadline and process.poll() is None, "the server did not come up"
+                time.sleep(0.2)
+        reply = client.chat.completions.create(model=models[0].id, messages=HI, temperature=0, max_tokens=3)
+        assert reply.usage.completion_tokens == 3
+        conversation = Store(Settings().db_path).list_conversations("local")[0]  # CHATCORE_HOME is per test
+        assert conversation["source"] == "api"
+    finally:
+        process.terminate()
+        process.wait(30)
