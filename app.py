@@ -125,7 +125,7 @@ class ChatApp:
         self.status_timer = gr.Timer(STATUS_POLL_S, active=True)
 
     def _render_sidebar(self) -> None:
-        with gr.Sidebar(label="Conversations", open=True, width=300):
+        with gr.Sidebar(label="Conversations", open=True, width=300, elem_id="history-panel"):
             gr.Markdown("### ChatCore")
             self.new_chat = gr.Button("＋ New chat", variant="primary", size="sm")
             self.search = gr.Textbox(placeholder="Search all messages…", show_label=False, container=False,
@@ -161,7 +161,7 @@ class ChatApp:
 
     def _render_settings(self) -> None:
         defaults = GenerationParams()
-        with gr.Sidebar(label="Settings", open=False, position="right", width=320):
+        with gr.Sidebar(label="Settings", open=False, position="right", width=320, elem_id="settings-panel"):
             gr.Markdown("### Settings\nApplied to the next message and saved with it.")
             self.model = gr.Dropdown(label="Model", choices=[], allow_custom_value=True, elem_id="model-picker")
             self.device = gr.Dropdown(label="Device", choices=["auto"], value="auto", elem_id="device-picker")
@@ -191,7 +191,8 @@ class ChatApp:
         self.status_timer.tick(self.poll_status, None, [self.status, self.status_timer], **unqueued)
 
         # Sidebar: cheap database reads and writes, outside the queue.
-        self.new_chat.click(self.new_conversation, None, [*view, self.conversations, self.export_file], **unqueued)
+        for trigger in (self.new_chat.click, self.chatbot.clear):  # the chat's own Clear starts a new chat too
+            trigger(self.new_conversation, None, [*view, self.conversations, self.export_file], **unqueued)
         self.conversations.input(self.open_conversation, [self.conversations], [*view, self.export_file], **unqueued)
         self.search.change(self.search_conversations, [self.search, self.conversation_id], [self.conversations],
                            **unqueued)

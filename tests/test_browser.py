@@ -1,0 +1,187 @@
+"""The web app in a real browser: the system Chromium, headless, driven by Playwright, with the tiny model.
+
+Streams an answer, stops a long one, reloads and reopens the conversation from the sidebar, and checks
+that markup in a message runs nothing and reaches no other host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.test_workspace import endless, make_workspace
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium on PATH (install the chromium package)"),
+]
+
+BOT = "#chatbot [data-testid='bot']"  # one per answer, its rendered content only
+USER = "#chatbot [data-testid='user']"
+PAYLOAD = (
+    'Check these: <img src=x onerror="window.__pwned=1;alert(1)"> <script>window.__pwned=2;alert(2)</script> '
+    '[click me](javascript:window.__pwned=3) <a href="javascript:alert(4)">and me</a> '
+    '<svg onload="window.__pwned=5"></svg> <iframe src="javascript:alert(6)"></iframe> '
+    '<details open ontoggle="window.__pwned=7">x</details> ![pixel](http://tracker.invalid/p.png)'
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_engine, tiny_model_dir):
+    """The real Gradio server in this process, over the tiny model with end-of-text off (answers run long)."""
+    import app
+
+    workspace = make_workspace(tmp_path_factory.mktemp("web"), endless(tiny_engine), model=str(tiny_model_dir))
+    demo = app.build_app(workspace)
+    _, url, _ = app.launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    yield url, workspace
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    url, _ = server
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
+    yield page
+    context.close()
+
+
+def _bot_texts(page) -> list[str]:
+    return page.locator(BOT).all_inner_texts()
+
+
+def _last_answer(page) -> str:
+    texts = _bot_texts(page)
+    return texts[-1] if texts else ""
+
+
+def _set_max_tokens(page, value: int) -> None:
+    page.click("#settings-panel .toggle-button")
+    number = page.locator("#max-new-tokens input[type=number]")
+    number.fill(str(value))
+    number.press("Enter")
+    page.wait_for_function(
+        f"document.querySelector('#max-new-tokens input[type=range]').value == '{value}'"
+    )
+    page.click("#settings-panel .toggle-button")
+
+
+def _send(page, text: str) -> None:
+    page.fill("#message textarea", text)
+    page.keyboard.press("Enter")
+
+
+def _wait_for_send_button(page) -> None:
+    page.wait_for_selector("#send", state="visible")
+
+
+def test_stream_stop_reload_and_reopen(page, server):
+    started = time.monotonic()
+    _, workspace = server
+
+    # 1. A question gets an answer that arrives in pieces.
+    _set_max_tokens(page, 64)
+    _send(page, "What is a transformer in machine learning?")
+    lengths = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answer = _last_answer(page)
+        if answer and (not lengths or len(answer) != lengths[-1]):
+            lengths.append(len(answer))
+        if "64 tokens" in answer:
+            break
+        page.wait_for_timeout(30)
+    assert "64 tokens" in _last_answer(page), "the answer did not finish with its stats line"
+    assert len(lengths) >= 3 and lengths == sorted(lengths), f"no streaming seen: lengths {lengths}"
+    assert "first token" in _last_answer(page) and "tok/s" in _last_answer(page)
+    page.wait_for_selector("text=Context:")
+    _wait_for_send_button(page)
+
+    # 2. Stop ends a long answer for real: it stops growing and is saved as stopped.
+    _set_max_tokens(page, 400)
+    _send(page, "Now write a very long essay about attention.")
+    page.wait_for_selector("#stop", state="visible")
+    page.wait_for_function(f"document.querySelectorAll({BOT!r}).length >= 2 && "
+                           f"document.querySelectorAll({BOT!r})[1].innerText.length > 5")
+    page.click("#stop")
+    page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop().innerText.includes('stopped')")
+    stopped = _last_answer(page)
+    page.wait_for_timeout(500)
+    assert _last_answer(page) == stopped
+    _wait_for_send_button(page)
+    conversation = workspace.store.list_conversations("local")[0]
+    saved = workspace.store.get_conversation("local", conversation["id"])["messages"]
+    assert saved[-1]["finish_reason"] == "cancelled" and saved[-1]["completion_tokens"] < 400
+
+    # 3. After a reload the conversation is listed; opening it restores its messages.
+    page.reload()
+    item = page.locator("#conversations label", has_text="What is a transformer in machine learning?")
+    item.wait_for()
+    assert page.locator(USER).count() == 0  # a fresh page starts with an empty chat
+    item.click()
+    page.wait_for_function(f"document.querySelectorAll({BOT!r}).length == 2")
+    users = page.locator(USER).all_inner_texts()
+    assert "What is a transformer in machine learning?" in users[0] and "long essay" in users[1]
+    assert "stopped" in _bot_texts(page)[1]
+    page.screenshot(path=os.environ.get("CHATCORE_SCREENSHOT") or str(Path(workspace.store.path).parent / "ui.png"))
+    print(f"\nbrowser flow took {time.monotonic() - started:.1f}s")
+
+
+def test_markup_in_messages_runs_nothing_and_reaches_no_other_host(page, server):
+    url, _ = server
+    ours = urlparse(url).netloc
+    dialogs, foreign, failed = [], [], {}
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("request", lambda request: foreign.append(request.url) if urlparse(request.url).netloc != ours else None)
+    page.on("requestfailed", lambda request: failed.__setitem__(request.url, request.failure))
+    page.on("console", lambda message: dialogs.append(message.text) if "pwned" in message.text else None)
+
+    _set_max_tokens(page, 32)
+    _send(page, PAYLOAD)
+    page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop()?.innerText.includes('32 tokens')")
+    _wait_for_send_button(page)
+    for link in page.locator("#chatbot a").all():  # javascript: links must be inert
+        link.click(force=True, no_wait_after=True)
+    # Stored markup must stay inert when the conversation is reopened after a reload, too.
+    page.reload()
+    item = page.locator("#conversations label", has_text="Check these")
+    item.wait_for()
+    assert "<img src=x" in item.inner_text()  # the title is shown as text, not markup
+    item.click()
+    page.wait_for_function(f"document.querySelectorAll({BOT!r}).length == 1")
+    page.wait_for_timeout(500)
+
+    assert page.evaluate("window.__pwned") is None
+    assert dialogs == []
+    assert page.locator("#chatbot script, #chatbot iframe[src^='javascript'], #chatbot [onerror]").count() == 0
+    # The only other-host request is the remote image, and the page's CSP blocks it before it leaves.
+    for request_url in foreign:
+        assert urlparse(request_url).hostname == "tracker.invalid", request_url
+        assert "csp" in (failed.get(request_url) or "").lower(), (request_url, failed.get(request_url))
