@@ -251,7 +251,7 @@ class _API:
                        param="model", code="model_not_found")
 
     async def completions(self, request: Request) -> Any:
-        owner = self.owner(request)
+        owner = await run_in_threadpool(self.owner, request)  # a database read: off the event loop
         try:
             body = await request.json()
         except ValueError:
@@ -337,6 +337,7 @@ def _backend_failed(final: Finished) -> APIError:
 async def _collect(answer: AsyncIterator[Any], reply: _Reply, request: Request, cancel: threading.Event) -> JSONResponse:
     """The whole answer as one ``chat.completion``; a client that hangs up stops the decoder."""
     final: Finished | None = None
+    step: asyncio.Future | None = None
     try:
         while True:
             step = asyncio.ensure_future(answer.__anext__())
@@ -351,7 +352,10 @@ async def _collect(answer: AsyncIterator[Any], reply: _Reply, request: Request, 
             if isinstance(event, Finished):
                 final = event
     finally:
-        await answer.aclose()
+        if step is not None and not step.done():
+            step.cancel()  # this request was cancelled: the answer's generator stops and sets the cancel flag
+        else:
+            await answer.aclose()
     if final is None:
         raise APIError(500, "the answer ended without a result", type="server_error")
     if final.finish_reason == "error":
@@ -411,13 +415,13 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
     @app.get("/models")
     @_openai_errors
     async def list_models(request: Request) -> Any:
-        api.owner(request)
+        await run_in_threadpool(api.owner, request)
         return {"object": "list", "data": await run_in_threadpool(api.models)}
 
     @app.get("/models/{model_id:path}")
     @_openai_errors
     async def get_model(request: Request, model_id: str) -> Any:
-        api.owner(request)
+        await run_in_threadpool(api.owner, request)
         for model in await run_in_threadpool(api.models):
             if model["id"] == model_id:
                 return model

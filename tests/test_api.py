@@ -272,18 +272,29 @@ def test_mount_api_goes_ahead_of_a_catch_all_mount(tiny_engine, tmp_path: Path) 
         assert [m.id for m in client.models.list()] == [tiny_engine.model_name]
 
 
-def test_mounts_on_gradios_app_on_the_same_port(tiny_engine) -> None:
+def test_mounts_on_a_launched_gradio_app_on_the_same_port(tiny_engine) -> None:
+    """What app.py does: launch the page, then mount the API on Gradio's own server."""
+    import socket
+
     gr = pytest.importorskip("gradio")
-    with gr.Blocks() as demo:
+    with gr.Blocks(analytics_enabled=False) as demo:
         gr.Markdown("ChatCore test page")
-    app = FastAPI()
-    mount_api(app, manager=manager_for(tiny_engine), store=None, api_key=KEY)
-    app = gr.mount_gradio_app(app, demo, path="/")
-    with serve(app) as url:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        mount_api(demo.app, manager=manager_for(tiny_engine), store=None, api_key=KEY)
+        url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/").status_code == 200
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
-        reply = client.chat.completions.create(model=tiny_engine.model_name, messages=HI, max_tokens=2)
-        assert reply.usage.completion_tokens == 2
+        chunks = list(client.chat.completions.create(model=tiny_engine.model_name, messages=HI, max_tokens=4,
+                                                     stream=True))
+        assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+    finally:
+        demo.close()
 
 
 def test_serve_api_runs_a_whole_server_in_its_own_process(tiny_model_dir: Path, tmp_path: Path) -> None:
