@@ -134,3 +134,57 @@ def m003_api_keys(db: Database) -> None:
         CREATE INDEX api_keys_owner ON api_keys (owner);
         """
     )
+
+
+@migrations()
+def m004_notes(db: Database) -> None:
+    """Research notes with full-text search, and notes pinned to conversations.
+
+    A note copies its source's model and settings, and keeps the source ids without a foreign
+    key: it outlives the conversation it came from, whose link is then reported as gone.
+    """
+    db.executescript(
+        """
+        CREATE TABLE notes (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,             -- Markdown
+            tags TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            source_conversation_id INTEGER, -- no foreign key: see above
+            source_message_id INTEGER,
+            model TEXT,                     -- snapshot of the source answer's model
+            params TEXT                     -- JSON object: snapshot of its settings, the seed included
+        );
+        CREATE INDEX notes_owner_updated ON notes (owner, updated, id);
+
+        CREATE TABLE note_pins (
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            note_id INTEGER NOT NULL REFERENCES notes(id) ON DELETE CASCADE,
+            created TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, note_id)
+        );
+        CREATE INDEX note_pins_note ON note_pins (note_id);
+
+        CREATE VIRTUAL TABLE notes_fts USING fts5(
+            title, body, tags, content='notes', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER notes_fts_insert AFTER INSERT ON notes BEGIN
+            INSERT INTO notes_fts (rowid, title, body, tags)
+                VALUES (new.id, new.title, new.body, new.tags);
+        END;
+        CREATE TRIGGER notes_fts_delete AFTER DELETE ON notes BEGIN
+            INSERT INTO notes_fts (notes_fts, rowid, title, body, tags)
+                VALUES ('delete', old.id, old.title, old.body, old.tags);
+        END;
+        CREATE TRIGGER notes_fts_update AFTER UPDATE OF title, body, tags ON notes BEGIN
+            INSERT INTO notes_fts (notes_fts, rowid, title, body, tags)
+                VALUES ('delete', old.id, old.title, old.body, old.tags);
+            INSERT INTO notes_fts (rowid, title, body, tags)
+                VALUES (new.id, new.title, new.body, new.tags);
+        END;
+        """
+    )
