@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from chatcore.chat import Message
 from chatcore.events import Event, Finished, Started, TextDelta
 from chatcore.params import GenerationParams
+from chatcore.research import with_pinned_notes
 
 # Streaming writes are throttled so that SQLite never slows decoding; a crash loses at most this much.
 SAVE_INTERVAL_S = 0.5
@@ -91,6 +92,10 @@ class ChatService:
             history = [Message(m["role"], m["content"]) for m in conversation["messages"] if m["role"] != "system"]
             if system is None:
                 system = conversation.get("system_prompt")
+            # Research notes pinned to the conversation join the system prompt, so they count in the window.
+            system = with_pinned_notes(self.store, owner, conversation_id, system,
+                                       count_tokens=getattr(backend, "count_tokens", None),
+                                       budget=backend.context_window - params.max_new_tokens)
         history.append(Message("user", prompt))
         if not save:
             yield from backend.stream(history, params, system=system, cancel=cancel)
