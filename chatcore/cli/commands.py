@@ -6,4 +6,6 @@ from chatcore.cli import models  # noqa: F401
 from chatcore.cli import run  # noqa: F401
 from chatcore.cli import history  # noqa: F401
 from chatcore.cli import serve  # noqa: F401
+from chatcore.cli import evaluate  # noqa: F401
 from chatcore.cli import users  # noqa: F401
+from chatcore.cli import notes  # noqa: F401
