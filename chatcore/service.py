@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -97,8 +98,13 @@ class ChatService:
                                        count_tokens=getattr(backend, "count_tokens", None),
                                        budget=backend.context_window - params.max_new_tokens)
         history.append(Message("user", prompt))
+        stream = backend.stream(history, params, system=system, cancel=cancel)
+        # The backend fits the prompt to its window before its first event: an overflow or a bad
+        # value fails here, before anything is written.
+        started = next(stream)
         if not save:
-            yield from backend.stream(history, params, system=system, cancel=cancel)
+            yield started
+            yield from stream
             return
         settings = params.to_dict()
         if conversation_id is None:
@@ -108,7 +114,7 @@ class ChatService:
             )
         user_id = self.store.add_message(conversation_id, "user", prompt)
         yield Saved(conversation_id, user_id)
-        yield from self._stream_and_save(backend, history, params, system, cancel, conversation_id)
+        yield from self._stream_and_save(backend, itertools.chain([started], stream), params, system, conversation_id)
 
     def reproduce(
         self, owner: str, message_id: int, *, cancel: threading.Event | None = None
@@ -128,8 +134,8 @@ class ChatService:
         yield from self._backend().stream(history, params, system=system, cancel=cancel)
 
     def _stream_and_save(
-        self, backend: Backend, history: list[Message], params: GenerationParams, system: str | None,
-        cancel: threading.Event | None, conversation_id: int,
+        self, backend: Backend, events: Iterator[Event], params: GenerationParams, system: str | None,
+        conversation_id: int,
     ) -> Iterator[Event]:
         """Stream the answer; create its row at the first token, update it throttled, finalize it."""
         message_id: int | None = None
@@ -137,7 +143,7 @@ class ChatService:
         # The system prompt is a per-answer setting too (it can change mid-conversation): keep it with the answer.
         record = {"model": backend.model_name, "params": {**params.to_dict(), "system_prompt": system}}
         try:
-            for event in backend.stream(history, params, system=system, cancel=cancel):
+            for event in events:
                 if isinstance(event, Started):
                     record["params"] = {**record["params"], "seed": event.seed}
                 elif isinstance(event, TextDelta):

@@ -91,3 +91,16 @@ def test_bad_messages_are_refused_before_any_write(service):
         with pytest.raises(ParameterError):
             list(service.ask(bad, GenerationParams()))
     assert service.store.count_conversations("local") == 0
+
+
+def test_prompt_too_long_for_the_window_writes_nothing(service, tiny_engine):
+    from chatcore.errors import ContextOverflowError
+
+    with pytest.raises(ContextOverflowError):
+        list(service.ask("word " * 3000, GenerationParams.create(max_new_tokens=16)))
+    assert service.store.count_conversations("local") == 0
+    first = list(service.ask("short", GenerationParams.create(max_new_tokens=2)))[0]
+    with pytest.raises(ContextOverflowError):
+        list(service.ask("word " * 3000, GenerationParams.create(max_new_tokens=16),
+                         conversation_id=first.conversation_id))
+    assert len(service.store.get_conversation("local", first.conversation_id)["messages"]) == 2
