@@ -213,7 +213,7 @@ class ChatApp:
         # The chat: validate and show the question at once, answer in the queue, then tidy up.
         generating = {"concurrency_limit": self.concurrency_limit, "concurrency_id": "generate",
                       "show_progress": "minimal"}
-        answer_out = [self.chatbot, self.conversation_id, self.title, self.context]
+        answer_out = [self.chatbot, self.conversation_id, self.title, self.context, self.message]
         busy_out = [self.send, self.stop]
         for trigger in (self.message.submit, self.send.click):
             (trigger(self.accept, [self.message, self.chatbot, self.stop_signal, *self._params],
@@ -350,7 +350,7 @@ class ChatApp:
         params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
                                                       repetition_penalty, seed))
         yield from self._stream(self.workspace.send(self.owner(), conversation_id, text, params, system=system,
-                                                    cancel=stop_signal))
+                                                    cancel=stop_signal), conversation_id, unsent=text)
 
     @_user_errors
     def retry(self, conversation_id: int | None, stop_signal: StopSignal, system: str, temperature: float,
@@ -361,7 +361,7 @@ class ChatApp:
                                                       repetition_penalty, seed))
         gr.Info("Retrying as a new branch (⑂); the earlier answer stays in the original conversation.")
         yield from self._stream(self.workspace.retry(self.owner(), conversation_id, params, system=system,
-                                                     cancel=stop_signal))
+                                                     cancel=stop_signal), conversation_id)
 
     @_user_errors
     def edit(self, pending: dict, conversation_id: int | None, stop_signal: StopSignal, system: str,
@@ -373,24 +373,27 @@ class ChatApp:
                                                       repetition_penalty, seed))
         gr.Info("Asking again from the edited message, as a new branch (⑂).")
         yield from self._stream(self.workspace.edit(self.owner(), conversation_id, pending["index"], pending["text"],
-                                                    params, system=system, cancel=stop_signal))
+                                                    params, system=system, cancel=stop_signal), conversation_id)
 
-    def _stream(self, views: Iterator[ChatView]) -> Iterator[tuple]:
-        """Chat updates as the answer grows; on an error the saved state is shown before the message."""
+    def _stream(self, views: Iterator[ChatView], conversation_id: int | None, unsent: str | None = None
+                ) -> Iterator[tuple]:
+        """Chat updates as the answer grows. On an error the chat shows what was saved, and a question
+        that was refused before it was saved goes back into the message box, so nothing typed is lost."""
         last: ChatView | None = None
         try:
             for view in views:
                 last = view
-                yield view.messages, view.conversation_id, view.title, view.context
+                yield view.messages, view.conversation_id, view.title, view.context, gr.skip()
         except _EXPECTED:
-            if last is not None and last.conversation_id is not None:
-                saved = self.workspace.open(self.owner(), last.conversation_id)
-                yield (gr.Chatbot(value=saved.messages, feedback_value=saved.feedback), saved.conversation_id,
-                       saved.title, saved.context)
+            saved_id = last.conversation_id if last is not None else None
+            saved = self.workspace.open(self.owner(), saved_id if saved_id is not None else conversation_id)
+            restore = unsent if saved_id is None and unsent is not None else gr.skip()
+            yield (gr.Chatbot(value=saved.messages, feedback_value=saved.feedback), saved.conversation_id,
+                   saved.title, saved.context, restore)
             raise
         if last is not None:
             yield (gr.Chatbot(value=last.messages, feedback_value=last.feedback), last.conversation_id, last.title,
-                   last.context)
+                   last.context, gr.skip())
 
     def finish(self, conversation_id: int | None, query: str) -> tuple:
         return gr.Button(visible=True), gr.Button(visible=False), self._sidebar(query, conversation_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import queue
 import re
 import threading
 from dataclasses import dataclass, field
@@ -257,10 +258,10 @@ class Workspace:
     ) -> Iterator[ChatView]:
         """Ask ``text`` in the conversation (a new one when ``None``), yielding the view as the answer grows."""
         prior = self.open(owner, conversation_id)
-        events = self.service.ask(
+        events = _confined(self.service.ask(
             text, params, conversation_id=conversation_id, system=_system(system), owner=owner,
             source="web", cancel=cancel,
-        )
+        ), cancel)
         yield from self._stream(owner, prior, text, events)
 
     def edit(
@@ -282,9 +283,9 @@ class Workspace:
             prior = self.open(owner, branch)
         if system is None:
             system = conversation.get("system_prompt") or ""
-        events = self.service.ask(
+        events = _confined(self.service.ask(
             text, params, conversation_id=branch, system=_system(system), owner=owner, source="web", cancel=cancel,
-        )
+        ), cancel)
         yield from self._stream(owner, prior, text, events)
 
     def retry(
@@ -344,6 +345,43 @@ class Workspace:
             return self.manager.get().context_window
         except Exception:  # still loading or failed: the window is unknown for now
             return None
+
+
+_END = object()
+
+
+def _confined(events: Iterator[Any], cancel: threading.Event | None) -> Iterator[Any]:
+    """Run ``events`` start to end on one thread of its own and hand its items over.
+
+    The decoder holds thread-local torch state (inference mode) across its yields, while a web server
+    resumes a generator on whichever worker thread is free; a resumed step on another thread fails
+    ("Inference tensors cannot be saved for backward"). Closing this iterator early sets ``cancel``,
+    so the answer stops at the next token and is saved as stopped, with its stats.
+    """
+    handoff: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for item in events:
+                handoff.put((item, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put((_END, exc))
+        else:
+            handoff.put((_END, None))
+
+    worker = threading.Thread(target=pump, name="chatcore-answer", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        if worker.is_alive() and cancel is not None:
+            cancel.set()
 
 
 def _label(title: str | None, parent: int | None) -> str:

@@ -68,7 +68,7 @@ def test_chatbot_keeps_html_sanitized_and_renders_latex(chat_app):
 def test_a_question_streams_then_appears_in_the_sidebar(chat_app):
     outputs = ask(chat_app, "Explain attention")
     assert len(outputs) > 3
-    final_chatbot, conversation_id, title, context = outputs[-1]
+    final_chatbot, conversation_id, title, context, _ = outputs[-1]
     assert isinstance(final_chatbot, gr.Chatbot) and conversation_id is not None
     assert title == "Explain attention" and context.startswith("Context:")
     assert texts(final_chatbot)[0] == "Explain attention" and "8 tokens" in texts(final_chatbot)[1]
@@ -112,21 +112,22 @@ def test_model_still_loading_is_a_gradio_message_and_history_still_works(tmp_pat
     assert "ready: tiny" in status and timer.active is False
 
 
-def test_an_answer_too_long_for_the_window_shows_the_saved_question_then_the_error(chat_app):
+def test_a_message_too_long_for_the_window_is_refused_and_given_back(chat_app):
     window = chat_app.workspace.manager.get().context_window
-    signal = StopSignal()
+    text = "word " * window
     outputs = []
     with pytest.raises(gr.Error, match="context window"):
-        for output in chat_app.respond("word " * window, None, signal, "", *PARAMS.values()):
+        for output in chat_app.respond(text, None, StopSignal(), "", *PARAMS.values()):
             outputs.append(output)
-    chatbot, conversation_id, _, _ = outputs[-1]
-    assert conversation_id is not None and texts(chatbot)[0].startswith("word word")
+    chatbot, conversation_id, title, _, message = outputs[-1]
+    assert conversation_id is None and texts(chatbot) == [] and message == text  # nothing saved, nothing lost
+    assert chat_app.workspace.conversation_choices("local") == []
 
 
 def test_stop_sets_the_sessions_signal_and_the_answer_ends(chat_app):
     signal = StopSignal()
     stream = chat_app.respond("a long one", None, signal, "", *{**PARAMS, "max_new_tokens": 400}.values())
-    for i, (chatbot, conversation_id, _, _) in enumerate(stream):
+    for i, (chatbot, conversation_id, _, _, _) in enumerate(stream):
         if i == 4:
             app.ChatApp.stop_generation(signal)
     assert signal.is_set()
@@ -135,7 +136,7 @@ def test_stop_sets_the_sessions_signal_and_the_answer_ends(chat_app):
 
 
 def test_rate_receives_like_data(chat_app):
-    _, conversation_id, _, _ = ask(chat_app, "rate this")[-1]
+    _, conversation_id, _, _, _ = ask(chat_app, "rate this")[-1]
     like = gr.LikeData(chat_app.chatbot, {"index": 1, "value": "x", "liked": False})
     args = special_args(chat_app.rate, [conversation_id], event_data=like)[0]
     chat_app.rate(*args)
@@ -143,7 +144,7 @@ def test_rate_receives_like_data(chat_app):
 
 
 def test_edit_receives_edit_data_and_branches(chat_app):
-    _, conversation_id, _, _ = ask(chat_app, "first question")[-1]
+    _, conversation_id, _, _, _ = ask(chat_app, "first question")[-1]
     opened = chat_app.open_conversation(conversation_id)
     chatbot_value = opened[1].value
     edit = gr.EditData(chat_app.chatbot, {"index": 0, "value": "first question, sharper", "previous_value": "x"})
@@ -151,12 +152,12 @@ def test_edit_receives_edit_data_and_branches(chat_app):
     shown, pending, send, stop = chat_app.begin_edit(*args)
     assert shown == [{"role": "user", "content": "first question, sharper"}] and pending["index"] == 0
     outputs = list(chat_app.edit(pending, conversation_id, StopSignal(), "", *PARAMS.values()))
-    _, branch_id, title, _ = outputs[-1]
+    _, branch_id, title, _, _ = outputs[-1]
     assert branch_id != conversation_id and title == "first question, sharper"
 
 
 def test_retry_branches_and_needs_a_conversation(chat_app):
-    _, conversation_id, _, _ = ask(chat_app, "again please")[-1]
+    _, conversation_id, _, _, _ = ask(chat_app, "again please")[-1]
     send, stop = chat_app.begin(StopSignal())
     assert stop.visible is True
     outputs = list(chat_app.retry(conversation_id, StopSignal(), "", *PARAMS.values()))
@@ -166,7 +167,7 @@ def test_retry_branches_and_needs_a_conversation(chat_app):
 
 
 def test_sidebar_open_rename_search_delete_and_undo(chat_app):
-    _, conversation_id, _, _ = ask(chat_app, "Quantum tunnelling basics")[-1]
+    _, conversation_id, _, _, _ = ask(chat_app, "Quantum tunnelling basics")[-1]
     opened_id, chatbot, title, context, system = chat_app.open_conversation(conversation_id)[:5]
     assert opened_id == conversation_id and title == "Quantum tunnelling basics"
     assert [m["role"] for m in chatbot.value] == ["user", "assistant"] and system == ""
@@ -184,7 +185,7 @@ def test_sidebar_open_rename_search_delete_and_undo(chat_app):
 
 
 def test_export_returns_a_file(chat_app):
-    _, conversation_id, _, _ = ask(chat_app, "export this")[-1]
+    _, conversation_id, _, _, _ = ask(chat_app, "export this")[-1]
     file = chat_app.export(conversation_id, fmt="markdown")
     assert file.visible is True and file.value["path"].endswith(".md")
     with pytest.raises(gr.Error, match="open a conversation first"):

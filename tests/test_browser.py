@@ -185,3 +185,26 @@ def test_markup_in_messages_runs_nothing_and_reaches_no_other_host(page, server)
     for request_url in foreign:
         assert urlparse(request_url).hostname == "tracker.invalid", request_url
         assert "csp" in (failed.get(request_url) or "").lower(), (request_url, failed.get(request_url))
+
+
+def test_two_tabs_chat_at_once(browser, server, page):
+    url, workspace = server
+    other_context = browser.new_context(viewport={"width": 1400, "height": 900})
+    other = other_context.new_page()
+    try:
+        other.goto(url)
+        other.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
+        for tab in (page, other):
+            _set_max_tokens(tab, 96)
+        _send(page, "First tab asks about entropy")
+        _send(other, "Second tab asks about enthalpy")
+        for tab in (page, other):  # both answers stream at the same time, neither waits for the other
+            tab.wait_for_function(f"document.querySelector({BOT!r})?.innerText.length > 0")
+        assert "96 tokens" not in _last_answer(page) or "96 tokens" not in _last_answer(other)
+        for tab in (page, other):
+            tab.wait_for_function(f"document.querySelector({BOT!r})?.innerText.includes('96 tokens')")
+        assert "entropy" in page.locator(USER).inner_text() and "enthalpy" in other.locator(USER).inner_text()
+        titles = [c["title"] for c in workspace.store.list_conversations("local")]
+        assert {"First tab asks about entropy", "Second tab asks about enthalpy"} <= set(titles)
+    finally:
+        other_context.close()

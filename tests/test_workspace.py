@@ -27,7 +27,7 @@ OWNER = "local"
 def endless(engine):
     """The tiny engine with end-of-text switched off: answers always run to max_new_tokens (or Stop)."""
     clone = copy.copy(engine)
-    clone._eos_ids = set()
+    clone._eos_ids = frozenset()
     return clone
 
 
