@@ -11,6 +11,8 @@ official ``openai`` client works against it unmodified. Differences from OpenAI'
   The response's ``chatcore`` object carries the ``conversation_id`` and the ``seed`` used.
 - An answer stopped on the server (the server shutting down, or Stop) finishes with ``"stop"``; a
   remote backend's failure mid-answer returns 502 (non-streaming) or an ``error`` event (streaming).
+- At most ``max_running`` answers decode at once and ``max_waiting`` more wait their turn; a request
+  past that gets 429 ``server_busy`` with ``Retry-After`` at once (the ``openai`` client retries it).
 
 Who a request runs as: with ``api_key`` set (``--api-key`` or ``CHATCORE_API_KEY``), that key runs as
 the single-user owner ``local``; a key issued by ``chatcore users key NAME`` runs as NAME. Once a key
@@ -47,6 +49,10 @@ _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
 # How often a non-streaming request checks whether its client has gone away (seconds).
 _DISCONNECT_POLL_S = 0.5
+# Answers decoding at once (the engine interleaves their steps) and answers allowed to wait for a turn.
+MAX_RUNNING = 4
+MAX_WAITING = 32
+BUSY_RETRY_AFTER_S = 2
 
 
 class APIError(Exception):
@@ -62,7 +68,60 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.status == 429:
+            headers = {"Retry-After": str(BUSY_RETRY_AFTER_S)}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+class Admission:
+    """A bounded line for answers: ``running`` decode at once, ``waiting`` more queue, the rest get 429.
+
+    Refusing at once is the point: past the line's size a client hears "busy, try again" instead of
+    hanging on an ever longer queue. A turn is released when the answer's worker ends, whatever ended it.
+    """
+
+    def __init__(self, running: int = MAX_RUNNING, waiting: int = MAX_WAITING) -> None:
+        if running < 1 or waiting < 0:
+            raise ValueError("running must be at least 1 and waiting at least 0")
+        self.running, self.waiting = running, waiting
+        self._admitted = 0  # running plus waiting; touched on the event loop only
+        self._turns: asyncio.Semaphore | None = None
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    async def enter(self) -> Callable[[], None]:
+        """Wait for a turn; returns its release, callable once from any thread. Raises 429 when full."""
+        if self._admitted >= self.running + self.waiting:
+            raise APIError(429, f"ChatCore is busy: {self.running} answers are running and {self.waiting} "
+                                "are waiting; try again in a few seconds",
+                           type="server_error", code="server_busy")
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.running)
+        self._admitted += 1
+        try:
+            await self._turns.acquire()
+        except BaseException:
+            self._admitted -= 1
+            raise
+        loop, lock, released = asyncio.get_running_loop(), threading.Lock(), [False]
+
+        def free() -> None:
+            self._admitted -= 1
+            self._turns.release()
+
+        def release() -> None:
+            with lock:
+                if released[0]:
+                    return
+                released[0] = True
+            try:
+                loop.call_soon_threadsafe(free)
+            except RuntimeError:  # the loop has closed: the server is gone, and its line with it
+                pass
+
+        return release
 
 
 def _translate(exc: Exception) -> APIError | None:
@@ -200,9 +259,11 @@ async def _in_thread(events: Callable[[], Iterator[Any]], cancel: threading.Even
 class _API:
     """The handlers, over one model manager, one store (or ``None``: never save) and the keys."""
 
-    def __init__(self, manager: Any, store: Any | None, api_key: str | None) -> None:
+    def __init__(self, manager: Any, store: Any | None, api_key: str | None,
+                 admission: Admission | None = None) -> None:
         from chatcore.users import Accounts
 
+        self.admission = admission or Admission()
         self.manager = manager
         self.store = store
         self.api_key = api_key or None
@@ -266,10 +327,14 @@ class _API:
         save = self.store is not None and body.get("store") is not False
         service = ChatService(lambda: backend, self.store)
         cancel = threading.Event()
+        release = await self.admission.enter()  # everything is checked: wait for a turn, or 429
 
         def events() -> Iterator[Any]:
-            return service.ask(prompt, params, history=history, system=system, owner=owner, source="api",
-                               save=save, cancel=cancel)
+            try:
+                yield from service.ask(prompt, params, history=history, system=system, owner=owner, source="api",
+                                       save=save, cancel=cancel)
+            finally:
+                release()  # on the worker, when the answer ends for whatever reason
 
         answer = _in_thread(events, cancel)
         reply = _Reply(backend.model_name)
@@ -407,10 +472,12 @@ def _openai_errors(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
     return wrapper
 
 
-def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None) -> FastAPI:
+def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None,
+                  max_running: int = MAX_RUNNING, max_waiting: int = MAX_WAITING) -> FastAPI:
     """The API as an application whose routes are relative to ``/v1``; :func:`mount_api` mounts it."""
-    api = _API(manager, store, api_key)
+    api = _API(manager, store, api_key, Admission(max_running, max_waiting))
     app = FastAPI(title="ChatCore OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.admission = api.admission
 
     @app.get("/models")
     @_openai_errors
@@ -435,18 +502,21 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
     return app
 
 
-def mount_api(fastapi_app: FastAPI, *, manager: Any, store: Any | None, api_key: str | None = None) -> FastAPI:
+def mount_api(fastapi_app: FastAPI, *, manager: Any, store: Any | None, api_key: str | None = None,
+              max_running: int = MAX_RUNNING, max_waiting: int = MAX_WAITING) -> FastAPI:
     """Serve the API under ``/v1`` of ``fastapi_app`` (Gradio's included), ahead of its other routes."""
-    v1 = create_v1_app(manager=manager, store=store, api_key=api_key)
+    v1 = create_v1_app(manager=manager, store=store, api_key=api_key, max_running=max_running,
+                       max_waiting=max_waiting)
     # First in the route list, so that a catch-all mount at "/" (Gradio's) never shadows it.
     fastapi_app.router.routes.insert(0, Mount(API_PREFIX, app=v1, name="openai-api"))
     return v1
 
 
-def create_api_app(*, manager: Any, store: Any | None, api_key: str | None = None) -> FastAPI:
+def create_api_app(*, manager: Any, store: Any | None, api_key: str | None = None,
+                   max_running: int = MAX_RUNNING, max_waiting: int = MAX_WAITING) -> FastAPI:
     """A server with the API alone (``chatcore serve --api-only``)."""
     app = FastAPI(title="ChatCore", docs_url=None, redoc_url=None, openapi_url=None)
-    mount_api(app, manager=manager, store=store, api_key=api_key)
+    mount_api(app, manager=manager, store=store, api_key=api_key, max_running=max_running, max_waiting=max_waiting)
     return app
 
 
