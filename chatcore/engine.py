@@ -64,6 +64,9 @@ class LocalEngine:
         safe = None if settings.allow_pickle else True  # None lets transformers fall back to pickles
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=settings.trust_remote_code)
+            fast = _load_fast(settings, directory, tokenizer, device, dtype, progress)
+            if fast is not None:
+                return fast
             model = AutoModelForCausalLM.from_pretrained(
                 directory, dtype=dtype, use_safetensors=safe, trust_remote_code=settings.trust_remote_code
             )
@@ -157,6 +160,14 @@ class LocalEngine:
         keep = {"logits_to_keep": 1} if self._takes_logits_to_keep else {}  # skip the [S, V] prefill logits
         out = self.model(input_ids=input_ids, use_cache=True, **{self._cache_arg: cache}, **keep)
         return out.logits[:, -1, :], getattr(out, self._cache_arg)
+
+
+def _load_fast(settings: Settings, directory: Any, tokenizer: Any, device: torch.device, dtype: torch.dtype,
+               progress: Any) -> Any:
+    """ChatCore's own decoder (chatcore.fast) for the Llama family; None means: use the transformers loop."""
+    from chatcore.fast.engine import load_fast
+
+    return load_fast(settings, Path(directory), tokenizer, device, dtype, progress)
 
 
 class _TextAssembler:

@@ -12,11 +12,13 @@ from chatcore.settings import Settings
 
 
 def model_options(command: Callable) -> Callable:
-    """--model --device --dtype --allow-pickle --trust-remote-code."""
+    """--model --device --dtype --quant --allow-pickle --trust-remote-code."""
     decorators = [
         click.option("--model", "-m", help="Model: smollm2-135m-instruct (default), a Hugging Face id, a directory or a .gguf file."),
         click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
         click.option("--dtype", help="auto (default), float32, bfloat16 or float16."),
+        click.option("--quant", type=click.Choice(["auto", "none", "int8", "int4"]),
+                     help="Weight quantization for Llama-family models: auto (default: fastest within 2% perplexity), none, int8 or int4."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow non-safetensors weights (runs pickle code from the model's author)."),
         click.option("--trust-remote-code", is_flag=True, default=None, help="Allow Python code shipped with a hub model."),
     ]

@@ -1,0 +1,291 @@
+"""The fast engine: ChatCore's own Llama decoder behind the same ``stream()`` as ``LocalEngine``.
+
+It loads the safetensors weights into :mod:`chatcore.fast.model`, optionally quantizes them
+(:mod:`chatcore.fast.quant`), compiles the one-token step where that works, and serves every
+request through one continuous-batching :class:`~chatcore.fast.scheduler.Scheduler`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from chatcore.chat import Message, build_messages, fit_to_window
+from chatcore.errors import ModelError, ParameterError
+from chatcore.events import Event, Finished, Started, TextDelta
+from chatcore.fast import quant as quantization
+from chatcore.fast.model import Transformer, from_hf_state, supports
+from chatcore.fast.scheduler import Done, Request, Scheduler
+from chatcore.params import GenerationParams
+from chatcore.settings import Settings
+
+SLOTS = 8  # concurrent requests decoded together; more wait for a free slot
+PPL_TOLERANCE = 1.02  # a quantized model may lose at most 2% perplexity against float32
+QUANT_CHOICES = ("auto", "none", "int8", "int4")
+
+# Scored by ``auto`` to check a quantization against float32: plain prose of the kind users ask about.
+CALIBRATION_TEXT = (
+    "The history of science is the study of how people came to understand the natural world. Early "
+    "astronomers recorded the motions of the planets, and physicians described diseases and their "
+    "treatments long before anyone could explain them. In the seventeenth century, experiments and "
+    "mathematics together changed how knowledge was made: Galileo measured falling bodies, Kepler found "
+    "that planets move in ellipses, and Newton showed that one law of gravitation explains both. Chemistry "
+    "grew out of alchemy when Lavoisier weighed the products of burning and found that mass is conserved. "
+    "In the nineteenth century, Darwin argued that species change through natural selection, and Maxwell "
+    "wrote the equations that unite electricity, magnetism and light. The twentieth century brought "
+    "relativity, quantum mechanics, the structure of DNA and the first computers. Today researchers share "
+    "data across the world, and a question asked in one laboratory is often answered in another. Good "
+    "research still depends on careful notes, honest reporting of errors, and the willingness to change "
+    "one's mind when the evidence requires it. Students who learn to read papers critically, to repeat "
+    "measurements, and to explain their reasoning clearly will find that these habits serve them in any field."
+)
+
+
+def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch.device, dtype: torch.dtype,
+              progress: Callable[[str], None] | None = None) -> "FastEngine | None":
+    """The fast engine for ``directory``, or ``None`` when its model needs the transformers loop."""
+    from transformers import AutoConfig
+
+    from chatcore import sources
+    from chatcore.engine import ModelInfo, context_window
+
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=settings.trust_remote_code)
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if supports(config) is not None or not files or device.type not in ("cpu", "cuda"):
+        return None
+    mode = getattr(settings, "quant", "auto") or "auto"
+    if mode not in QUANT_CHOICES:
+        raise ParameterError("quant", f"quant must be one of {', '.join(QUANT_CHOICES)}, got {mode!r}")
+    if mode in ("int8", "int4") and device.type != "cpu":
+        raise ModelError(f"--quant {mode} uses torch's CPU kernels; on {device.type} use --quant none (bfloat16)")
+    state = _read_state(files)
+    weights_sha = sources.weights_hash(Path(directory))
+    if mode == "auto":
+        mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress)
+    compute = torch.bfloat16 if mode != "none" else dtype
+    model = from_hf_state(config, state, compute)
+    quantization.quantize(model, mode)
+    model.to(device)
+    window = context_window(_ConfigOnly(config), tokenizer)
+    model.setup_cache(SLOTS, window)
+    label = str(compute).removeprefix("torch.") + ("" if mode == "none" else f"+{mode}")
+    info = ModelInfo(name=settings.model, device=str(device), dtype=label, context_window=window,
+                     weights_sha256=weights_sha, parameters=sum(t.numel() for t in state.values()))
+    del state
+    engine = FastEngine(model, tokenizer, info, config=config, directory=Path(directory), quant=mode,
+                        compile_step=os.environ.get("CHATCORE_COMPILE") == "1")
+    return engine
+
+
+class _ConfigOnly:
+    """What ``context_window`` reads from a model: its config."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+
+def _read_state(files: Sequence[Path]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    return state
+
+
+def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, device: torch.device,
+                 dtype: torch.dtype, settings: Settings, weights_sha: str,
+                 progress: Callable[[str], None] | None = None) -> str:
+    """``auto``: the fastest quantization whose perplexity stays within 2% of float32's.
+
+    Quantized weights compute in bfloat16, so an explicit float32 dtype (or a GPU) means ``none``.
+    The check runs once per model and is remembered in the cache directory.
+    """
+    if device.type != "cpu" or dtype != torch.float32 or settings.dtype not in ("auto", "bfloat16"):
+        return "none"
+    record = Path(settings.cache) / "fast" / f"quant-{weights_sha[:16]}.json"
+    try:
+        return json.loads(record.read_text())["quant"]
+    except (OSError, ValueError, KeyError):
+        pass
+    (progress or (lambda m: print(m, file=sys.stderr, flush=True)))("checking quantized accuracy (once per model)…")
+    ids = torch.tensor([tokenizer.encode(CALIBRATION_TEXT, add_special_tokens=False)])
+    reference = quantized_perplexity(config, state, ids, "none")
+    chosen, scores = "none", {"none": reference}
+    for mode in ("int4", "int8"):  # fastest first
+        scores[mode] = quantized_perplexity(config, state, ids, mode)
+        if scores[mode] <= reference * PPL_TOLERANCE:
+            chosen = mode
+            break
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"quant": chosen, "perplexity": scores, "tolerance": PPL_TOLERANCE}))
+    except OSError:
+        pass
+    return chosen
+
+
+def quantized_perplexity(config: Any, state: dict[str, torch.Tensor], ids: torch.Tensor, mode: str) -> float:
+    """Perplexity of ids [1, S] under the model quantized with ``mode`` (``none``: float32)."""
+    model = quantization.quantize(from_hf_state(config, state, torch.float32 if mode == "none" else torch.bfloat16), mode)
+    return perplexity(model, ids)
+
+
+def perplexity(model: Transformer, ids: torch.Tensor) -> float:
+    """exp(mean next-token NLL) of ids [1, S] in one pass (S must fit the model's positions)."""
+    with torch.inference_mode():
+        logits = model.score(ids)[0, :-1]  # [S-1, V]
+        nll = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:])
+    return float(torch.exp(nll))
+
+
+class FastEngine:
+    """Streams answers from the fast decoder; the interface of ``chatcore.engine.LocalEngine``."""
+
+    def __init__(self, decoder: Transformer, tokenizer: Any, info: Any, *, config: Any, directory: Path,
+                 quant: str, compile_step: bool = True) -> None:
+        from chatcore.engine import _eos_token_ids
+
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.info = info
+        self.config = config
+        self.quant = quant
+        self._directory = directory
+        self._hf_model: Any = None
+        self._hf_lock = threading.Lock()
+        self._eos_ids = frozenset(_eos_token_ids(_GenerationConfigOnly(directory, config), tokenizer))
+        self._step = _StepRunner(decoder, compile_step)
+        self.scheduler = Scheduler(self._prefill, self._step, slots=decoder.slots, length=decoder.length,
+                                   clear=decoder.clear, device=decoder.device)
+
+    @property
+    def model(self) -> Any:
+        """The same weights as a transformers model (float32), loaded on first use: for perplexity and checks."""
+        with self._hf_lock:
+            if self._hf_model is None:
+                from transformers import AutoModelForCausalLM
+
+                self._hf_model = AutoModelForCausalLM.from_pretrained(self._directory, dtype=torch.float32,
+                                                                      use_safetensors=True).eval()
+            return self._hf_model
+
+    @property
+    def context_window(self) -> int:
+        return self.info.context_window
+
+    @property
+    def model_name(self) -> str:
+        return self.info.name
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _prefill(self, tokens: torch.Tensor, slot: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.decoder.prefill(tokens, slot)
+
+    def stream(
+        self,
+        history: Sequence[Message | dict[str, Any]],
+        params: GenerationParams,
+        *,
+        system: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Answer the last user message of ``history``: ``Started``, ``TextDelta``s, then ``Finished``."""
+        from chatcore.engine import _TextAssembler
+
+        start = time.perf_counter()
+        messages = build_messages(history, system)
+        fitted = fit_to_window(self.tokenizer, messages, window=self.context_window, max_new_tokens=params.max_new_tokens)
+        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
+        yield Started(len(fitted.input_ids), self.context_window, fitted.dropped_messages, seed)
+        generator = torch.Generator(device=self.decoder.device).manual_seed(seed)
+        request = Request(list(fitted.input_ids), params, generator, cancel, self._eos_ids)
+        text = _TextAssembler(self.tokenizer, params.stop)
+        reason, first_token_at = "length", None
+        try:
+            self.scheduler.submit(request)
+            while True:
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled"
+                    break
+                item = request.out.get()
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if isinstance(item, Done):
+                    if item.error is not None:
+                        raise ModelError(f"decoding failed: {item.error}") from item.error
+                    reason = item.reason
+                    break
+                delta, stopped = text.add(item)
+                if delta:
+                    yield TextDelta(delta)
+                if stopped:
+                    reason = "stop"
+                    break
+        finally:
+            request.abandoned.set()  # frees the slot at the next step, whatever ended the stream
+        tail = text.flush()
+        if tail:
+            yield TextDelta(tail)
+        end = time.perf_counter()
+        n = text.token_count
+        decode_rate = (n - 1) / (end - first_token_at) if first_token_at and n > 1 and end > first_token_at else None
+        yield Finished(
+            text=text.text, finish_reason=reason, prompt_tokens=len(fitted.input_ids), completion_tokens=n,
+            ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, decode_tok_s=decode_rate,
+            total_ms=(end - start) * 1000, model=self.info.name, seed=seed,
+            dropped_messages=fitted.dropped_messages,
+            extra={"device": self.info.device, "dtype": self.info.dtype, "weights_sha256": self.info.weights_sha256,
+                   "engine": "chatcore.fast", "quant": self.quant, "compiled": self._step.compiled},
+        )
+
+
+class _GenerationConfigOnly:
+    """What ``_eos_token_ids`` reads from a model: its generation config."""
+
+    def __init__(self, directory: Path, config: Any) -> None:
+        from transformers import GenerationConfig
+
+        try:
+            self.generation_config = GenerationConfig.from_pretrained(directory)
+        except OSError:
+            self.generation_config = GenerationConfig.from_model_config(config)
+
+
+class _StepRunner:
+    """The one-token step, compiled with ``torch.compile`` when possible; eager when compiling fails."""
+
+    def __init__(self, decoder: Transformer, compile_step: bool) -> None:
+        self.decoder = decoder
+        self.compiled = False
+        self._fn = decoder._decode
+        if compile_step:
+            try:
+                self._fn = torch.compile(decoder._decode, dynamic=True)
+                self.compiled = True
+            except Exception as exc:  # noqa: BLE001 - no compiler here: the eager step still works
+                print(f"chatcore: torch.compile unavailable ({exc}); decoding eagerly", file=sys.stderr)
+
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+        mask = self.decoder._mask(pos, length)
+        with torch.inference_mode():
+            if self.compiled:
+                try:
+                    return self._fn(tokens, pos, mask)
+                except Exception as exc:  # noqa: BLE001 - a failed compile must not cost the answer
+                    print(f"chatcore: compiled decode step failed ({type(exc).__name__}: {exc}); "
+                          "decoding eagerly", file=sys.stderr)
+                    self.compiled = False
+                    self._fn = self.decoder._decode
+            return self._fn(tokens, pos, mask)

@@ -1,0 +1,289 @@
+"""A Llama-family decoder written for speed: fused projections, a static KV cache, one-token steps.
+
+Weights come from a transformers ``LlamaForCausalLM`` state dict; the math is the same (RMSNorm,
+rotary embeddings from transformers' own rotary module, grouped-query attention, SwiGLU), so in
+float32 its greedy tokens equal transformers' ``generate``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """The few numbers the decoder needs, read from a transformers config."""
+
+    vocab_size: int
+    dim: int  # hidden size
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int  # grouped-query attention: each K/V head serves n_heads // n_kv_heads query heads
+    head_dim: int
+    intermediate: int  # SwiGLU width
+    norm_eps: float
+    max_positions: int
+    tied_embeddings: bool
+
+    @classmethod
+    def from_hf(cls, config: Any) -> "FastConfig":
+        heads = config.num_attention_heads
+        return cls(
+            vocab_size=config.vocab_size, dim=config.hidden_size, n_layers=config.num_hidden_layers,
+            n_heads=heads, n_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            intermediate=config.intermediate_size, norm_eps=config.rms_norm_eps,
+            max_positions=config.max_position_embeddings,
+            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        )
+
+
+def supports(config: Any) -> str | None:
+    """``None`` when this decoder computes exactly what transformers would for ``config``, else why not."""
+    if getattr(config, "model_type", None) != "llama":
+        return f"architecture {getattr(config, 'model_type', None)!r} is not a plain Llama"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "biased projections"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r}"
+    if getattr(config, "pretraining_tp", 1) not in (None, 1):
+        return "pretraining_tp > 1"
+    return None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 as transformers does, then scale in the model's dtype.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, the half-split layout of transformers' Llama. x: [B, H, S, D]; cos, sin: [B, 1, S, D]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values for ``slots`` sequences of up to ``length`` tokens each.
+
+    k, v: [slots, n_kv_heads, length, head_dim]. A slot is one running request.
+    """
+
+    def __init__(self, slots: int, n_kv_heads: int, length: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        shape = (slots, n_kv_heads, length, head_dim)
+        self.register_buffer("k", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+
+    def clear(self, slot: int, start: int, end: int) -> None:
+        self.k[slot, :, start:end].zero_()
+        self.v[slot, :, start:end].zero_()
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: FastConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_size, self.kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, self.q_size + 2 * self.kv_size, bias=False)  # fused Q, K, V
+        self.wo = nn.Linear(self.q_size, cfg.dim, bias=False)
+        self.cache: KVCache | None = None
+
+    def _project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        b, s, _ = x.shape
+        q, k, v = self.wqkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, S, D]
+        k = k.view(b, s, self.n_kv, self.head_dim).transpose(1, 2)  # [B, Hkv, S, D]
+        v = v.view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
+
+    def prefill(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: int, start: int) -> torch.Tensor:
+        """A whole chunk of one sequence. x: [1, S, dim], written to cache positions start..start+S-1."""
+        s = x.shape[1]
+        q, k, v = self._project(x, cos, sin)
+        cache = self.cache
+        end = start + s
+        if slot >= 0:  # slot -1: score without touching the cache
+            cache.k[slot : slot + 1, :, start:end] = k.to(cache.k.dtype)
+            cache.v[slot : slot + 1, :, start:end] = v.to(cache.v.dtype)
+        if start == 0:
+            out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=True, enable_gqa=True)
+        else:  # a later chunk sees everything before it and itself causally
+            keys = cache.k[slot : slot + 1, :, :end].to(q.dtype)
+            values = cache.v[slot : slot + 1, :, :end].to(q.dtype)
+            rows = torch.arange(start, end, device=x.device)[:, None]
+            mask = torch.arange(end, device=x.device)[None, :] <= rows  # [S, end]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+        return self.wo(out.transpose(1, 2).reshape(1, s, self.q_size))
+
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        """One new token for each of the first B slots. x: [B, 1, dim]; pos: [B]; mask: [B, 1, 1, L]."""
+        b = x.shape[0]
+        q, k, v = self._project(x, cos, sin)
+        cache = self.cache
+        rows = torch.arange(b, device=x.device)
+        cache.k[rows, :, pos] = k[:, :, 0].to(cache.k.dtype)  # [B, Hkv, D] into each slot's position
+        cache.v[rows, :, pos] = v[:, :, 0].to(cache.v.dtype)
+        length = mask.shape[-1]
+        keys = cache.k[:b, :, :length]
+        values = cache.v[:b, :, :length]
+        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask, enable_gqa=True)
+        return self.wo(out.transpose(1, 2).reshape(b, 1, self.q_size))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: FastConfig) -> None:
+        super().__init__()
+        self.intermediate = cfg.intermediate
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.intermediate, bias=False)  # fused gate and up
+        self.w2 = nn.Linear(cfg.intermediate, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).split(self.intermediate, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: FastConfig) -> None:
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.mlp = FeedForward(cfg)
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+
+class Transformer(nn.Module):
+    """The decoder. ``setup_cache`` must run before ``prefill`` / ``decode``."""
+
+    def __init__(self, cfg: FastConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.register_buffer("cos", torch.empty(0), persistent=False)  # [T, D]
+        self.register_buffer("sin", torch.empty(0), persistent=False)
+        self.slots = 0
+        self.length = 0
+        self.rope_source: Any = None  # length -> (cos, sin) [length, D], set by the loader
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def setup_cache(self, slots: int, length: int) -> None:
+        """Allocate the KV cache for ``slots`` sequences of ``length`` tokens each, in the model's dtype.
+
+        The memory is left untouched (``torch.empty``), so the OS maps pages only as sequences fill
+        them; ``clear`` makes a slot's range finite before a request uses it.
+        """
+        for block in self.layers:
+            block.attn.cache = KVCache(slots, self.cfg.n_kv_heads, length, self.cfg.head_dim, self.dtype, self.device)
+        cos, sin = self.rope_source(length)
+        self.cos, self.sin = cos.to(self.device, self.dtype), sin.to(self.device, self.dtype)
+        self.slots, self.length = slots, length
+
+    def prefill(self, tokens: torch.Tensor, slot: int, start: int = 0) -> torch.Tensor:
+        """Run one sequence's prompt (or a chunk of it) into ``slot``. tokens: [1, S] -> last logits [1, V]."""
+        s = tokens.shape[1]
+        cos = self.cos[start : start + s][None, None]  # [1, 1, S, D]
+        sin = self.sin[start : start + s][None, None]
+        x = self.embed(tokens)  # [1, S, dim]
+        for block in self.layers:
+            x = x + block.attn.prefill(block.attn_norm(x), cos, sin, slot, start)
+            x = x + block.mlp(block.mlp_norm(x))
+        return self.output(self.norm(x[:, -1:]))[:, 0].float()
+
+    def clear(self, slot: int, start: int, end: int) -> None:
+        """Zero cache positions start..end-1 of ``slot`` in every layer."""
+        for block in self.layers:
+            block.attn.cache.clear(slot, start, end)
+
+    def score(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits at every position, without the cache (for perplexity). tokens: [1, S] -> [1, S, V]."""
+        s = tokens.shape[1]
+        cos, sin = self._rope(s)
+        x = self.embed(tokens)
+        for block in self.layers:
+            x = x + block.attn.prefill(block.attn_norm(x), cos, sin, -1, 0)
+            x = x + block.mlp(block.mlp_norm(x))
+        return self.output(self.norm(x)).float()
+
+    def _rope(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cos.shape[0] >= s:
+            return self.cos[:s][None, None], self.sin[:s][None, None]
+        cos, sin = self.rope_source(s)  # no cache set up, or a longer text than it: compute the tables
+        return cos.to(self.device, self.dtype)[None, None], sin.to(self.device, self.dtype)[None, None]
+
+    def decode(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+        """One step for slots 0..B-1. tokens, pos: [B]; attends to cache positions < length -> logits [B, V]."""
+        return self._decode(tokens, pos, self._mask(pos, length))
+
+    def _mask(self, pos: torch.Tensor, length: int) -> torch.Tensor:
+        # Each slot sees its own positions up to and including the new token: [B, 1, 1, L].
+        return (torch.arange(length, device=pos.device)[None, :] <= pos[:, None])[:, None, None, :]
+
+    def _decode(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        cos = self.cos[pos][:, None, None]  # [B, 1, 1, D]
+        sin = self.sin[pos][:, None, None]
+        x = self.embed(tokens[:, None])  # [B, 1, dim]
+        for block in self.layers:
+            x = x + block.attn.decode(block.attn_norm(x), cos, sin, pos, mask)
+            x = x + block.mlp(block.mlp_norm(x))
+        return self.output(self.norm(x))[:, 0].float()
+
+
+def rope_tables(hf_config: Any, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [length, D] from transformers' own rotary module, so every rope variant matches."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    rotary = LlamaRotaryEmbedding(hf_config)
+    positions = torch.arange(length)[None]
+    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)
+    return cos[0].float(), sin[0].float()
+
+
+def from_hf_state(hf_config: Any, state: dict[str, torch.Tensor], dtype: torch.dtype) -> Transformer:
+    """Build the decoder from a transformers Llama state dict (weights renamed and fused)."""
+    cfg = FastConfig.from_hf(hf_config)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    get = lambda name: state[name].to(dtype)  # noqa: E731
+    ours: dict[str, torch.Tensor] = {"embed.weight": get("model.embed_tokens.weight"),
+                                     "norm.weight": get("model.norm.weight")}
+    head = "lm_head.weight"
+    ours["output.weight"] = get(head) if head in state and not cfg.tied_embeddings else ours["embed.weight"]
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        ours[f"layers.{i}.attn.wqkv.weight"] = torch.cat(
+            [get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")])
+        ours[f"layers.{i}.attn.wo.weight"] = get(p + "self_attn.o_proj.weight")
+        ours[f"layers.{i}.mlp.w13.weight"] = torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")])
+        ours[f"layers.{i}.mlp.w2.weight"] = get(p + "mlp.down_proj.weight")
+        ours[f"layers.{i}.attn_norm.weight"] = get(p + "input_layernorm.weight")
+        ours[f"layers.{i}.mlp_norm.weight"] = get(p + "post_attention_layernorm.weight")
+    model.load_state_dict(ours, assign=True, strict=True)
+    model.cos, model.sin = torch.empty(0), torch.empty(0)  # built on meta above; filled by setup_cache
+    model.rope_source = functools.partial(rope_tables, hf_config)
+    return model.eval()

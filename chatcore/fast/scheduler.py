@@ -1,0 +1,169 @@
+"""Continuous batching: one worker thread owns the decoder; requests join the running batch.
+
+Each request holds a slot of the static KV cache. Every loop the worker admits waiting requests
+(prefilling each into a free slot), then runs one decode step for all running slots together and
+hands every request its next token. Cancelling or finishing frees the slot before the next step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from chatcore.params import GenerationParams
+from chatcore.sampling import sample_next
+
+# Attention reads the cache up to the longest running sequence, rounded up to this many positions,
+# so the step's shapes change rarely.
+LENGTH_BUCKET = 128
+
+
+@dataclass
+class Done:
+    """The last item a request's queue receives: why it ended, or the error that ended it."""
+
+    reason: str  # "stop", "length", "cancelled" or "error"
+    error: BaseException | None = None
+
+
+@dataclass
+class Request:
+    prompt: list[int]
+    params: GenerationParams
+    generator: torch.Generator
+    cancel: threading.Event | None  # the caller's stop button
+    eos_ids: frozenset[int]
+    out: "queue.SimpleQueue[int | Done]" = field(default_factory=queue.SimpleQueue)
+    abandoned: threading.Event = field(default_factory=threading.Event)  # the consumer stopped listening
+    slot: int = -1
+    pos: int = 0  # cache position the next fed token is written to
+    last: int = 0  # the token to feed next
+    produced: int = 0
+    seen: torch.Tensor | None = None  # [1, T] prompt and answer, for the repetition penalty
+
+    @property
+    def stopped(self) -> bool:
+        return self.abandoned.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+
+class Scheduler:
+    """Runs ``prefill(tokens [1, S], slot) -> logits [1, V]`` and ``decode(tokens [B], pos [B], length) ->
+    logits [B, V]`` for up to ``slots`` concurrent requests on one worker thread."""
+
+    def __init__(self, prefill: Callable, decode: Callable, *, slots: int, length: int,
+                 clear: Callable[[int, int, int], None], device: torch.device) -> None:
+        self._prefill, self._decode, self._clear = prefill, decode, clear
+        self.slots, self.length, self.device = slots, length, device
+        self._waiting: "queue.SimpleQueue[Request]" = queue.SimpleQueue()
+        self._running: dict[int, Request] = {}  # slot -> request
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.steps = 0  # decode steps run, and the rows they carried (for the batching tests)
+        self.rows = 0
+
+    def submit(self, request: Request) -> Request:
+        """Queue a request; its tokens arrive on ``request.out``, ending with a ``Done``."""
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="chatcore-decoder", daemon=True)
+                self._thread.start()
+        self._waiting.put(request)
+        self._wake.set()
+        return request
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # The worker ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            self._admit()
+            if not self._running:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            self._step()
+
+    def _admit(self) -> None:
+        free = [s for s in range(self.slots) if s not in self._running]
+        while free:
+            try:
+                request = self._waiting.get_nowait()
+            except queue.Empty:
+                return
+            if request.stopped:
+                request.out.put(Done("cancelled"))
+                continue
+            slot = free.pop(0)
+            try:
+                self._start(request, slot)
+            except Exception as exc:  # noqa: BLE001 - reported to the one request it broke
+                request.out.put(Done("error", exc))
+                free.insert(0, slot)
+
+    def _start(self, request: Request, slot: int) -> None:
+        n = len(request.prompt)
+        end = min(self.length, n + request.params.max_new_tokens + LENGTH_BUCKET)
+        self._clear(slot, n, end)  # masked positions must hold finite numbers, never stale NaNs
+        tokens = torch.tensor([request.prompt], device=self.device)
+        request.seen = tokens
+        logits = self._prefill(tokens, slot)  # [1, V]
+        request.slot, request.pos = slot, n
+        self._running[slot] = request
+        self._emit(request, logits)
+
+    def _step(self) -> None:
+        for slot in [s for s, r in self._running.items() if r.stopped]:
+            self._finish(self._running[slot], "cancelled")
+        if not self._running:
+            return
+        rows = max(self._running) + 1  # slots 0..rows-1; free ones among them compute and are ignored
+        tokens = [0] * rows
+        positions = [0] * rows
+        for slot, request in self._running.items():
+            tokens[slot], positions[slot] = request.last, request.pos
+        length = min(self.length, -(-(max(positions) + 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
+        try:
+            logits = self._decode(torch.tensor(tokens, device=self.device),
+                                  torch.tensor(positions, device=self.device), length)  # [rows, V]
+        except Exception as exc:  # noqa: BLE001 - every running request gets the error
+            for request in list(self._running.values()):
+                self._finish(request, "error", exc)
+            return
+        self.steps += 1
+        self.rows += len(self._running)
+        for slot, request in list(self._running.items()):
+            request.pos += 1
+            self._emit(request, logits[slot : slot + 1])
+
+    def _emit(self, request: Request, logits: torch.Tensor) -> None:
+        """Sample the request's next token from logits [1, V], hand it over, and end the request if due."""
+        if request.stopped:
+            self._finish(request, "cancelled")
+            return
+        p = request.params
+        token = sample_next(logits, request.seen, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                            repetition_penalty=p.repetition_penalty, generator=request.generator)
+        token_id = int(token)
+        request.produced += 1
+        if token_id in request.eos_ids:
+            self._finish(request, "stop")
+            return
+        request.out.put(token_id)
+        if request.produced >= p.max_new_tokens or request.pos >= self.length:
+            self._finish(request, "length")
+            return
+        request.last = token_id
+        if p.repetition_penalty != 1.0:
+            request.seen = torch.cat([request.seen, token.view(1, 1)], dim=1)
+
+    def _finish(self, request: Request, reason: str, error: BaseException | None = None) -> None:
+        self._running.pop(request.slot, None)
+        request.out.put(Done(reason, error))

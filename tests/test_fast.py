@@ -1,0 +1,188 @@
+"""The fast Llama decoder (chatcore.fast) on the tiny model: exactness, quantization and batching."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from chatcore.events import Finished, TextDelta
+from chatcore.fast import quant
+from chatcore.fast.engine import CALIBRATION_TEXT, FastEngine, load_fast, perplexity, quantized_perplexity
+from chatcore.fast.model import from_hf_state, supports
+from chatcore.params import GenerationParams
+from chatcore.settings import Settings
+from tests.tiny import tiny_model, tiny_tokenizer
+
+QUESTIONS = [[{"role": "user", "content": f"Question number {i}: why is the sky blue?"}] for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return tiny_model(len(tiny_tokenizer()))
+
+
+def _engine(directory: Path, tmp_path: Path, quant_mode: str) -> FastEngine:
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(directory), device="cpu",
+                        dtype="auto", quant=quant_mode)
+    engine = load_fast(settings, directory, tiny_tokenizer(), torch.device("cpu"), torch.float32)
+    assert isinstance(engine, FastEngine)
+    return engine
+
+
+def _answer(engine, params, history=QUESTIONS[0], **kwargs) -> Finished:
+    events = list(engine.stream(history, params, **kwargs))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == events[-1].text
+    return events[-1]
+
+
+def test_llama_is_supported_and_others_fall_back(hf):
+    assert supports(hf.config) is None
+    from transformers import GPT2Config
+
+    assert supports(GPT2Config()) is not None
+
+
+def test_prefill_chunks_and_batched_decode_equal_transformers_logits(hf):
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    model.setup_cache(3, 64)
+    model.clear(0, 0, 64)
+    model.clear(2, 0, 64)
+    ids = torch.randint(0, hf.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = hf(ids).logits[0]  # [S, V]
+        torch.testing.assert_close(model.score(ids)[0], reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.prefill(ids[:, :10], slot=2)[0], reference[9], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.prefill(ids[:, 10:16], slot=2, start=10)[0], reference[15], atol=1e-5, rtol=1e-5)
+        model.prefill(ids[:, :3], slot=0)
+        for p in range(16, 24):  # slot 2 decodes next to slot 0 (another sequence) and slot 1 (free)
+            logits = model.decode(torch.tensor([ids[0, 3].item(), 0, ids[0, p].item()]), torch.tensor([3, 0, p]), 32)
+            torch.testing.assert_close(logits[2], reference[p], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_linears_compute_their_dequantized_weights(mode):
+    weight = torch.randn(64, 96, generator=torch.Generator().manual_seed(0))
+    layer = quant.Int8Linear(weight) if mode == "int8" else quant.Int4Linear(weight, 32)
+    x = torch.randn(5, 96, generator=torch.Generator().manual_seed(1)).bfloat16()
+    expected = x.float() @ layer.dequantized().T
+    torch.testing.assert_close(layer(x).float(), expected, atol=0.05 * expected.abs().max().item(), rtol=0.02)
+    relative = (layer.dequantized() - weight).norm() / weight.norm()
+    assert relative < (0.01 if mode == "int8" else 0.1)
+
+
+def test_int4_reproduces_weights_already_on_a_4bit_grid():
+    # GGUF Q4_1 weights (the default model's source) are on exactly this grid: int4 must be near lossless.
+    q = torch.randint(0, 16, (32, 64), generator=torch.Generator().manual_seed(2)).float()
+    q[:, ::32], q[:, 1::32] = 0, 15  # every group spans the full range
+    scales = torch.rand(32, 2, 1, generator=torch.Generator().manual_seed(3)) / 10 + 0.01
+    weight = ((q.view(32, 2, 32) - 8) * scales).view(32, 64)
+    relative = (quant.Int4Linear(weight, 32).dequantized() - weight).norm() / weight.norm()
+    assert relative < 0.01
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_perplexity_within_two_percent(hf, mode):
+    ids = torch.tensor([tiny_tokenizer().encode(CALIBRATION_TEXT[:400], add_special_tokens=False)])
+    reference = quantized_perplexity(hf.config, hf.state_dict(), ids, "none")
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    assert perplexity(model, ids) == pytest.approx(reference)
+    assert quantized_perplexity(hf.config, hf.state_dict(), ids, mode) <= reference * 1.02
+
+
+def test_auto_quant_picks_a_quantization_and_remembers_it(tiny_model_dir, tmp_path):
+    engine = _engine(tiny_model_dir, tmp_path, "auto")
+    assert engine.quant in ("int4", "int8")
+    assert list((tmp_path / "cache" / "fast").glob("quant-*.json"))
+    assert _answer(engine, GenerationParams.create(temperature=0, max_new_tokens=8)).extra["quant"] == engine.quant
+
+
+def test_explicit_float32_means_exact_weights(tiny_model_dir, tmp_path):
+    settings = Settings(home=tmp_path, cache=tmp_path, model=str(tiny_model_dir), device="cpu", dtype="float32")
+    engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)
+    assert engine.quant == "none" and engine.info.dtype == "float32"
+
+
+@pytest.fixture(scope="module")
+def exact_engine(tiny_model_dir, tmp_path_factory):
+    return _engine(tiny_model_dir, tmp_path_factory.mktemp("exact"), "none")
+
+
+def test_greedy_answers_equal_transformers_generate(exact_engine):
+    tokenizer = exact_engine.tokenizer
+    for history in QUESTIONS[:3]:
+        ours = _answer(exact_engine, GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=40),
+                       history)
+        prompt = torch.tensor([tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=True,
+                                                             return_dict=True)["input_ids"]])
+        reference = exact_engine.model.generate(prompt, max_new_tokens=40, do_sample=False, eos_token_id=2, pad_token_id=0)
+        assert ours.text == tokenizer.decode(reference[0, prompt.shape[1]:], skip_special_tokens=True)
+
+
+def test_concurrent_requests_join_one_batch_and_match_sequential(exact_engine):
+    params = GenerationParams.create(temperature=0, max_new_tokens=30)
+    expected = [_answer(exact_engine, params, q).text for q in QUESTIONS]
+    scheduler = exact_engine.scheduler
+    steps, rows = scheduler.steps, scheduler.rows
+    results: list[str | None] = [None] * len(QUESTIONS)
+
+    def worker(i: int) -> None:
+        results[i] = _answer(exact_engine, params, QUESTIONS[i]).text
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(QUESTIONS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == expected
+    assert (scheduler.rows - rows) / (scheduler.steps - steps) > 1.5  # steps carried several requests at once
+
+
+def test_more_requests_than_slots_wait_for_a_free_slot(exact_engine):
+    params = GenerationParams.create(temperature=0, max_new_tokens=6)
+    count = exact_engine.scheduler.slots + 3
+    results: list[str | None] = [None] * count
+
+    def worker(i: int) -> None:
+        results[i] = _answer(exact_engine, params, QUESTIONS[i % len(QUESTIONS)]).finish_reason
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(r in ("stop", "length") for r in results)
+
+
+def test_cancel_and_abandon_free_the_slot_at_once(exact_engine):
+    scheduler = exact_engine.scheduler
+    cancel = threading.Event()
+    long = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=1500)
+    stream = exact_engine.stream(QUESTIONS[1], long, cancel=cancel)
+    next(stream)  # Started
+    next(e for e in stream if isinstance(e, TextDelta))
+    assert scheduler.running == 1
+    cancel.set()
+    assert list(stream)[-1].finish_reason == "cancelled"
+    deadline = time.monotonic() + 10
+    while scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.running == 0
+    # A consumer that simply stops reading (a closed browser tab) frees its slot too.
+    stream = exact_engine.stream(QUESTIONS[2], long)
+    next(stream)
+    next(e for e in stream if isinstance(e, TextDelta))
+    stream.close()
+    deadline = time.monotonic() + 10
+    while scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.running == 0
+
+
+def test_sampling_is_reproducible_per_seed(exact_engine):
+    params = [GenerationParams.create(temperature=1.2, seed=s, max_new_tokens=20) for s in (5, 5, 6)]
+    texts = [_answer(exact_engine, p).text for p in params]
+    assert texts[0] == texts[1] != texts[2]
