@@ -55,7 +55,7 @@ def sampling_options(command: Callable) -> Callable:
 
 def settings_from(ctx: click.Context, options: dict[str, Any]) -> Settings:
     """The context's settings with the model flags applied."""
-    keys = ("model", "device", "dtype", "allow_pickle", "trust_remote_code", "backend", "base_url", "backend_api_key")
+    keys = ("model", "device", "dtype", "quant", "allow_pickle", "trust_remote_code", "backend", "base_url", "backend_api_key")
     return ctx.obj.with_overrides(**{k: options.get(k) for k in keys})
 
 
