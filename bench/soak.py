@@ -436,7 +436,7 @@ def export_kill_rounds(workdir: Path, model_dir: Path, rounds: int, seed: int = 
 # -- many chats at once --------------------------------------------------------------------------
 
 
-def concurrent_chats(server: Server, chats: int, turns: int, max_tokens: int = 24) -> dict[str, Any]:
+def concurrent_chats(server: Server, chats: int, turns: int, max_tokens: int = 24, tag: str = "soakchat") -> dict[str, Any]:
     """``chats`` API clients, each a ``turns``-turn conversation sent as growing histories, all at once."""
     import threading
 
@@ -451,7 +451,7 @@ def concurrent_chats(server: Server, chats: int, turns: int, max_tokens: int = 2
         try:
             barrier.wait(30)
             for turn in range(turns):
-                history.append({"role": "user", "content": f"soakchat{i} turn{turn} marker{i}x{turn}"})
+                history.append({"role": "user", "content": f"{tag}{i} turn{turn} marker{i}x{turn}"})
                 text = ""
                 for chunk in client.chat.completions.create(model=model, messages=history, max_tokens=max_tokens,
                                                             stream=True):
