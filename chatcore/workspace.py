@@ -16,6 +16,7 @@ import json
 import queue
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,6 +29,9 @@ from chatcore.service import ChatService, Saved, check_user_text
 
 LOCAL_OWNER = "local"
 SIDEBAR_LIMIT = 200
+# At most 25 chat updates a second: the browser re-renders Markdown and LaTeX on each one, and on a
+# small CPU that rendering competes with decoding. The last text always arrives with the final view.
+STREAM_INTERVAL_S = 0.04
 SEARCH_LIMIT = 30
 # Search hits mark matches with these in plain-text labels (radio labels are never HTML).
 MATCH_OPEN, MATCH_CLOSE = "«", "»"
@@ -112,10 +116,12 @@ def _match_label(snippet: str) -> str:
 class Workspace:
     """The web app's operations for one model manager and one store; ``owner`` is passed to each call."""
 
-    def __init__(self, manager: ModelManager, store: Any, *, service: ChatService | None = None) -> None:
+    def __init__(self, manager: ModelManager, store: Any, *, service: ChatService | None = None,
+                 stream_interval: float = STREAM_INTERVAL_S) -> None:
         self.manager = manager
         self.store = store
         self.service = service or ChatService(manager.get, store)
+        self.stream_interval = stream_interval
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -319,7 +325,7 @@ class Workspace:
         view = ChatView(prior.conversation_id, prior.title, base, list(prior.feedback), prior.context,
                         prior.system_prompt)
         started: Started | None = None
-        answer = ""
+        answer, shown_at = "", 0.0
         for event in events:
             if isinstance(event, Saved):
                 view.conversation_id = event.conversation_id
@@ -329,8 +335,11 @@ class Workspace:
                 view.context = context_markdown(event.prompt_tokens, event.context_window, event.dropped_messages)
             elif isinstance(event, TextDelta):
                 answer += event.text
-                view.messages = [*base, {"role": "assistant", "content": answer_markdown(answer, "")}]
-                yield view
+                now = time.monotonic()
+                if now - shown_at >= self.stream_interval:
+                    view.messages = [*base, {"role": "assistant", "content": answer_markdown(answer, "")}]
+                    shown_at = now
+                    yield view
             elif isinstance(event, Finished):
                 final = self.open(owner, view.conversation_id)
                 if started is not None:

@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.test_workspace import endless, make_workspace
+from chatcore.workspace import STREAM_INTERVAL_S
+from tests.test_workspace import Paced, endless, make_workspace
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -44,7 +45,9 @@ def server(tmp_path_factory, tiny_engine, tiny_model_dir):
     """The real Gradio server in this process, over the tiny model with end-of-text off (answers run long)."""
     import app
 
-    workspace = make_workspace(tmp_path_factory.mktemp("web"), endless(tiny_engine), model=str(tiny_model_dir))
+    engine = Paced(endless(tiny_engine), delay_s=0.01)  # about 100 tokens a second, whatever the decoder
+    workspace = make_workspace(tmp_path_factory.mktemp("web"), engine, model=str(tiny_model_dir),
+                               stream_interval=STREAM_INTERVAL_S)
     demo = app.build_app(workspace)
     _, url, _ = app.launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
@@ -107,7 +110,7 @@ def test_stream_stop_reload_and_reopen(page, server):
     _, workspace = server
 
     # 1. A question gets an answer that arrives in pieces.
-    _set_max_tokens(page, 64)
+    _set_max_tokens(page, 128)
     _send(page, "What is a transformer in machine learning?")
     lengths = []
     deadline = time.monotonic() + 60
@@ -115,10 +118,10 @@ def test_stream_stop_reload_and_reopen(page, server):
         answer = _last_answer(page)
         if answer and (not lengths or len(answer) != lengths[-1]):
             lengths.append(len(answer))
-        if "64 tokens" in answer:
+        if "128 tokens" in answer:
             break
         page.wait_for_timeout(30)
-    assert "64 tokens" in _last_answer(page), "the answer did not finish with its stats line"
+    assert "128 tokens" in _last_answer(page), "the answer did not finish with its stats line"
     assert len(lengths) >= 3 and lengths == sorted(lengths), f"no streaming seen: lengths {lengths}"
     assert "first token" in _last_answer(page) and "tok/s" in _last_answer(page)
     page.wait_for_selector("text=Context:")
@@ -195,16 +198,18 @@ def test_two_tabs_chat_at_once(browser, server, page):
         other.goto(url)
         other.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
         for tab in (page, other):
-            _set_max_tokens(tab, 96)
+            _set_max_tokens(tab, 160)
         _send(page, "First tab asks about entropy")
         _send(other, "Second tab asks about enthalpy")
-        for tab in (page, other):  # both answers stream at the same time, neither waits for the other
-            tab.wait_for_function(f"document.querySelector({BOT!r})?.innerText.length > 0")
-        assert "96 tokens" not in _last_answer(page) or "96 tokens" not in _last_answer(other)
         for tab in (page, other):
-            tab.wait_for_function(f"document.querySelector({BOT!r})?.innerText.includes('96 tokens')")
+            tab.wait_for_function(f"document.querySelector({BOT!r})?.innerText.includes('160 tokens')")
         assert "entropy" in page.locator(USER).inner_text() and "enthalpy" in other.locator(USER).inner_text()
-        titles = [c["title"] for c in workspace.store.list_conversations("local")]
-        assert {"First tab asks about entropy", "Second tab asks about enthalpy"} <= set(titles)
+        answers = {}
+        for c in workspace.store.list_conversations("local"):
+            if c["title"] in ("First tab asks about entropy", "Second tab asks about enthalpy"):
+                answers[c["title"]] = workspace.store.get_conversation("local", c["id"])["messages"][-1]
+        first, second = answers.values()
+        # Both answers were being written at the same time: neither waited for the other to finish.
+        assert first["created"] < second["updated"] and second["created"] < first["updated"]
     finally:
         other_context.close()

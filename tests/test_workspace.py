@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 
 import pytest
 
 from chatcore.errors import ParameterError
+from chatcore.events import TextDelta
 from chatcore.manager import ModelManager, ModelNotReadyError
 from chatcore.settings import Settings
 from chatcore.workspace import (
@@ -31,14 +33,40 @@ def endless(engine):
     return clone
 
 
-def make_workspace(tmp_path, engine, *, model: str = "tiny") -> Workspace:
+class Paced:
+    """An engine at a steady pace (a pause per text delta), so a browser sees streaming and can press Stop
+    however fast the decoder is."""
+
+    def __init__(self, engine, delay_s: float) -> None:
+        self._engine = engine
+        self._delay_s = delay_s
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    @property
+    def context_window(self) -> int:
+        return self._engine.context_window
+
+    @property
+    def model_name(self) -> str:
+        return self._engine.model_name
+
+    def stream(self, *args, **kwargs):
+        for event in self._engine.stream(*args, **kwargs):
+            if isinstance(event, TextDelta):
+                time.sleep(self._delay_s)
+            yield event
+
+
+def make_workspace(tmp_path, engine, *, model: str = "tiny", stream_interval: float = 0.0) -> Workspace:
     from storage import Store
 
     settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=model, device="cpu", dtype="float32")
     manager = ModelManager(settings, loader=lambda s, progress: engine)
     manager.start()
     manager.wait()
-    return Workspace(manager, Store(settings.db_path))
+    return Workspace(manager, Store(settings.db_path), stream_interval=stream_interval)
 
 
 @pytest.fixture
@@ -91,6 +119,13 @@ def test_stop_ends_generation_for_real_and_keeps_the_partial_answer(workspace):
     assert saved["finish_reason"] == "cancelled" and not saved["complete"]
     assert 0 < saved["completion_tokens"] < 400
     assert "stopped" in view.messages[-1]["content"]
+
+
+def test_updates_are_coalesced_to_the_stream_interval(tmp_path, tiny_engine):
+    workspace = make_workspace(tmp_path, endless(tiny_engine), stream_interval=60.0)
+    views = ask(workspace, "coalesce", tokens=20)
+    assert len(views) == 3  # the saved question, the first text, then the whole answer at the end
+    assert "20 tokens" in views[-1].messages[-1]["content"]
 
 
 def test_stop_signal_survives_session_state_copying():
