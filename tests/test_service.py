@@ -60,7 +60,9 @@ def test_reproduce_refuses_user_messages_and_other_owners(service):
 def test_stopped_answer_is_kept_and_marked_incomplete(service):
     cancel = threading.Event()
     events = []
-    for event in service.ask("Write a long essay.", GenerationParams.create(max_new_tokens=300), cancel=cancel):
+    # Greedy: the tiny model then runs to max_new_tokens, so only the cancel can end it early.
+    for event in service.ask("Write a long essay.", GenerationParams.create(temperature=0, max_new_tokens=300),
+                             cancel=cancel):
         events.append(event)
         if isinstance(event, TextDelta) and len(events) > 5:
             cancel.set()
@@ -71,7 +73,7 @@ def test_stopped_answer_is_kept_and_marked_incomplete(service):
 
 
 def test_abandoned_stream_leaves_the_partial_answer(service):
-    stream = service.ask("Another long answer", GenerationParams.create(max_new_tokens=300))
+    stream = service.ask("Another long answer", GenerationParams.create(temperature=0, max_new_tokens=300))
     text = ""
     for event in stream:
         if isinstance(event, TextDelta):
