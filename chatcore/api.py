@@ -315,8 +315,10 @@ class _API:
         owner = await run_in_threadpool(self.owner, request)  # a database read: off the event loop
         try:
             body = await request.json()
-        except ValueError:
+        except ValueError:  # not JSON, or not UTF-8
             raise APIError(400, "the request body must be JSON") from None
+        except RecursionError:  # [[[[...]]]] thousands deep
+            raise APIError(400, "the request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
         backend = await run_in_threadpool(self.backend_for, body.get("model"))

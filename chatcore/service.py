@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -42,22 +43,31 @@ class Saved:
     user_message_id: int
 
 
-def check_user_text(text: Any) -> str:
+# C0 control characters and DEL, except tab, newline and carriage return: never typed text, and some
+# (ESC) rewrite a terminal that later prints the message.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_user_text(text: Any, name: str = "message") -> str:
     """Refuse empty, oversized or control-character-laden messages before any model work."""
     from chatcore.errors import ParameterError
 
     if not isinstance(text, str):
-        raise ParameterError("message", "the message must be text")
+        raise ParameterError(name, f"the {name} must be text")
     if not text.strip():
-        raise ParameterError("message", "the message is empty")
+        raise ParameterError(name, f"the {name} is empty")
     if len(text) > MAX_MESSAGE_CHARS:
-        raise ParameterError("message", f"the message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,})")
+        raise ParameterError(name, f"the {name} is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,})")
     if "\x00" in text:
-        raise ParameterError("message", "the message contains a NUL character")
+        raise ParameterError(name, f"the {name} contains a NUL character")
+    control = _CONTROL.search(text)
+    if control:
+        raise ParameterError(name, f"the {name} contains the control character U+{ord(control.group()):04X} "
+                                   f"at position {control.start()}; remove it")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ParameterError("message", "the message is not valid Unicode (it contains a lone surrogate)") from None
+        raise ParameterError(name, f"the {name} is not valid Unicode (it contains a lone surrogate)") from None
     return text
 
 
@@ -86,6 +96,8 @@ class ChatService:
         ``history`` gives earlier turns of an unsaved chat; a saved one reads them from the store.
         """
         prompt = check_user_text(prompt)
+        if system is not None and system.strip():
+            check_user_text(system, "system prompt")  # saved with the conversation: the same rules
         backend = self._backend()
         history = list(history)
         if conversation_id is not None:

@@ -14,7 +14,7 @@ from chatcore.cli import main
 from chatcore.cli.options import backend_options, model_options, params_from, sampling_options, settings_from
 from chatcore.events import Finished, Started, TextDelta
 from chatcore.params import GenerationParams
-from chatcore.service import ChatService, Saved
+from chatcore.service import ChatService, Saved, check_user_text
 from chatcore.settings import Settings
 
 
@@ -96,6 +96,9 @@ def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, co
         prompt = sys.stdin.read()
     if no_save and continue_id is not None:
         raise click.UsageError("--continue needs saving; drop --no-save")
+    check_user_text(prompt)  # an empty or broken message is refused before the model loads
+    if options.get("system"):
+        check_user_text(options["system"], "system prompt")
     service = _service(settings_from(ctx, options), save=not no_save)
     final, conversation_id = _run_exchange(
         service, prompt, params, as_json=as_json, conversation_id=continue_id,
