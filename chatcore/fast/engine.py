@@ -72,7 +72,7 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
         mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress)
     compute = torch.bfloat16 if mode != "none" else dtype
     model = from_hf_state(config, state, compute)
-    quantization.quantize(model, mode)
+    quantization.quantize(model, mode, dense_prefill=True)
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
     model.setup_cache(SLOTS, window)

@@ -10,20 +10,34 @@ import torch
 from torch import nn
 
 MODES = ("none", "int8", "int4")
+# Above this many rows (prompt tokens in a prefill) a layer with a dense bf16 copy multiplies with it:
+# oneDNN's bf16 GEMM (AMX where present) is several times faster than the packed kernels for long
+# prompts, while one-token steps read the small packed weights.
+DENSE_ROWS = 32
+
+
+def _dense_or_none(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    dense = module.dense
+    if dense is not None and x.numel() // x.shape[-1] > DENSE_ROWS:
+        return torch.nn.functional.linear(x, dense.to(x.dtype) if dense.dtype != x.dtype else dense)
+    return None
 
 
 class Int8Linear(nn.Module):
     """y = x @ (w8 * scale).T with w8: [N, K] int8 and one scale per output channel."""
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, dense: torch.Tensor | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("dense", dense)  # optional bf16 weight for long prefills
         w = weight.float()
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
         self.register_buffer("weight", (w / scales[:, None]).round().clamp(-128, 127).to(torch.int8))
         self.register_buffer("scales", scales.to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := _dense_or_none(self, x)) is not None:
+            return y
         shape = x.shape
         y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scales.to(x.dtype))
         return y.view(*shape[:-1], self.out_features)
@@ -51,16 +65,19 @@ def int4_groups(weight: torch.Tensor, groupsize: int) -> tuple[torch.Tensor, tor
 class Int4Linear(nn.Module):
     """4-bit weights in torch's packed CPU layout, dequantized group by group inside the kernel."""
 
-    def __init__(self, weight: torch.Tensor, groupsize: int) -> None:
+    def __init__(self, weight: torch.Tensor, groupsize: int, dense: torch.Tensor | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.groupsize = groupsize
+        self.register_buffer("dense", dense)  # optional bf16 weight for long prefills
         q, scales, zeros = int4_groups(weight, groupsize)
         self.register_buffer("weight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
         # [K/g, N, 2]: the layout the kernel expects.
         self.register_buffer("scales_and_zeros", torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := _dense_or_none(self, x)) is not None:
+            return y
         shape = x.shape
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(
             x.reshape(-1, shape[-1]), self.weight, self.groupsize, self.scales_and_zeros
@@ -70,7 +87,8 @@ class Int4Linear(nn.Module):
     def dequantized(self) -> torch.Tensor:
         """The float weight this layer computes with: multiply the identity through the kernel."""
         eye = torch.eye(self.in_features, dtype=torch.bfloat16)
-        return self.forward(eye).float().T.contiguous()
+        packed = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.weight, self.groupsize, self.scales_and_zeros)
+        return packed.float().T.contiguous()
 
 
 def int4_groupsize(in_features: int, preferred: int) -> int | None:
@@ -81,8 +99,12 @@ def int4_groupsize(in_features: int, preferred: int) -> int | None:
     return None
 
 
-def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "output") -> nn.Module:
+def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "output",
+             dense_prefill: bool = False) -> nn.Module:
     """Replace the model's linears in place with ``mode`` ones; returns it.
+
+    ``dense_prefill`` keeps each layer's bf16 weight too (not the head's: a prefill only needs the last
+    position's logits), for fast long prompts at the cost of that memory.
 
     With int4 the output head (module ``head``) stays int8: it is usually tied to the embedding, which
     checkpoints keep finer than 4 bits; on SmolLM2 a 4-bit head alone costs ~12% perplexity, int8 0.3%.
@@ -96,11 +118,12 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         weight = linear.weight.detach()
+        dense = weight.to(torch.bfloat16) if dense_prefill and name != head else None
         if mode == "int8" or name == head:
-            replacement: nn.Module = Int8Linear(weight)
+            replacement: nn.Module = Int8Linear(weight, dense)
         else:
             g = int4_groupsize(weight.shape[1], groupsize)
             # The packed int4 layout needs N % 16 == 0; other shapes (rare, tiny vocabularies) stay int8.
-            replacement = Int4Linear(weight, g) if g and weight.shape[0] % 16 == 0 else Int8Linear(weight)
+            replacement = Int4Linear(weight, g, dense) if g and weight.shape[0] % 16 == 0 else Int8Linear(weight, dense)
         setattr(parent, attr, replacement)
     return model

@@ -1,0 +1,233 @@
+"""ChatCore's engine against transformers ``generate`` and llama.cpp on the default model, interleaved.
+
+Each measurement runs in its own subprocess (so peak RSS belongs to one engine); rounds alternate the
+engines so that noise from other work on the machine hits them alike. Medians go to
+``bench/results/latest.json``; a table and the goal ratios go to stdout, progress to stderr.
+
+    python -m bench                 # 3 rounds, all engines
+    python -m bench --rounds 5 --engines chatcore,llama.cpp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("chatcore", "transformers", "llama.cpp")
+NEW_TOKENS = 128
+PROMPT_TOKENS = 1000
+STREAMS = 8
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+GGUF = Path.home() / ".cache" / "chatcore" / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTION = "Explain briefly how vaccines train the immune system, with one example."
+FILLER = (
+    "Researchers keep careful notes of every experiment: the date, the materials, the measurements and "
+    "what surprised them. Those notes let others repeat the work and find mistakes. "
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _settings():
+    from chatcore.settings import Settings
+
+    return Settings()
+
+
+def _prompts(tokenizer: Any) -> tuple[list[int], list[int], list[list[int]]]:
+    """The short chat prompt, the 1,000-token prompt and 8 distinct short prompts, as token ids."""
+    def chat(text: str) -> list[int]:
+        return list(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                  tokenize=True, return_dict=True)["input_ids"])
+
+    long_ids = tokenizer.encode(FILLER * 60, add_special_tokens=False)[:PROMPT_TOKENS]
+    return chat(QUESTION), long_ids, [chat(f"{QUESTION} (variant {i})") for i in range(STREAMS)]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# One engine per process --------------------------------------------------------------------------
+
+def measure_chatcore() -> dict[str, float]:
+    import torch
+
+    from chatcore.engine import LocalEngine
+    from chatcore.fast.engine import FastEngine
+    from chatcore.fast.scheduler import Done, Request
+    from chatcore.params import GenerationParams
+
+    engine = LocalEngine.load(_settings(), progress=_say)
+    if not isinstance(engine, FastEngine):
+        raise SystemExit("the default model did not load on the fast path")
+    short, long_ids, variants = _prompts(engine.tokenizer)
+
+    def run(ids: list[int], n: int) -> tuple[float, float, int]:
+        """Submit one request (EOS ignored, so exactly n tokens); returns submit->first, first->last, tokens."""
+        params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n)
+        request = Request(ids, params, torch.Generator(), None, frozenset())
+        start = time.perf_counter()
+        engine.scheduler.submit(request)
+        first, count = None, 0
+        while not isinstance(item := request.out.get(), Done):
+            count += 1
+            first = first or time.perf_counter()
+        if item.error:
+            raise item.error
+        return first - start, time.perf_counter() - first, count
+
+    run(short, 8)  # warm-up
+    run(long_ids[:200], 2)
+    ttft, _, _ = run(long_ids, 1)
+    _, rest, count = run(short, NEW_TOKENS)
+    results: dict[str, float] = {"decode_tok_s": (count - 1) / rest, "prefill_tok_s": len(long_ids) / ttft,
+                                 "ttft_ms": ttft * 1000}
+    done: list[int] = []
+    start = time.perf_counter()
+    threads = [threading.Thread(target=lambda ids=ids: done.append(run(ids, NEW_TOKENS)[2])) for ids in variants]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results["batch8_tok_s"] = sum(done) / (time.perf_counter() - start)
+    results["peak_rss_mb"] = _peak_rss_mb()
+    results["quant"] = engine.quant  # type: ignore[assignment]
+    results["compiled"] = engine._step.compiled  # type: ignore[assignment]
+    return results
+
+
+def measure_transformers() -> dict[str, float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatcore import sources
+
+    directory = sources.ensure_local(_settings().model, _settings(), _say)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    short, long_ids, _ = _prompts(tokenizer)
+
+    def generate(ids: list[int], n: int) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                           pad_token_id=tokenizer.eos_token_id)
+        return time.perf_counter() - start
+
+    generate(short, 8)  # warm-up
+    ttft = generate(long_ids, 1)
+    one = generate(short, 1)
+    full = generate(short, NEW_TOKENS)
+    return {"decode_tok_s": (NEW_TOKENS - 1) / (full - one), "prefill_tok_s": len(long_ids) / ttft,
+            "ttft_ms": ttft * 1000, "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_llama_cpp() -> dict[str, float]:
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    from chatcore import sources
+
+    directory = sources.ensure_local(_settings().model, _settings(), _say)
+    short, long_ids, _ = _prompts(AutoTokenizer.from_pretrained(directory))
+    llm = Llama(model_path=str(GGUF), n_ctx=2048, n_threads=2, n_threads_batch=2, verbose=False)
+
+    def generate(ids: list[int], n: int) -> tuple[float, float]:
+        """Greedy, EOS ignored: submit->first token, first->n-th token."""
+        start = time.perf_counter()
+        first = None
+        for i, _ in enumerate(llm.generate(ids, top_k=1, temp=0.0, reset=True)):
+            first = first or time.perf_counter()
+            if i + 1 >= n:
+                break
+        return first - start, time.perf_counter() - first
+
+    generate(short, 8)  # warm-up
+    ttft, _ = generate(long_ids, 1)
+    _, rest = generate(short, NEW_TOKENS)
+    return {"decode_tok_s": (NEW_TOKENS - 1) / rest, "prefill_tok_s": len(long_ids) / ttft,
+            "ttft_ms": ttft * 1000, "peak_rss_mb": _peak_rss_mb()}
+
+
+MEASURE = {"chatcore": measure_chatcore, "transformers": measure_transformers, "llama.cpp": measure_llama_cpp}
+
+
+# The driver -------------------------------------------------------------------------------------
+
+def _run_child(engine: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_engines", "--child", engine], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy())
+    if out.returncode != 0:
+        raise RuntimeError(f"{engine} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _table(medians: dict[str, dict[str, Any]]) -> str:
+    keys = ("decode_tok_s", "prefill_tok_s", "ttft_ms", "batch8_tok_s", "peak_rss_mb")
+    lines = [f"{'engine':<14}" + "".join(f"{k:>15}" for k in keys)]
+    for engine, row in medians.items():
+        cells = "".join(f"{row[k]:>15.1f}" if isinstance(row.get(k), (int, float)) else f"{'-':>15}" for k in keys)
+        lines.append(f"{engine:<14}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(MEASURE[args.child]()))
+        return 0
+    engines = [e for e in args.engines.split(",") if e]
+    runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
+    for r in range(args.rounds):
+        order = engines if r % 2 == 0 else engines[::-1]  # alternate who goes first
+        for engine in order:
+            _say(f"[round {r + 1}/{args.rounds}] {engine}: loading and measuring…")
+            started = time.perf_counter()
+            result = _run_child(engine)
+            runs[engine].append(result)
+            summary = ", ".join(f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float))
+            _say(f"[round {r + 1}/{args.rounds}] {engine}: {summary} ({time.perf_counter() - started:.0f} s)")
+    medians: dict[str, dict[str, Any]] = {}
+    for engine, results in runs.items():
+        row: dict[str, Any] = {}
+        for key in results[0]:
+            values = [res[key] for res in results]
+            row[key] = statistics.median(values) if isinstance(values[0], float) else values[0]
+        row["runs"] = results
+        medians[engine] = row
+    report: dict[str, Any] = {"engines": medians, "rounds": args.rounds, "new_tokens": NEW_TOKENS,
+                              "prompt_tokens": PROMPT_TOKENS, "streams": STREAMS, "threads": os.cpu_count()}
+    ours, llama = medians.get("chatcore"), medians.get("llama.cpp")
+    if ours and llama:
+        report["ratios"] = {
+            "decode_vs_llama_cpp": ours["decode_tok_s"] / llama["decode_tok_s"],
+            "ttft_vs_llama_cpp": ours["ttft_ms"] / llama["ttft_ms"],
+            "batch8_vs_single": ours["batch8_tok_s"] / ours["decode_tok_s"],
+        }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(_table(medians))
+    for name, value in report.get("ratios", {}).items():
+        print(f"{name}: {value:.2f}x")
+    print(f"(medians of {args.rounds} interleaved rounds; written to {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
