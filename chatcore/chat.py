@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from chatcore.errors import ContextOverflowError, ParameterError
+from chatcore.errors import ContextOverflowError, ModelError, ParameterError
 
 ROLES = ("system", "user", "assistant")
 
@@ -56,15 +56,25 @@ def build_messages(history: Sequence[Message | dict[str, Any]], system: str | No
 
 def render_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     """Token ids of the conversation rendered by the tokenizer's chat template, ready for an answer."""
+    from jinja2 import TemplateError
+
     template = None if getattr(tokenizer, "chat_template", None) else FALLBACK_TEMPLATE
-    rendered = tokenizer.apply_chat_template(
-        [m.as_dict() for m in messages],
-        chat_template=template,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-    )
-    return list(rendered["input_ids"])
+    try:
+        # transformers renders in jinja2's ImmutableSandboxedEnvironment: a template reaching for
+        # Python internals raises SecurityError here instead of running anything.
+        rendered = tokenizer.apply_chat_template(
+            [m.as_dict() for m in messages],
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+        )
+    except TemplateError as exc:
+        raise ModelError(f"the model's chat template failed and was not used: {exc}") from None
+    ids = list(rendered["input_ids"])
+    if not ids:
+        raise ModelError("the model's chat template rendered an empty prompt")
+    return ids
 
 
 def fit_to_window(
