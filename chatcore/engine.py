@@ -116,31 +116,33 @@ class LocalEngine:
         text = _TextAssembler(self.tokenizer, params.stop)
         reason, first_token_at, cache = "length", None, None
         inputs = seen
-        with torch.inference_mode():
-            for _ in range(params.max_new_tokens):
-                if cancel is not None and cancel.is_set():
-                    reason = "cancelled"
-                    break
+        for _ in range(params.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            # Inference mode is thread-local and a consumer may resume this generator on another thread
+            # (Gradio does): enter it per step, never across a yield.
+            with torch.inference_mode():
                 with self._step_lock:
                     logits, cache = self._forward(inputs, cache)  # logits: [1, V]
                 token = sample_next(
                     logits, seen, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
                     repetition_penalty=params.repetition_penalty, generator=generator,
                 )
-                token_id = int(token)
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if token_id in self._eos_ids:
-                    reason = "stop"
-                    break
-                delta, stopped = text.add(token_id)
-                if delta:
-                    yield TextDelta(delta)
-                if stopped:
-                    reason = "stop"
-                    break
                 inputs = token.view(1, 1)
                 seen = torch.cat([seen, inputs], dim=1)
+            token_id = int(token)
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if token_id in self._eos_ids:
+                reason = "stop"
+                break
+            delta, stopped = text.add(token_id)
+            if delta:
+                yield TextDelta(delta)
+            if stopped:
+                reason = "stop"
+                break
         tail = text.flush()
         if tail:
             yield TextDelta(tail)

@@ -32,3 +32,23 @@ def tiny_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     settings = Settings(home=tmp_path_factory.mktemp("home"), cache=tmp_path_factory.mktemp("cache"),
                         model=str(tiny_model_dir), device="cpu", dtype="float32")
     return LocalEngine.load(settings)
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model_dir: Path):
+    """The transformers-loop engine (the fallback for non-Llama models) over the same tiny model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatcore.engine import LocalEngine, ModelInfo, context_window
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    info = ModelInfo(name="tiny-hf", device="cpu", dtype="float32", context_window=context_window(model, tokenizer),
+                     weights_sha256="0" * 64, parameters=sum(p.numel() for p in model.parameters()))
+    return LocalEngine(model, tokenizer, info)
+
+
+@pytest.fixture(params=["tiny_engine", "hf_engine"])
+def any_engine(request: pytest.FixtureRequest):
+    """Each decoder in turn: ChatCore's fast Llama path and the transformers loop."""
+    return request.getfixturevalue(request.param)
