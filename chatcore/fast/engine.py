@@ -71,18 +71,35 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
     if mode == "auto":
         mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress)
     compute = torch.bfloat16 if mode != "none" else dtype
-    model = from_hf_state(config, state, compute)
+    parameters = sum(t.numel() for t in state.values())
+    model = from_hf_state(config, state, compute, consume=True)  # frees each float32 tensor once converted
     quantization.quantize(model, mode, dense_prefill=True)
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
     model.setup_cache(SLOTS, window)
     label = str(compute).removeprefix("torch.") + ("" if mode == "none" else f"+{mode}")
     info = ModelInfo(name=settings.model, device=str(device), dtype=label, context_window=window,
-                     weights_sha256=weights_sha, parameters=sum(t.numel() for t in state.values()))
+                     weights_sha256=weights_sha, parameters=parameters)
     del state
     engine = FastEngine(model, tokenizer, info, config=config, directory=Path(directory), quant=mode,
-                        compile_step=os.environ.get("CHATCORE_COMPILE") == "1")
+                        compile_step=_want_compile(model, progress))
     return engine
+
+
+COMPILE_MIN_PARAMETERS = 10_000_000  # below this (test models) compiling costs more than it saves
+
+
+def _want_compile(model: Transformer, progress: Callable[[str], None] | None) -> bool:
+    """CHATCORE_COMPILE=1 forces compiling the decode step, 0 turns it off; by default real models compile."""
+    choice = os.environ.get("CHATCORE_COMPILE", "auto")
+    if choice in ("0", "1"):
+        want = choice == "1"
+    else:
+        want = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()) >= COMPILE_MIN_PARAMETERS
+    if want:
+        (progress or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            "compiling the decode step (about a minute the first time, cached afterwards)…")
+    return want
 
 
 class _ConfigOnly:
@@ -276,6 +293,14 @@ class _StepRunner:
                 self.compiled = True
             except Exception as exc:  # noqa: BLE001 - no compiler here: the eager step still works
                 print(f"chatcore: torch.compile unavailable ({exc}); decoding eagerly", file=sys.stderr)
+            else:
+                self.warm_up()
+
+    def warm_up(self) -> None:
+        """Compile now, before any request holds a slot: one graph for a single row, one for several."""
+        for rows in (1, 2):  # torch specialises size 1, so batches need their own (dynamic) graph
+            self(torch.zeros(rows, dtype=torch.long, device=self.decoder.device),
+                 torch.zeros(rows, dtype=torch.long, device=self.decoder.device), min(128, self.decoder.length))
 
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
         mask = self.decoder._mask(pos, length)

@@ -264,12 +264,19 @@ def rope_tables(hf_config: Any, length: int) -> tuple[torch.Tensor, torch.Tensor
     return cos[0].float(), sin[0].float()
 
 
-def from_hf_state(hf_config: Any, state: dict[str, torch.Tensor], dtype: torch.dtype) -> Transformer:
-    """Build the decoder from a transformers Llama state dict (weights renamed and fused)."""
+def from_hf_state(hf_config: Any, state: dict[str, torch.Tensor], dtype: torch.dtype,
+                  consume: bool = False) -> Transformer:
+    """Build the decoder from a transformers Llama state dict (weights renamed and fused).
+
+    ``consume`` empties ``state`` as it goes, so loading never holds two full copies of the weights.
+    """
     cfg = FastConfig.from_hf(hf_config)
     with torch.device("meta"):
         model = Transformer(cfg)
-    get = lambda name: state[name].to(dtype)  # noqa: E731
+
+    def get(name: str) -> torch.Tensor:
+        return (state.pop(name) if consume else state[name]).to(dtype)
+
     ours: dict[str, torch.Tensor] = {"embed.weight": get("model.embed_tokens.weight"),
                                      "norm.weight": get("model.norm.weight")}
     head = "lm_head.weight"
