@@ -184,7 +184,9 @@ class ChatApp:
     # -- wiring --------------------------------------------------------------------------------
 
     def _wire_events(self) -> None:
-        unqueued = {"queue": False, "show_progress": "hidden"}
+        # Every event is the page's own, not an API (that is /v1): kept out of the API page and the Gradio
+        # clients. Defense in depth only: the browser can still call them, so each handler checks ownership.
+        unqueued = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         view = [self.conversation_id, self.chatbot, self.title, self.context, self.system]
         self.demo.load(self.on_load, None, [self.conversations, self.model, self.device, self.status,
                                             self.status_timer], **unqueued)
@@ -212,7 +214,7 @@ class ChatApp:
 
         # The chat: validate and show the question at once, answer in the queue, then tidy up.
         generating = {"concurrency_limit": self.concurrency_limit, "concurrency_id": "generate",
-                      "show_progress": "minimal"}
+                      "show_progress": "minimal", "api_visibility": "private"}
         answer_out = [self.chatbot, self.conversation_id, self.title, self.context, self.message]
         busy_out = [self.send, self.stop]
         for trigger in (self.message.submit, self.send.click):
@@ -236,15 +238,21 @@ class ChatApp:
 
     # -- handlers: each is a thin call into the workspace --------------------------------------
 
-    def owner(self, request: gr.Request | None = None) -> str:
-        """Whose history this is; one local user until sign-in arrives."""
-        return LOCAL_OWNER
+    @staticmethod
+    def owner(request: gr.Request | None = None) -> str:
+        """Whose history this is: the signed-in account, or the single local user when nobody signs in.
 
-    def _sidebar(self, query: str = "", selected: int | None = None) -> gr.Radio:
+        Every handler takes the request and passes its owner to the workspace, which checks ownership
+        itself: another account's id answers exactly as an id that does not exist.
+        """
+        username = getattr(request, "username", None)
+        return username if isinstance(username, str) and username else LOCAL_OWNER
+
+    def _sidebar(self, owner: str, query: str = "", selected: int | None = None) -> gr.Radio:
         if query.strip():
-            choices = self.workspace.search(self.owner(), query)
+            choices = self.workspace.search(owner, query)
         else:
-            choices = self.workspace.conversation_choices(self.owner())
+            choices = self.workspace.conversation_choices(owner)
         value = selected if selected in {cid for _, cid in choices} else None
         return gr.Radio(choices=choices, value=value)
 
@@ -259,13 +267,13 @@ class ChatApp:
         return f"{icon} {_plain(status)}", gr.Timer(active=loading)
 
     @_user_errors
-    def on_load(self) -> tuple:
+    def on_load(self, request: gr.Request = None) -> tuple:
         current = self.workspace.manager.settings
         model = gr.Dropdown(choices=self.workspace.model_choices(), value=current.model)
         devices = self.workspace.device_choices()
         device = gr.Dropdown(choices=devices if current.device in devices else [current.device, *devices],
                              value=current.device)
-        return (self._sidebar(), model, device, *self._status())
+        return (self._sidebar(self.owner(request)), model, device, *self._status())
 
     def poll_status(self) -> tuple[str, gr.Timer]:
         return self._status()
@@ -279,42 +287,46 @@ class ChatApp:
         return (*self._view(ChatView()), gr.Radio(value=None), gr.File(value=None, visible=False))
 
     @_user_errors
-    def open_conversation(self, conversation_id: int | None) -> tuple:
-        return (*self._view(self.workspace.open(self.owner(), conversation_id)), gr.File(value=None, visible=False))
+    def open_conversation(self, conversation_id: int | None, request: gr.Request = None) -> tuple:
+        return (*self._view(self.workspace.open(self.owner(request), conversation_id)), gr.File(value=None, visible=False))
 
     @_user_errors
-    def search_conversations(self, query: str, conversation_id: int | None) -> gr.Radio:
-        return self._sidebar(query, conversation_id)
+    def search_conversations(self, query: str, conversation_id: int | None, request: gr.Request = None) -> gr.Radio:
+        return self._sidebar(self.owner(request), query, conversation_id)
 
     @_user_errors
-    def rename_conversation(self, conversation_id: int | None, title: str, query: str) -> gr.Radio:
-        self.workspace.rename(self.owner(), conversation_id, title)
-        return self._sidebar(query, conversation_id)
+    def rename_conversation(self, conversation_id: int | None, title: str, query: str,
+                            request: gr.Request = None) -> gr.Radio:
+        owner = self.owner(request)
+        self.workspace.rename(owner, conversation_id, title)
+        return self._sidebar(owner, query, conversation_id)
 
     @_user_errors
-    def delete_conversation(self, conversation_id: int | None, query: str) -> tuple:
-        title = self.workspace.delete(self.owner(), conversation_id)
+    def delete_conversation(self, conversation_id: int | None, query: str, request: gr.Request = None) -> tuple:
+        owner = self.owner(request)
+        title = self.workspace.delete(owner, conversation_id)
         gr.Info(f"Deleted “{title}”. Undo brings it back.")
-        return (*self._view(ChatView()), self._sidebar(query), conversation_id, gr.Button(visible=True))
+        return (*self._view(ChatView()), self._sidebar(owner, query), conversation_id, gr.Button(visible=True))
 
     @_user_errors
-    def undo_delete(self, deleted_id: int | None, query: str) -> tuple:
+    def undo_delete(self, deleted_id: int | None, query: str, request: gr.Request = None) -> tuple:
         if deleted_id is None:
             raise gr.Error("Nothing to undo.")
-        self.workspace.restore(self.owner(), deleted_id)
-        view = self.workspace.open(self.owner(), deleted_id)
-        return (*self._view(view), self._sidebar(query, deleted_id), None, gr.Button(visible=False))
+        owner = self.owner(request)
+        self.workspace.restore(owner, deleted_id)
+        view = self.workspace.open(owner, deleted_id)
+        return (*self._view(view), self._sidebar(owner, query, deleted_id), None, gr.Button(visible=False))
 
     @_user_errors
-    def export(self, conversation_id: int | None, fmt: str) -> gr.File:
-        path = self.workspace.export(self.owner(), conversation_id, fmt, self.export_dir)
+    def export(self, conversation_id: int | None, fmt: str, request: gr.Request = None) -> gr.File:
+        path = self.workspace.export(self.owner(request), conversation_id, fmt, self.export_dir)
         return gr.File(value=str(path), visible=True)
 
-    def export_markdown(self, conversation_id: int | None) -> gr.File:
-        return self.export(conversation_id, "markdown")
+    def export_markdown(self, conversation_id: int | None, request: gr.Request = None) -> gr.File:
+        return self.export(conversation_id, "markdown", request)
 
-    def export_json_file(self, conversation_id: int | None) -> gr.File:
-        return self.export(conversation_id, "json")
+    def export_json_file(self, conversation_id: int | None, request: gr.Request = None) -> gr.File:
+        return self.export(conversation_id, "json", request)
 
     @_user_errors
     def accept(self, text: str, chatbot: list, stop_signal: StopSignal, temperature: float, top_p: float,
@@ -346,37 +358,42 @@ class ChatApp:
     @_user_errors
     def respond(self, text: str, conversation_id: int | None, stop_signal: StopSignal, system: str,
                 temperature: float, top_p: float, top_k: float, max_new_tokens: float,
-                repetition_penalty: float, seed: str) -> Iterator[tuple]:
+                repetition_penalty: float, seed: str, request: gr.Request = None) -> Iterator[tuple]:
+        owner = self.owner(request)
         params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
                                                       repetition_penalty, seed))
-        yield from self._stream(self.workspace.send(self.owner(), conversation_id, text, params, system=system,
-                                                    cancel=stop_signal), conversation_id, unsent=text)
+        yield from self._stream(owner, self.workspace.send(owner, conversation_id, text, params, system=system,
+                                                           cancel=stop_signal), conversation_id, unsent=text)
 
     @_user_errors
     def retry(self, conversation_id: int | None, stop_signal: StopSignal, system: str, temperature: float,
-              top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str) -> Iterator[tuple]:
+              top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str,
+              request: gr.Request = None) -> Iterator[tuple]:
         if conversation_id is None:
             raise gr.Error("Open a saved conversation to retry.")
+        owner = self.owner(request)
         params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
                                                       repetition_penalty, seed))
+        views = self.workspace.retry(owner, conversation_id, params, system=system, cancel=stop_signal)
         gr.Info("Retrying as a new branch (⑂); the earlier answer stays in the original conversation.")
-        yield from self._stream(self.workspace.retry(self.owner(), conversation_id, params, system=system,
-                                                     cancel=stop_signal), conversation_id)
+        yield from self._stream(owner, views, conversation_id)
 
     @_user_errors
     def edit(self, pending: dict, conversation_id: int | None, stop_signal: StopSignal, system: str,
              temperature: float, top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float,
-             seed: str) -> Iterator[tuple]:
+             seed: str, request: gr.Request = None) -> Iterator[tuple]:
         if conversation_id is None:
             raise gr.Error("Open a saved conversation to edit it.")
+        owner = self.owner(request)
         params = self.workspace.params(**self._values(temperature, top_p, top_k, max_new_tokens,
                                                       repetition_penalty, seed))
+        views = self.workspace.edit(owner, conversation_id, pending["index"], pending["text"], params,
+                                    system=system, cancel=stop_signal)
         gr.Info("Asking again from the edited message, as a new branch (⑂).")
-        yield from self._stream(self.workspace.edit(self.owner(), conversation_id, pending["index"], pending["text"],
-                                                    params, system=system, cancel=stop_signal), conversation_id)
+        yield from self._stream(owner, views, conversation_id)
 
-    def _stream(self, views: Iterator[ChatView], conversation_id: int | None, unsent: str | None = None
-                ) -> Iterator[tuple]:
+    def _stream(self, owner: str, views: Iterator[ChatView], conversation_id: int | None,
+                unsent: str | None = None) -> Iterator[tuple]:
         """Chat updates as the answer grows. On an error the chat shows what was saved, and a question
         that was refused before it was saved goes back into the message box, so nothing typed is lost."""
         last: ChatView | None = None
@@ -386,7 +403,7 @@ class ChatApp:
                 yield view.messages, view.conversation_id, view.title, view.context, gr.skip()
         except _EXPECTED:
             saved_id = last.conversation_id if last is not None else None
-            saved = self.workspace.open(self.owner(), saved_id if saved_id is not None else conversation_id)
+            saved = self.workspace.open(owner, saved_id if saved_id is not None else conversation_id)
             restore = unsent if saved_id is None and unsent is not None else gr.skip()
             yield (gr.Chatbot(value=saved.messages, feedback_value=saved.feedback), saved.conversation_id,
                    saved.title, saved.context, restore)
@@ -395,17 +412,18 @@ class ChatApp:
             yield (gr.Chatbot(value=last.messages, feedback_value=last.feedback), last.conversation_id, last.title,
                    last.context, gr.skip())
 
-    def finish(self, conversation_id: int | None, query: str) -> tuple:
-        return gr.Button(visible=True), gr.Button(visible=False), self._sidebar(query, conversation_id)
+    def finish(self, conversation_id: int | None, query: str, request: gr.Request = None) -> tuple:
+        return gr.Button(visible=True), gr.Button(visible=False), self._sidebar(self.owner(request), query,
+                                                                                conversation_id)
 
     @staticmethod
     def stop_generation(stop_signal: StopSignal) -> None:
         stop_signal.set()
 
     @_user_errors
-    def rate(self, conversation_id: int | None, event: gr.LikeData) -> None:
+    def rate(self, conversation_id: int | None, event: gr.LikeData, request: gr.Request = None) -> None:
         index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        self.workspace.rate(self.owner(), conversation_id, int(index), event.liked)
+        self.workspace.rate(self.owner(request), conversation_id, int(index), event.liked)
 
     @staticmethod
     def _values(*values: Any) -> dict[str, Any]:
@@ -429,12 +447,21 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, open_b
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="app.py", description="ChatCore's web app.")
+    parser = argparse.ArgumentParser(prog="app.py", description="ChatCore's web app, with the OpenAI API under /v1.")
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     parser.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
     parser.add_argument("--model", help="Model: smollm2-135m-instruct (default), a Hugging Face id, a directory or a .gguf file.")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
     parser.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16.")
+    parser.add_argument("--quant", choices=["auto", "none", "int8", "int4"],
+                        help="Weight quantization for Llama-family models: auto (default: fastest within 2%% "
+                             "perplexity), none, int8 or int4.")
+    parser.add_argument("--backend", choices=["local", "openai"],
+                        help="local (default): decode here; openai: use the server at --base-url.")
+    parser.add_argument("--base-url", help="An OpenAI-compatible server, e.g. http://gpu-host:8000/v1 "
+                                           "(vLLM, TGI, Ollama, llama.cpp, ChatCore).")
+    parser.add_argument("--backend-api-key", help="The key that server expects (or CHATCORE_BACKEND_API_KEY).")
+    parser.add_argument("--api-key", help="Require this key on the OpenAI API at /v1 (or CHATCORE_API_KEY).")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help=f"Answers generated at once (default {DEFAULT_CONCURRENCY}).")
     parser.add_argument("--open", action="store_true", help="Open the page in a browser.")
@@ -442,24 +469,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str | None = None,
-          dtype: str | None = None, open_browser: bool = False, concurrency: int = DEFAULT_CONCURRENCY) -> None:
-    """Start loading the model in the background, then serve the page until interrupted."""
-    from chatcore.manager import ModelManager
+          dtype: str | None = None, quant: str | None = None, backend: str | None = None,
+          base_url: str | None = None, backend_api_key: str | None = None, api_key: str | None = None,
+          open_browser: bool = False, concurrency: int = DEFAULT_CONCURRENCY, settings: Any = None) -> None:
+    """Start loading the model in the background, then serve the page and the API until interrupted.
+
+    ``settings`` (default: from the environment) is the base the other arguments override.
+
+    Once an account exists (``chatcore users add NAME``) the page asks for a login and each account sees
+    only its own history; an API key alone (``--api-key``) guards the API and leaves the page open.
+    """
     from chatcore.settings import Settings
+
+    settings = (settings or Settings()).with_overrides(model=model, device=device, dtype=dtype, quant=quant,
+                                                       backend=backend, base_url=base_url,
+                                                       backend_api_key=backend_api_key, api_key=api_key)
+    demo = start(settings, host=host, port=port, open_browser=open_browser, concurrency=concurrency)
+    print(f"OpenAI-compatible API at http://{host}:{port}/v1")
+    demo.block_thread()
+
+
+def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
+          concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = False) -> gr.Blocks:
+    """Load the backend ``settings`` name in the background, launch the page and mount the API at /v1;
+    returns the launched app without blocking (``demo.close()`` stops it)."""
+    from chatcore.api import mount_api
+    from chatcore.manager import ModelManager
+    from chatcore.remote import load_backend
+    from chatcore.users import Accounts
     from storage import Store
 
-    settings = Settings().with_overrides(model=model, device=device, dtype=dtype)
     settings.home.mkdir(parents=True, exist_ok=True)
-    manager = ModelManager(settings)
+    manager = ModelManager(settings, loader=load_backend)
     manager.start()
-    workspace = Workspace(manager, Store(settings.db_path))
-    launch(build_app(workspace, concurrency_limit=concurrency), host=host, port=port, open_browser=open_browser,
-           concurrency_limit=concurrency)
+    store = Store(settings.db_path)
+    accounts = Accounts(store)
+    demo = build_app(Workspace(manager, store), concurrency_limit=concurrency)
+    # list(), not .enabled: an API key alone must not force logins on the page.
+    launch(demo, host=host, port=port, open_browser=open_browser, concurrency_limit=concurrency,
+           prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None)
+    mount_api(demo.app, manager=manager, store=store, api_key=settings.api_key)
+    return demo
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    serve(host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype,
+    serve(host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype, quant=args.quant,
+          backend=args.backend, base_url=args.base_url, backend_api_key=args.backend_api_key, api_key=args.api_key,
           open_browser=args.open, concurrency=args.concurrency)
 
 

@@ -224,3 +224,53 @@ def test_chatcore_serve_is_a_command():
 
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert result.exit_code == 0 and "--port" in result.output and "--open" in result.output
+
+
+# -- accounts: every handler runs as the signed-in user --------------------------------------------
+
+ADA, BOB = gr.Request(username="ada"), gr.Request(username="bob")
+MISSING = 10_000
+
+
+def test_owner_is_the_signed_in_user_or_local():
+    assert app.ChatApp.owner(ADA) == "ada"
+    assert app.ChatApp.owner(None) == app.LOCAL_OWNER == app.ChatApp.owner(gr.Request())
+
+
+def refusal(call) -> str:
+    """The message a handler refuses with (generators are run to the end)."""
+    with pytest.raises(gr.Error) as refused:
+        result = call()
+        if hasattr(result, "__next__"):
+            list(result)
+    return refused.value.message
+
+
+def test_another_users_ids_answer_exactly_like_ids_that_do_not_exist(chat_app):
+    values = list(PARAMS.values())
+    outputs = list(chat_app.respond("Bob's private question", None, StopSignal(), "", *values, BOB))
+    bob_id = outputs[-1][1]
+    store = chat_app.workspace.store
+    before = store.get_conversation("bob", bob_id)
+    assert chat_app.on_load(ADA)[0].choices == [] and chat_app.on_load(BOB)[0].choices == [
+        ("Bob's private question", bob_id)]
+    assert chat_app.search_conversations("private", None, ADA).choices == []
+
+    like = gr.LikeData(chat_app.chatbot, {"index": 1, "value": "x", "liked": True})
+    handlers = {
+        "open": lambda cid: chat_app.open_conversation(cid, ADA),
+        "rename": lambda cid: chat_app.rename_conversation(cid, "mine now", "", ADA),
+        "delete": lambda cid: chat_app.delete_conversation(cid, "", ADA),
+        "undo": lambda cid: chat_app.undo_delete(cid, "", ADA),
+        "export markdown": lambda cid: chat_app.export_markdown(cid, ADA),
+        "export json": lambda cid: chat_app.export_json_file(cid, ADA),
+        "respond": lambda cid: chat_app.respond("continue", cid, StopSignal(), "", *values, ADA),
+        "retry": lambda cid: chat_app.retry(cid, StopSignal(), "", *values, ADA),
+        "edit": lambda cid: chat_app.edit({"index": 0, "text": "x"}, cid, StopSignal(), "", *values, ADA),
+        "rate": lambda cid: chat_app.rate(cid, like, ADA),
+    }
+    for name, handler in handlers.items():
+        foreign, missing = refusal(lambda: handler(bob_id)), refusal(lambda: handler(MISSING))
+        assert foreign == missing.replace(str(MISSING), str(bob_id)), name
+    assert store.get_conversation("bob", bob_id) == before
+    assert store.list_conversations("ada") == []

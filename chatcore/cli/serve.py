@@ -1,25 +1,34 @@
-"""``chatcore serve``: the web app, the same one ``python app.py`` and ``make run`` start."""
+"""``chatcore serve``: the web app with the OpenAI API under /v1 (what ``python app.py`` starts), or the API alone."""
 
 from __future__ import annotations
 
 import click
 
 from chatcore.cli import main
+from chatcore.cli.options import backend_options, model_options, settings_from
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
-@click.option("--model", "-m", help="Model: smollm2-135m-instruct (default), a Hugging Face id, a directory or a .gguf file.")
-@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", help="auto (default), float32, bfloat16 or float16.")
+@model_options
+@backend_options
+@click.option("--api-key", envvar="CHATCORE_API_KEY", show_envvar=True,
+              help="Require this key (Authorization: Bearer KEY) on the OpenAI API at /v1.")
+@click.option("--api-only", is_flag=True, help="Serve only the OpenAI API at /v1, without the web page.")
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Answers generated at once.")
+              help="Answers generated at once by the web page.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-def serve(host: str, port: int, model: str | None, device: str | None, dtype: str | None, concurrency: int,
-          open_browser: bool) -> None:
-    """Start the web app at http://HOST:PORT; the model loads in the background."""
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, api_key: str | None, api_only: bool, concurrency: int,
+          open_browser: bool, **options: object) -> None:
+    """Start the web app at http://HOST:PORT (and its API at /v1); the model loads in the background."""
+    settings = settings_from(ctx, options).with_overrides(api_key=api_key)
+    if api_only:
+        from chatcore.api import serve_api
+
+        serve_api(settings, host=host, port=port)
+        return
     import app  # the page lives at the top level, next to the packages it composes
 
-    app.serve(host=host, port=port, model=model, device=device, dtype=dtype, open_browser=open_browser,
-              concurrency=concurrency)
+    app.serve(host=host, port=port, settings=settings, open_browser=open_browser, concurrency=concurrency)
