@@ -29,6 +29,8 @@ LATEX = [
     {"left": "\\(", "right": "\\)", "display": False},
     {"left": "$", "right": "$", "display": False},
 ]
+# The template form's boxes; the built-in templates take at most 4 variables.
+MAX_TEMPLATE_VARIABLES = 8
 PARAM_NAMES = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
 # Nothing in a message may reach another host: no remote images (tracking pixels), frames or forms.
 HEAD = (
@@ -112,8 +114,17 @@ class ChatApp:
             self._render_state()
             self._render_sidebar()
             self._render_settings()
-            self._render_chat()
+            with gr.Column(scale=1), gr.Tabs(selected="chat") as self.tabs:
+                with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
+                    self._render_chat()
+                    self._render_templates()
+                    self._render_answer_tools()
+                with gr.Tab("Notes", id="notes", elem_id="notes-tab") as self.notes_tab:
+                    self._render_notes()
+                with gr.Tab("Stats", id="stats", elem_id="stats-tab") as self.stats_tab:
+                    self._render_stats()
             self._wire_events()
+            self._wire_research()
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -122,6 +133,9 @@ class ChatApp:
         self.pending = gr.State("")  # the message being answered
         self.stop_signal = gr.State(StopSignal)  # a fresh one per tab
         self.deleted_id = gr.State(None)  # for Undo
+        self.selected = gr.State(None)  # the answer clicked in the chat: {"conversation_id", "index"}
+        self.note_id = gr.State(None)  # the note open in the Notes tab
+        self.template_variables = gr.State([])  # the names the template form's boxes stand for, in order
         self.status_timer = gr.Timer(STATUS_POLL_S, active=True)
 
     def _render_sidebar(self) -> None:
@@ -134,30 +148,30 @@ class ChatApp:
             self.undo = gr.Button("Undo delete", size="sm", visible=False)
 
     def _render_chat(self) -> None:
-        with gr.Column(scale=1):
-            with gr.Row(equal_height=True):
-                self.title = gr.Textbox(placeholder="New chat", show_label=False, container=False, scale=6,
-                                        elem_id="chat-title", max_lines=1, info=None)
-                self.rename = gr.Button("Rename", size="sm", scale=0, min_width=80)
-                self.delete = gr.Button("Delete", size="sm", variant="stop", scale=0, min_width=80)
-                self.export_md = gr.Button("⤓ Markdown", size="sm", scale=0, min_width=100)
-                self.export_json = gr.Button("⤓ JSON", size="sm", scale=0, min_width=80)
-            self.export_file = gr.File(label="Export", visible=False, interactive=False)
-            self.chatbot = gr.Chatbot(
-                elem_id="chatbot", show_label=False, scale=1, height="65vh", layout="panel",
-                sanitize_html=True, render_markdown=True, latex_delimiters=LATEX, editable="user",
-                buttons=["copy", "copy_all"], feedback_options=("Like", "Dislike"),
-                placeholder="Ask anything. Answers stream from the local model; every chat is saved.",
-            )
-            with gr.Row(equal_height=True):
-                self.message = gr.Textbox(placeholder="Message ChatCore (Enter sends, Shift+Enter for a new line)",
-                                          show_label=False, container=False, scale=8, lines=1, max_lines=10,
-                                          elem_id="message", autofocus=True)
-                self.send = gr.Button("Send", variant="primary", scale=0, min_width=90, elem_id="send")
-                self.stop = gr.Button("■ Stop", variant="stop", scale=0, min_width=90, visible=False, elem_id="stop")
-            with gr.Row():
-                self.context = gr.Markdown("", elem_id="context-line")
-                self.status = gr.Markdown("", elem_id="model-status")
+        with gr.Row(equal_height=True):
+            self.title = gr.Textbox(placeholder="New chat", show_label=False, container=False, scale=6,
+                                    elem_id="chat-title", max_lines=1, info=None)
+            self.rename = gr.Button("Rename", size="sm", scale=0, min_width=80)
+            self.delete = gr.Button("Delete", size="sm", variant="stop", scale=0, min_width=80)
+            self.export_md = gr.Button("⤓ Markdown", size="sm", scale=0, min_width=100)
+            self.export_json = gr.Button("⤓ JSON", size="sm", scale=0, min_width=80)
+        self.export_file = gr.File(label="Export", visible=False, interactive=False)
+        self.chatbot = gr.Chatbot(
+            elem_id="chatbot", show_label=False, scale=1, height="65vh", layout="panel",
+            sanitize_html=True, render_markdown=True, latex_delimiters=LATEX, editable="user",
+            buttons=["copy", "copy_all"], feedback_options=("Like", "Dislike"),
+            placeholder="Ask anything. Answers stream from the local model; every chat is saved.",
+        )
+        with gr.Row(equal_height=True):
+            self.message = gr.Textbox(placeholder="Message ChatCore (Enter sends, Shift+Enter for a new line)",
+                                      show_label=False, container=False, scale=8, lines=1, max_lines=10,
+                                      elem_id="message", autofocus=True)
+            self.send = gr.Button("Send", variant="primary", scale=0, min_width=90, elem_id="send")
+            self.stop = gr.Button("■ Stop", variant="stop", scale=0, min_width=90, visible=False, elem_id="stop")
+        with gr.Row():
+            self.context = gr.Markdown("", elem_id="context-line")
+            self.pinned = gr.Markdown("", elem_id="pinned-line")
+            self.status = gr.Markdown("", elem_id="model-status")
 
     def _render_settings(self) -> None:
         defaults = GenerationParams()
@@ -177,6 +191,73 @@ class ChatApp:
                                    info="Blank draws a fresh seed; the one used is shown under each answer")
             self.system = gr.Textbox(label="System prompt", lines=4, max_lines=12, placeholder="None")
 
+    def _render_templates(self) -> None:
+        with gr.Accordion("Research templates", open=False, elem_id="templates"):
+            with gr.Row(equal_height=True):
+                self.template = gr.Dropdown(label="Template", choices=[], value=None, scale=4,
+                                            elem_id="template-picker")
+                self.use_template = gr.Button("Use", variant="primary", scale=0, min_width=90, elem_id="use-template")
+            self.template_about = gr.Markdown("", elem_id="template-about")
+            self.template_fields = [
+                gr.Textbox(visible=False, lines=1, max_lines=8, elem_id=f"template-var-{i}")
+                for i in range(MAX_TEMPLATE_VARIABLES)
+            ]
+
+    def _render_answer_tools(self) -> None:
+        with gr.Accordion("Answer tools: click an answer in the chat", open=False,
+                          elem_id="answer-tools") as self.tools:
+            self.selected_line = gr.Markdown("No answer selected.", elem_id="selected-answer")
+            self.note_text = gr.Textbox(label="Note text (trim it to the part you want to keep)", lines=4,
+                                        max_lines=12, elem_id="note-text")
+            with gr.Row(equal_height=True):
+                self.note_title = gr.Textbox(label="Title", placeholder="from its first line", max_lines=1, scale=3,
+                                             elem_id="note-title")
+                self.note_tags = gr.Textbox(label="Tags", placeholder="comma, separated", max_lines=1, scale=2,
+                                            elem_id="note-tags")
+                self.save_note = gr.Button("Save as note", variant="primary", scale=0, min_width=120,
+                                           elem_id="save-note")
+            with gr.Row(equal_height=True):
+                self.rating_comment = gr.Textbox(label="Comment on your 👍/👎 rating", max_lines=3, scale=4,
+                                                 elem_id="rating-comment")
+                self.save_comment = gr.Button("Save comment", scale=0, min_width=120, elem_id="save-comment")
+            with gr.Row(equal_height=True):
+                self.rerun = gr.Button("Re-run with the same settings", scale=0, min_width=220, elem_id="rerun")
+                self.rerun_verdict = gr.Markdown("", elem_id="rerun-verdict")
+            self.rerun_text = gr.Textbox(label="Re-run answer", interactive=False, visible=False, lines=3,
+                                         max_lines=12, elem_id="rerun-text")
+
+    def _render_notes(self) -> None:
+        with gr.Row(equal_height=True):
+            self.notes_search = gr.Textbox(placeholder="Search notes…", show_label=False, container=False, scale=6,
+                                           max_lines=1, elem_id="notes-search")
+            self.export_notes = gr.Button("⤓ All notes as Markdown", size="sm", scale=0, min_width=180,
+                                          elem_id="export-notes")
+        self.notes_file = gr.File(label="Notes export", visible=False, interactive=False)
+        with gr.Row():
+            with gr.Column(scale=2):
+                self.notes_list = gr.Radio(choices=[], show_label=False, container=False, elem_id="notes-list")
+            with gr.Column(scale=3):
+                self.note_edit_title = gr.Textbox(label="Title", max_lines=1, elem_id="note-edit-title")
+                self.note_edit_tags = gr.Textbox(label="Tags", placeholder="comma, separated", max_lines=1,
+                                                 elem_id="note-edit-tags")
+                self.note_edit_body = gr.Textbox(label="Note", lines=10, max_lines=30, elem_id="note-edit-body")
+                self.note_meta = gr.Markdown("", elem_id="note-meta")
+                with gr.Row():
+                    self.note_save = gr.Button("Save", variant="primary", size="sm", elem_id="note-save")
+                    self.note_open = gr.Button("Open source conversation", size="sm", elem_id="note-open-source")
+                    self.note_pin = gr.Button("📌 Pin to open chat", size="sm", elem_id="note-pin")
+                    self.note_unpin = gr.Button("Unpin", size="sm", elem_id="note-unpin")
+                    self.note_delete = gr.Button("Delete", variant="stop", size="sm", elem_id="note-delete")
+
+    def _render_stats(self) -> None:
+        self.stats_refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
+        self.messages_plot = gr.LinePlot(x="day", y="messages", color="role", title="Messages per day",
+                                         elem_id="messages-plot")
+        self.ratings_plot = gr.LinePlot(x="day", y="answers", color="rating", title="Rated answers per day",
+                                        elem_id="ratings-plot")
+        self.speed_plot = gr.BarPlot(x="model", y="tokens_per_s", title="Decoding speed by model (mean tokens/s)",
+                                     elem_id="speed-plot")
+
     @property
     def _params(self) -> list[gr.components.Component]:
         return [self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.repetition_penalty, self.seed]
@@ -194,17 +275,19 @@ class ChatApp:
 
         # Sidebar: cheap database reads and writes, outside the queue.
         for trigger in (self.new_chat.click, self.chatbot.clear):  # the chat's own Clear starts a new chat too
-            trigger(self.new_conversation, None, [*view, self.conversations, self.export_file], **unqueued)
-        self.conversations.input(self.open_conversation, [self.conversations], [*view, self.export_file], **unqueued)
+            trigger(self.new_conversation, None, [*view, self.conversations, self.export_file, self.pinned],
+                    **unqueued)
+        self.conversations.input(self.open_conversation, [self.conversations],
+                                 [*view, self.export_file, self.pinned], **unqueued)
         self.search.change(self.search_conversations, [self.search, self.conversation_id], [self.conversations],
                            **unqueued)
         for trigger in (self.title.submit, self.rename.click):
             trigger(self.rename_conversation, [self.conversation_id, self.title, self.search],
                     [self.conversations], **unqueued)
         self.delete.click(self.delete_conversation, [self.conversation_id, self.search],
-                          [*view, self.conversations, self.deleted_id, self.undo], **unqueued)
+                          [*view, self.conversations, self.deleted_id, self.undo, self.pinned], **unqueued)
         self.undo.click(self.undo_delete, [self.deleted_id, self.search],
-                        [*view, self.conversations, self.deleted_id, self.undo], **unqueued)
+                        [*view, self.conversations, self.deleted_id, self.undo, self.pinned], **unqueued)
         self.export_md.click(self.export_markdown, [self.conversation_id], [self.export_file], **unqueued)
         self.export_json.click(self.export_json_file, [self.conversation_id], [self.export_file], **unqueued)
 
@@ -235,6 +318,46 @@ class ChatApp:
         # Stop sets the session's signal: the decoder ends at its next token and the partial answer is saved.
         self.stop.click(self.stop_generation, [self.stop_signal], None, **unqueued)
         self.chatbot.like(self.rate, [self.conversation_id], None, **unqueued)
+
+    def _wire_research(self) -> None:
+        """Templates, answer tools, the Notes and Stats tabs."""
+        unqueued = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+        self.demo.load(self.load_templates, None, [self.template], **unqueued)
+        self.template.input(self.choose_template, [self.template],
+                            [self.template_about, self.template_variables, *self.template_fields], **unqueued)
+        self.use_template.click(self.apply_template, [self.template, self.template_variables, *self.template_fields],
+                                [self.message, self.system, *self._params[:-1]], **unqueued)
+
+        self.chatbot.select(self.select_answer, [self.conversation_id],
+                            [self.selected, self.selected_line, self.note_text, self.note_title, self.rating_comment,
+                             self.tools, self.rerun_verdict, self.rerun_text], **unqueued)
+        self.save_note.click(self.save_answer_note, [self.selected, self.note_text, self.note_title, self.note_tags],
+                             [self.note_title, self.note_tags], **unqueued)
+        self.save_comment.click(self.save_rating_comment, [self.selected, self.rating_comment], None, **unqueued)
+        self.rerun.click(self.rerun_answer, [self.selected], [self.rerun_verdict, self.rerun_text],
+                         concurrency_limit=self.concurrency_limit, concurrency_id="generate", show_progress="minimal",
+                         api_visibility="private")
+
+        editor = [self.note_id, self.note_edit_title, self.note_edit_tags, self.note_edit_body, self.note_meta]
+        self.notes_tab.select(self.list_notes, [self.notes_search, self.note_id], [self.notes_list], **unqueued)
+        self.notes_search.change(self.list_notes, [self.notes_search, self.note_id], [self.notes_list], **unqueued)
+        self.notes_list.input(self.open_note, [self.notes_list, self.conversation_id], editor, **unqueued)
+        self.note_save.click(self.save_edited_note, [self.note_id, self.note_edit_title, self.note_edit_tags,
+                                                     self.note_edit_body, self.notes_search, self.conversation_id],
+                             [self.notes_list, self.note_meta], **unqueued)
+        self.note_delete.click(self.delete_note, [self.note_id, self.notes_search], [self.notes_list, *editor],
+                               **unqueued)
+        self.export_notes.click(self.export_all_notes, None, [self.notes_file], **unqueued)
+        self.note_open.click(self.open_note_source, [self.note_id, self.search],
+                             [self.conversation_id, self.chatbot, self.title, self.context, self.system,
+                              self.export_file, self.pinned, self.conversations, self.tabs], **unqueued)
+        self.note_pin.click(self.pin_note, [self.note_id, self.conversation_id], [self.pinned, self.note_meta],
+                            **unqueued)
+        self.note_unpin.click(self.unpin_note, [self.note_id, self.conversation_id], [self.pinned, self.note_meta],
+                              **unqueued)
+
+        for trigger in (self.stats_tab.select, self.stats_refresh.click):
+            trigger(self.show_stats, None, [self.messages_plot, self.ratings_plot, self.speed_plot], **unqueued)
 
     # -- handlers: each is a thin call into the workspace --------------------------------------
 
@@ -284,11 +407,12 @@ class ChatApp:
         return self._status()
 
     def new_conversation(self) -> tuple:
-        return (*self._view(ChatView()), gr.Radio(value=None), gr.File(value=None, visible=False))
+        return (*self._view(ChatView()), gr.Radio(value=None), gr.File(value=None, visible=False), "")
 
     @_user_errors
     def open_conversation(self, conversation_id: int | None, request: gr.Request = None) -> tuple:
-        return (*self._view(self.workspace.open(self.owner(request), conversation_id)), gr.File(value=None, visible=False))
+        view = self.workspace.open(self.owner(request), conversation_id)
+        return (*self._view(view), gr.File(value=None, visible=False), _plain(view.pinned))
 
     @_user_errors
     def search_conversations(self, query: str, conversation_id: int | None, request: gr.Request = None) -> gr.Radio:
@@ -306,7 +430,7 @@ class ChatApp:
         owner = self.owner(request)
         title = self.workspace.delete(owner, conversation_id)
         gr.Info(f"Deleted “{title}”. Undo brings it back.")
-        return (*self._view(ChatView()), self._sidebar(owner, query), conversation_id, gr.Button(visible=True))
+        return (*self._view(ChatView()), self._sidebar(owner, query), conversation_id, gr.Button(visible=True), "")
 
     @_user_errors
     def undo_delete(self, deleted_id: int | None, query: str, request: gr.Request = None) -> tuple:
@@ -315,7 +439,8 @@ class ChatApp:
         owner = self.owner(request)
         self.workspace.restore(owner, deleted_id)
         view = self.workspace.open(owner, deleted_id)
-        return (*self._view(view), self._sidebar(owner, query, deleted_id), None, gr.Button(visible=False))
+        return (*self._view(view), self._sidebar(owner, query, deleted_id), None, gr.Button(visible=False),
+                _plain(view.pinned))
 
     @_user_errors
     def export(self, conversation_id: int | None, fmt: str, request: gr.Request = None) -> gr.File:
@@ -424,6 +549,159 @@ class ChatApp:
     def rate(self, conversation_id: int | None, event: gr.LikeData, request: gr.Request = None) -> None:
         index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         self.workspace.rate(self.owner(request), conversation_id, int(index), event.liked)
+
+    # -- research handlers ---------------------------------------------------------------------
+
+    @_user_errors
+    def load_templates(self) -> gr.Dropdown:
+        return gr.Dropdown(choices=[(f"{t.name}: {t.description}", t.name) for t in self.workspace.templates()])
+
+    @_user_errors
+    def choose_template(self, name: str | None) -> tuple:
+        """The template's form: one box per variable (its description as help), the rest hidden."""
+        if not name:
+            return ("", [], *(gr.Textbox(visible=False, value="") for _ in self.template_fields))
+        template = self.workspace.template(name)
+        names = list(template.variables)[:MAX_TEMPLATE_VARIABLES]
+        about = _plain(template.description)
+        if len(template.variables) > MAX_TEMPLATE_VARIABLES:
+            about += f" (only the first {MAX_TEMPLATE_VARIABLES} variables fit this form; use `chatcore ask --template`)"
+        boxes = []
+        for i in range(MAX_TEMPLATE_VARIABLES):
+            if i >= len(names):
+                boxes.append(gr.Textbox(visible=False, value=""))
+                continue
+            variable = template.variables[names[i]]
+            label = names[i] + (" (required)" if variable.required else "")
+            boxes.append(gr.Textbox(visible=True, value="", label=label, info=variable.description,
+                                    placeholder=variable.default or ""))
+        return (about, names, *boxes)
+
+    @_user_errors
+    def apply_template(self, name: str | None, names: list[str], *values: str) -> tuple:
+        """Fill the chosen template into the message box; its system prompt and settings into the panel."""
+        if not name:
+            raise gr.Error("Choose a template first.")
+        rendered = self.workspace.use_template(name, dict(zip(names, values)))
+        settings = [rendered.settings.get(key, gr.skip()) for key in PARAM_NAMES[:-1]]
+        gr.Info(f"Template “{name}” is in the message box; its settings are applied. Send when ready.")
+        return (rendered.text, rendered.system or "", *settings)
+
+    def select_answer(self, conversation_id: int | None, event: gr.SelectData, request: gr.Request = None) -> tuple:
+        """Clicking an answer makes it the one the answer tools work on; clicking a question does nothing."""
+        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        try:
+            answer = self.workspace.answer(self.owner(request), conversation_id, int(index))
+        except _EXPECTED:
+            return (gr.skip(), "Click one of the answers (a saved one) to save it as a note, comment on its rating "
+                               "or re-run it.", *(gr.skip() for _ in range(6)))
+        selected = {"conversation_id": conversation_id, "index": int(index)}
+        preview = " ".join(answer["content"].split())
+        preview = preview[:80] + ("…" if len(preview) > 80 else "")
+        return (selected, "Selected answer: " + _plain(preview), answer["content"], "",
+                answer.get("rating_comment") or "", gr.Accordion(open=True), "", gr.Textbox(value="", visible=False))
+
+    @_user_errors
+    def save_answer_note(self, selected: dict | None, text: str, title: str, tags: str,
+                         request: gr.Request = None) -> tuple:
+        selected = selected or {}
+        note_id = self.workspace.save_note(self.owner(request), selected.get("conversation_id"),
+                                           selected.get("index"), text, title=title, tags=tags)
+        gr.Info(f"Saved as note {note_id}; find it in the Notes tab.")
+        return "", ""
+
+    @_user_errors
+    def save_rating_comment(self, selected: dict | None, comment: str, request: gr.Request = None) -> None:
+        selected = selected or {}
+        self.workspace.comment(self.owner(request), selected.get("conversation_id"), selected.get("index"), comment)
+        gr.Info("Comment saved with the answer's rating.")
+
+    @_user_errors
+    def rerun_answer(self, selected: dict | None, request: gr.Request = None) -> tuple:
+        selected = selected or {}
+        text, identical = self.workspace.rerun(self.owner(request), selected.get("conversation_id"),
+                                               selected.get("index"))
+        verdict = ("✅ Identical: the same settings and seed gave the same answer." if identical else
+                   "⚠️ Different from the saved answer (another model, device or precision, or a non-deterministic kernel).")
+        return verdict, gr.Textbox(value=text, visible=True)
+
+    @_user_errors
+    def list_notes(self, query: str, note_id: int | None, request: gr.Request = None) -> gr.Radio:
+        choices = self.workspace.note_choices(self.owner(request), query)
+        return gr.Radio(choices=choices, value=note_id if note_id in {i for _, i in choices} else None)
+
+    def _note_meta(self, note: dict, conversation_id: int | None) -> str:
+        """Where a note came from and where it is pinned, as plain text inside Markdown."""
+        parts = [f"Note {note['id']}", f"updated {note['updated'][:16].replace('T', ' ')}"]
+        if note.get("model"):
+            parts.append(f"from {Path(note['model']).name if '/' in note['model'] else note['model']}")
+        if note["source_message_id"] is not None and not note["source_available"]:
+            parts.append("its conversation is gone")
+        pinned = note.get("pinned_to") or []
+        if conversation_id in pinned:
+            parts.append("📌 pinned to the open chat")
+        elif pinned:
+            parts.append(f"📌 pinned to {len(pinned)} chat{'s' if len(pinned) != 1 else ''}")
+        return _plain(" · ".join(parts))
+
+    @_user_errors
+    def open_note(self, note_id: int | None, conversation_id: int | None, request: gr.Request = None) -> tuple:
+        note = self.workspace.note(self.owner(request), note_id)
+        return note_id, note["title"], ", ".join(note["tags"]), note["body"], self._note_meta(note, conversation_id)
+
+    @_user_errors
+    def save_edited_note(self, note_id: int | None, title: str, tags: str, body: str, query: str,
+                         conversation_id: int | None, request: gr.Request = None) -> tuple:
+        owner = self.owner(request)
+        self.workspace.update_note(owner, note_id, title=title, body=body, tags=tags)
+        gr.Info("Note saved.")
+        return (self.list_notes(query, note_id, request),
+                self._note_meta(self.workspace.note(owner, note_id), conversation_id))
+
+    @_user_errors
+    def delete_note(self, note_id: int | None, query: str, request: gr.Request = None) -> tuple:
+        title = self.workspace.delete_note(self.owner(request), note_id)
+        gr.Info(f"Deleted note “{title}”.")
+        return self.list_notes(query, None, request), None, "", "", "", ""
+
+    @_user_errors
+    def export_all_notes(self, request: gr.Request = None) -> gr.File:
+        return gr.File(value=str(self.workspace.export_notes(self.owner(request), self.export_dir)), visible=True)
+
+    @_user_errors
+    def open_note_source(self, note_id: int | None, query: str, request: gr.Request = None) -> tuple:
+        """Open the conversation a note was saved from in the Chat tab."""
+        owner = self.owner(request)
+        conversation_id = self.workspace.note_source(owner, note_id)
+        view = self.workspace.open(owner, conversation_id)
+        return (*self._view(view), gr.File(value=None, visible=False), _plain(view.pinned),
+                self._sidebar(owner, query, conversation_id), gr.Tabs(selected="chat"))
+
+    @_user_errors
+    def pin_note(self, note_id: int | None, conversation_id: int | None, request: gr.Request = None,
+                 pinned: bool = True) -> tuple:
+        owner = self.owner(request)
+        line = self.workspace.pin(owner, note_id, conversation_id, pinned)
+        gr.Info("Pinned: the note goes with every answer in that chat." if pinned else "Unpinned.")
+        return _plain(line), self._note_meta(self.workspace.note(owner, note_id), conversation_id)
+
+    def unpin_note(self, note_id: int | None, conversation_id: int | None, request: gr.Request = None) -> tuple:
+        return self.pin_note(note_id, conversation_id, request, pinned=False)
+
+    @_user_errors
+    def show_stats(self, request: gr.Request = None) -> tuple:
+        import pandas as pd
+
+        stats = self.workspace.stats(self.owner(request))
+        messages = pd.DataFrame(stats["messages"], columns=["day", "role", "messages"])
+        ratings = pd.DataFrame(stats["ratings"], columns=["day", "up", "down"]).melt(
+            id_vars="day", value_vars=["up", "down"], var_name="rating", value_name="answers")
+        speed = pd.DataFrame(stats["speed"], columns=["model", "answers", "mean_tokens_per_s", "median_tokens_per_s"])
+        speed = speed.rename(columns={"mean_tokens_per_s": "tokens_per_s"})
+        speed["model"] = [Path(m).name if "/" in m else m for m in speed["model"]]
+        for frame in (messages, ratings):
+            frame["day"] = pd.to_datetime(frame["day"])
+        return messages, ratings, speed[["model", "tokens_per_s"]]
 
     @staticmethod
     def _values(*values: Any) -> dict[str, Any]:

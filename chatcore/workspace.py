@@ -61,6 +61,7 @@ class ChatView:
     feedback: list[str | None] = field(default_factory=list)  # one per assistant message: Like, Dislike or None
     context: str = ""  # Markdown: how much of the window is used, and what was left out
     system_prompt: str | None = None
+    pinned: str = ""  # plain text: the notes pinned to this conversation and the tokens they take
 
 
 def stats_line(message: dict[str, Any]) -> str:
@@ -243,7 +244,7 @@ class Workspace:
             used = last_answer["prompt_tokens"] + (last_answer.get("completion_tokens") or 0)
             context = context_markdown(used, self._window())
         return ChatView(conversation_id, conversation["title"] or "", messages, feedback, context,
-                        conversation.get("system_prompt"))
+                        conversation.get("system_prompt"), self.pinned_line(owner, conversation_id))
 
     def params(self, **values: Any) -> GenerationParams:
         """Validated sampling parameters from the settings panel; a blank seed means a fresh one."""
@@ -308,15 +309,158 @@ class Workspace:
                              system=system, cancel=cancel)
 
     def rate(self, owner: str, conversation_id: int | None, index: int, liked: bool | str | None) -> None:
-        """Save a thumbs up (``True``), down (``False``) or clear it (anything else) on answer ``index``."""
-        if conversation_id is None:
-            raise ParameterError("rating", "only saved answers can be rated")
+        """Save a thumbs up (``True``), down (``False``) or clear it (anything else) on answer ``index``;
+        a comment already given stays."""
+        answer = self.answer(owner, conversation_id, index, "rating")
+        rating = 1 if liked is True else -1 if liked is False else 0
+        self.store.rate_message(owner, answer["id"], rating, answer.get("rating_comment"))
+
+    def comment(self, owner: str, conversation_id: int | None, index: int, comment: str) -> None:
+        """Say why answer ``index`` was rated as it was (blank clears the comment); the rating stays."""
+        answer = self.answer(owner, conversation_id, index, "comment")
+        comment = check_user_text(comment, "comment") if comment.strip() else None
+        self.store.rate_message(owner, answer["id"], answer.get("rating") or 0, comment)
+
+    def answer(self, owner: str, conversation_id: int | None, index: int | None, what: str = "answer"
+               ) -> dict[str, Any]:
+        """Answer ``index`` of the chat view (a message of the conversation), or a ``ParameterError``."""
+        if conversation_id is None or index is None:
+            raise ParameterError(what, "click a saved answer in the chat first")
         conversation = self.store.get_conversation(owner, conversation_id)
         messages = [m for m in conversation["messages"] if m["role"] != "system"]
         if not 0 <= index < len(messages) or messages[index]["role"] != "assistant":
-            raise ParameterError("rating", "only answers can be rated")
-        rating = 1 if liked is True else -1 if liked is False else 0
-        self.store.rate_message(owner, messages[index]["id"], rating)
+            raise ParameterError(what, "only answers can be rated, saved as notes or re-run")
+        return messages[index]
+
+    # -- research: templates, notes, re-runs and stats -----------------------------------------
+
+    def templates(self) -> list[Any]:
+        """Built-in and the user's prompt templates, by name (re-read each time, so new files show up)."""
+        return self._library().templates
+
+    def template(self, name: str) -> Any:
+        """One template; an unknown name raises ``TemplateError`` listing the others."""
+        return self._library().get(name)
+
+    def _library(self) -> Any:
+        from chatcore.prompts import PromptLibrary, user_prompts_dir
+
+        return PromptLibrary.load(user_prompts_dir(self.manager.settings.home))
+
+    def use_template(self, name: str, values: dict[str, str]) -> Any:
+        """The template filled in (``RenderedPrompt``: text, system, settings); blank optional values
+        take their defaults, and missing required ones raise ``TemplateError`` naming them."""
+        template = self.template(name)
+        given = {k: v for k, v in values.items() if k in template.variables and v.strip()}
+        return template.render(given)
+
+    def save_note(self, owner: str, conversation_id: int | None, index: int | None, text: str, *,
+                  title: str = "", tags: str = "") -> int:
+        """Save answer ``index`` (or ``text``, the part of it kept) as a note; returns its id."""
+        from chatcore.research import save_answer_as_note
+
+        answer = self.answer(owner, conversation_id, index, "note")
+        return save_answer_as_note(self.store, owner, answer["id"], selection=text, title=title or None,
+                                   tags=_tags(tags))
+
+    def note_choices(self, owner: str, query: str = "", limit: int = SIDEBAR_LIMIT) -> list[tuple[str, int]]:
+        """(label, id) per note, newest first, or per search hit, best first, as ``title — …«match»…``."""
+        from storage import notes
+
+        if not query.strip():
+            return [(_label(n["title"], None), n["id"]) for n in notes.list_notes(self.store, owner, limit=limit)]
+        return [(f"{_label(hit['title'], None)} — {_match_label(hit['snippet'])}", hit["id"])
+                for hit in notes.search_notes(self.store, owner, query, limit=SEARCH_LIMIT)]
+
+    def note(self, owner: str, note_id: int | None) -> dict[str, Any]:
+        from storage import notes
+
+        if note_id is None:
+            raise ParameterError("note", "choose a note first")
+        return notes.get_note(self.store, owner, note_id)
+
+    def update_note(self, owner: str, note_id: int | None, *, title: str, body: str, tags: str) -> None:
+        from storage import notes
+
+        self.note(owner, note_id)
+        notes.update_note(self.store, owner, note_id, title=title, body=body, tags=_tags(tags))
+
+    def delete_note(self, owner: str, note_id: int | None) -> str:
+        """Delete a note for good; returns its title."""
+        from storage import notes
+
+        title = self.note(owner, note_id)["title"]
+        notes.delete_note(self.store, owner, note_id)
+        return title
+
+    def export_notes(self, owner: str, directory: Path) -> Path:
+        """Every note of the owner as one Markdown document in a fresh folder under ``directory``."""
+        import tempfile
+
+        from chatcore.research import export_notes
+
+        directory.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="notes-", dir=directory))  # one per export: users never share
+        return export_notes(self.store, owner, folder / "chatcore-notes.md", single_file=True)[0]
+
+    def note_source(self, owner: str, note_id: int | None) -> int:
+        """The conversation a note was saved from."""
+        from chatcore.research import note_source
+
+        if note_id is None:
+            raise ParameterError("note", "choose a note first")
+        return note_source(self.store, owner, note_id)[0]
+
+    def pin(self, owner: str, note_id: int | None, conversation_id: int | None, pinned: bool = True) -> str:
+        """Pin (or unpin) a note to a conversation; returns the conversation's new pinned line."""
+        from storage import notes
+
+        if note_id is None:
+            raise ParameterError("note", "choose a note first")
+        if conversation_id is None:
+            raise ParameterError("conversation", "open a saved conversation in the chat first")
+        (notes.pin_note if pinned else notes.unpin_note)(self.store, owner, note_id, conversation_id)
+        return self.pinned_line(owner, conversation_id)
+
+    def pinned_line(self, owner: str, conversation_id: int | None) -> str:
+        """``📌 2 notes pinned · 310 tokens of context`` (the tokens once a model is loaded), or ``""``."""
+        from chatcore.research import pinned_context_tokens
+        from storage import notes
+
+        if conversation_id is None:
+            return ""
+        count = len(notes.pinned_notes(self.store, owner, conversation_id))
+        if not count:
+            return ""
+        line = f"📌 {count} note{'s' if count != 1 else ''} pinned"
+        try:
+            count_tokens = self.manager.get().count_tokens
+        except Exception:  # loading, failed, or a backend that cannot count (a remote server)
+            return line
+        tokens = pinned_context_tokens(self.store, owner, conversation_id, count_tokens)
+        return f"{line} · {tokens:,} tokens of context"
+
+    def rerun(self, owner: str, conversation_id: int | None, index: int | None) -> tuple[str, bool]:
+        """Answer ``index`` run again with its recorded settings and seed (nothing saved): the text, and
+        whether it is identical to the saved answer."""
+        answer = self.answer(owner, conversation_id, index, "re-run")
+        self.manager.get()
+        cancel = threading.Event()
+        text = ""
+        for event in _confined(self.service.reproduce(owner, answer["id"], cancel=cancel), cancel):
+            if isinstance(event, Finished):
+                text = event.text
+        return text, text == answer["content"]
+
+    def stats(self, owner: str, utc_offset_minutes: int = 0) -> dict[str, list[dict[str, Any]]]:
+        """Messages per day and role, ratings per day, and decoding speed per model (``storage.stats``)."""
+        from storage import stats
+
+        return {
+            "messages": stats.messages_per_day(self.store, owner, utc_offset_minutes=utc_offset_minutes),
+            "ratings": stats.ratings_per_day(self.store, owner, utc_offset_minutes=utc_offset_minutes),
+            "speed": stats.speed_by_model(self.store, owner),
+        }
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -396,6 +540,11 @@ def _confined(events: Iterator[Any], cancel: threading.Event | None) -> Iterator
 def _label(title: str | None, parent: int | None) -> str:
     title = " ".join((title or "Untitled").split())
     return f"⑂ {title}" if parent else title
+
+
+def _tags(text: str) -> list[str]:
+    """``"stats, methods"`` → ``["stats", "methods"]``."""
+    return [tag.strip() for tag in (text or "").split(",") if tag.strip()]
 
 
 def _system(system: str | None) -> str | None:

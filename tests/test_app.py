@@ -274,3 +274,151 @@ def test_another_users_ids_answer_exactly_like_ids_that_do_not_exist(chat_app):
         assert foreign == missing.replace(str(MISSING), str(bob_id)), name
     assert store.get_conversation("bob", bob_id) == before
     assert store.list_conversations("ada") == []
+
+
+# -- research: templates, answer tools, notes, stats ------------------------------------------------
+
+
+def select(chat_app, conversation_id, index, request=None):
+    event = gr.SelectData(chat_app.chatbot, {"index": index, "value": "x", "selected": True})
+    args = special_args(chat_app.select_answer, [conversation_id], event_data=event, request=request)[0]
+    return chat_app.select_answer(*args)
+
+
+def test_a_template_fills_the_message_box_and_the_settings(chat_app):
+    picker = chat_app.load_templates()
+    assert ("paper-summary" in [value for _, value in picker.choices])
+    about, names, *boxes = chat_app.choose_template("abstract-draft")
+    assert names == ["content", "word_limit"] and "abstract" in about
+    assert [b.visible for b in boxes[:3]] == [True, True, False] and boxes[0].label == "content (required)"
+    assert boxes[1].placeholder == "250"
+    with pytest.raises(gr.Error, match="missing required variable.*'content'"):
+        chat_app.apply_template("abstract-draft", names, "", "", *[""] * (len(boxes) - 2))
+    message, system, temperature, top_p, top_k, max_new_tokens, penalty = chat_app.apply_template(
+        "abstract-draft", names, "We measured X.", "", *[""] * (len(boxes) - 2))
+    assert "We measured X." in message and "at most 250 words" in message
+    assert "scientific editor" in system
+    assert (temperature, top_p, max_new_tokens, penalty) == (0.3, 0.9, 500, 1.05)
+    assert isinstance(top_k, type(gr.skip()))  # not recommended: the panel keeps its value
+    with pytest.raises(gr.Error, match="Choose a template"):
+        chat_app.apply_template(None, [])
+
+
+def test_an_answer_is_selected_saved_as_a_note_and_opened_from_the_notes_tab(chat_app):
+    _, conversation_id, _, _, _ = ask(chat_app, "Summarise <b>attention</b>")[-1]
+    ignored = select(chat_app, conversation_id, 0)  # the question: nothing selected
+    assert "Click one of the answers" in ignored[1]
+    selected, line, text, title, comment, tools, verdict, rerun = select(chat_app, conversation_id, 1)
+    assert selected == {"conversation_id": conversation_id, "index": 1} and tools.open is True
+    answer = chat_app.workspace.store.get_conversation("local", conversation_id)["messages"][1]
+    assert text == answer["content"] and comment == ""
+    kept = "Attention weighs every token"  # the part of the answer kept (the tiny model's answers are noise)
+    assert chat_app.save_answer_note(selected, kept, "<script>x</script> Key point", "ml, attention") == ("", "")
+
+    notes = chat_app.list_notes("", None)
+    [(label, note_id)] = notes.choices
+    assert label == "<script>x</script> Key point"  # a plain-text label
+    opened = chat_app.open_note(note_id, None)
+    assert opened[:4] == (note_id, "<script>x</script> Key point", "ml, attention", kept)
+    assert "Note " in opened[4]
+    hits = chat_app.list_notes("key", None)
+    assert hits.choices[0][1] == note_id and "«Key»" in hits.choices[0][0]
+
+    source = chat_app.open_note_source(note_id, "")
+    assert source[0] == conversation_id and source[-1].selected == "chat"
+    assert source[-2].value == conversation_id and len(source[1].value) == 2
+
+    pinned, meta = chat_app.pin_note(note_id, conversation_id)
+    assert pinned.startswith("📌 1 note pinned") and "tokens of context" in pinned and "open chat" in meta
+    assert chat_app.open_conversation(conversation_id)[-1] == pinned
+    assert chat_app.unpin_note(note_id, conversation_id)[0] == ""
+    with pytest.raises(gr.Error, match="open a saved conversation"):
+        chat_app.pin_note(note_id, None)
+
+    chat_app.save_edited_note(note_id, "Edited", "x", "new body", "", None)
+    assert chat_app.workspace.note("local", note_id)["body"] == "new body"
+    exported = chat_app.export_all_notes()
+    assert "new body" in open(exported.value["path"]).read()
+    cleared = chat_app.delete_note(note_id, "")
+    assert cleared[0].choices == [] and cleared[1] is None
+    with pytest.raises(gr.Error, match="choose a note first"):
+        chat_app.open_note(None, None)
+
+
+def test_rating_comment_and_rerun(chat_app):
+    _, conversation_id, _, _, _ = ask(chat_app, "rate and re-run")[-1]
+    selected = {"conversation_id": conversation_id, "index": 1}
+    like = gr.LikeData(chat_app.chatbot, {"index": 1, "value": "x", "liked": True})
+    chat_app.rate(*special_args(chat_app.rate, [conversation_id], event_data=like)[0])
+    chat_app.save_rating_comment(selected, "clear and short")
+    chat_app.rate(*special_args(chat_app.rate, [conversation_id], event_data=like)[0])  # re-rating keeps it
+    answer = chat_app.workspace.store.get_conversation("local", conversation_id)["messages"][1]
+    assert (answer["rating"], answer["rating_comment"]) == (1, "clear and short")
+    assert select(chat_app, conversation_id, 1)[4] == "clear and short"
+    verdict, rerun = chat_app.rerun_answer(selected)
+    assert verdict.startswith("✅ Identical") and rerun.value == answer["content"] and rerun.visible is True
+    with pytest.raises(gr.Error, match="click a saved answer"):
+        chat_app.rerun_answer(None)
+
+
+def test_stats_are_dataframes_for_the_plots(chat_app):
+    ask(chat_app, "count me")
+    messages, ratings, speed = chat_app.show_stats()
+    assert list(messages.columns) == ["day", "role", "messages"] and set(messages["role"]) == {"user", "assistant"}
+    assert list(ratings.columns) == ["day", "rating", "answers"] and ratings.empty
+    assert list(speed.columns) == ["model", "tokens_per_s"] and speed["tokens_per_s"].iloc[0] > 0
+
+
+def test_research_events_are_wired_and_cheap_ones_are_unqueued(chat_app):
+    demo = chat_app.demo
+    for name in ("load_templates", "choose_template", "apply_template", "select_answer", "save_answer_note",
+                 "save_rating_comment", "list_notes", "open_note", "save_edited_note", "delete_note",
+                 "export_all_notes", "open_note_source", "pin_note", "unpin_note", "show_stats"):
+        fns = fn_named(demo, name)
+        assert fns and all(fn.queue is False for fn in fns), name
+    [rerun] = fn_named(demo, "rerun_answer")
+    assert rerun.queue and rerun.concurrency_id == "generate"
+    handlers = [fn for fn in demo.fns.values() if getattr(fn.fn, "__self__", None) is chat_app]
+    assert len(handlers) > 40 and all(fn.api_visibility == "private" for fn in handlers)
+
+
+def test_another_users_notes_and_answers_answer_like_missing_ones(chat_app):
+    values = list(PARAMS.values())
+    outputs = list(chat_app.respond("Bob's answer to keep", None, StopSignal(), "", *values, BOB))
+    bob_cid = outputs[-1][1]
+    bob_selected = {"conversation_id": bob_cid, "index": 1}
+    chat_app.save_answer_note(bob_selected, "Bob's text", "Bob's note", "", BOB)
+    [(_, bob_note)] = chat_app.list_notes("", None, BOB).choices
+    store = chat_app.workspace.store
+    before = (store.get_conversation("bob", bob_cid), chat_app.workspace.note("bob", bob_note))
+    ada_cid = list(chat_app.respond("Ada's own", None, StopSignal(), "", *values, ADA))[-1][1]
+    missing_selected = {"conversation_id": MISSING, "index": 1}
+
+    assert chat_app.list_notes("", None, ADA).choices == [] and chat_app.list_notes("Bob", None, ADA).choices == []
+    assert "Click one of the answers" in select(chat_app, bob_cid, 1, ADA)[1]
+    for name, handler in {
+        "save note": lambda sel: chat_app.save_answer_note(sel, "stolen", "stolen", "", ADA),
+        "comment": lambda sel: chat_app.save_rating_comment(sel, "mine", ADA),
+        "rerun": lambda sel: chat_app.rerun_answer(sel, ADA),
+    }.items():
+        assert refusal(lambda: handler(bob_selected)) == refusal(lambda: handler(missing_selected)).replace(
+            str(MISSING), str(bob_cid)), name
+    for name, handler in {
+        "open": lambda nid: chat_app.open_note(nid, None, ADA),
+        "save": lambda nid: chat_app.save_edited_note(nid, "t", "", "b", "", None, ADA),
+        "delete": lambda nid: chat_app.delete_note(nid, "", ADA),
+        "source": lambda nid: chat_app.open_note_source(nid, "", ADA),
+        "pin": lambda nid: chat_app.pin_note(nid, ada_cid, ADA),
+        "unpin": lambda nid: chat_app.unpin_note(nid, ada_cid, ADA),
+    }.items():
+        assert refusal(lambda: handler(bob_note)) == refusal(lambda: handler(MISSING)).replace(
+            str(MISSING), str(bob_note)), name
+    # Ada's note pinned to Bob's conversation: the conversation answers as missing.
+    chat_app.save_answer_note({"conversation_id": ada_cid, "index": 1}, "Ada's text", "Ada's note", "", ADA)
+    [(_, ada_note)] = chat_app.list_notes("", None, ADA).choices
+    assert refusal(lambda: chat_app.pin_note(ada_note, bob_cid, ADA)) == refusal(
+        lambda: chat_app.pin_note(ada_note, MISSING, ADA)).replace(str(MISSING), str(bob_cid))
+    assert "Ada" not in open(chat_app.export_all_notes(BOB).value["path"]).read()
+    assert (store.get_conversation("bob", bob_cid), chat_app.workspace.note("bob", bob_note)) == before
+    messages, _, _ = chat_app.show_stats(ADA)
+    assert messages["messages"].sum() == 2

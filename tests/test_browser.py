@@ -216,3 +216,37 @@ def test_two_tabs_chat_at_once(browser, server, page):
         assert first["created"] < second["updated"] and second["created"] < first["updated"]
     finally:
         other_context.close()
+
+
+def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, server):
+    _, workspace = server
+    _set_max_tokens(page, 16)
+    _send(page, "Notes test: what is entropy?")
+    page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop()?.innerText.includes('16 tokens')")
+    _wait_for_send_button(page)
+
+    # Clicking the answer selects it for the answer tools; keep a part of it, title it, save it.
+    page.locator(BOT).last.click()
+    page.wait_for_selector("#selected-answer:has-text('Selected answer')")
+    page.fill("#note-text textarea", "Entropy measures disorder")
+    page.fill("#note-title input", 'Entropy <img src=x onerror="window.__pwned=1">')
+    page.fill("#note-tags input", "physics")
+    page.click("#save-note")
+    page.wait_for_function("document.querySelector('#note-title input').value === ''")
+
+    # The Notes tab lists it (as text), finds it by its words, and opens its source conversation.
+    page.get_by_role("tab", name="Notes").click()
+    item = page.locator("#notes-list label", has_text="Entropy")
+    item.wait_for()
+    assert "<img src=x" in item.inner_text() and page.locator("#notes-list img").count() == 0
+    page.fill("#notes-search input", "disorder")
+    page.wait_for_selector("#notes-list label:has-text('«disorder»')")
+    page.locator("#notes-list label", has_text="Entropy").click()
+    page.wait_for_function("document.querySelector('#note-edit-body textarea').value === 'Entropy measures disorder'")
+    page.click("#note-open-source")
+    page.wait_for_selector("#chatbot", state="visible")
+    page.wait_for_function(f"document.querySelector({USER!r})?.innerText.includes('Notes test: what is entropy?')")
+    assert page.locator("#chat-title input, #chat-title textarea").input_value() == "Notes test: what is entropy?"
+    assert page.evaluate("window.__pwned") is None
+    [note] = [n for n in workspace.store.db["notes"].rows if n["title"].startswith("Entropy")]
+    assert note["body"] == "Entropy measures disorder" and note["source_message_id"] is not None

@@ -298,3 +298,36 @@ def test_answer_markdown_closes_an_open_fence_and_escapes_the_stats():
     shown = answer_markdown("```python\nprint(1)", "<b>model</b>")
     assert shown.startswith("```python\nprint(1)\n```")
     assert "&lt;b&gt;model&lt;/b&gt;" in shown and "<b>" not in shown
+
+
+# -- research -------------------------------------------------------------------------------------
+
+
+def test_notes_from_answers_pins_and_their_token_line(workspace):
+    from chatcore.prompts import TemplateError
+
+    conversation_id = ask(workspace, "pin a note here")[-1].conversation_id
+    note_id = workspace.save_note(OWNER, conversation_id, 1, "Kept part", title="", tags="a, b ,")
+    note = workspace.note(OWNER, note_id)
+    assert (note["title"], note["body"], note["tags"]) == ("Kept part", "Kept part", ["a", "b"])
+    with pytest.raises(ParameterError, match="only answers"):
+        workspace.save_note(OWNER, conversation_id, 0, "a question")
+    assert workspace.pinned_line(OWNER, conversation_id) == ""
+    line = workspace.pin(OWNER, note_id, conversation_id)
+    tokens = workspace.manager.get().count_tokens("\n\nNotes pinned to this conversation:\n\n## Kept part\nKept part")
+    assert line == f"📌 1 note pinned · {tokens:,} tokens of context"
+    assert workspace.open(OWNER, conversation_id).pinned == line
+    workspace.manager._backend = object()  # a backend that cannot count tokens (a remote server)
+    assert workspace.pinned_line(OWNER, conversation_id) == "📌 1 note pinned"
+    with pytest.raises(TemplateError, match="'content'"):
+        workspace.use_template("abstract-draft", {"content": "  ", "word_limit": ""})
+    assert "at most 250 words" in workspace.use_template("abstract-draft", {"content": "c", "word_limit": " "}).text
+
+
+def test_rerun_says_whether_the_answer_is_reproduced(workspace):
+    conversation_id = ask(workspace, "reproduce me")[-1].conversation_id
+    text, identical = workspace.rerun(OWNER, conversation_id, 1)
+    saved = workspace.store.get_conversation(OWNER, conversation_id)["messages"][1]
+    assert identical and text == saved["content"]
+    workspace.store.finish_message(saved["id"], "edited since", finish_reason="length", complete=True)
+    assert workspace.rerun(OWNER, conversation_id, 1) == (text, False)
