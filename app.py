@@ -251,12 +251,13 @@ class ChatApp:
 
     def _render_stats(self) -> None:
         self.stats_refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
-        self.messages_plot = gr.LinePlot(x="day", y="messages", color="role", title="Messages per day",
-                                         elem_id="messages-plot")
+        # Bars for counts (a single day still shows), a line for ratings over time; every y axis from 0.
+        self.messages_plot = gr.BarPlot(x="day", y="messages", color="role", title="Messages per day",
+                                        y_lim=[0, None], elem_id="messages-plot")
         self.ratings_plot = gr.LinePlot(x="day", y="answers", color="rating", title="Rated answers per day",
-                                        elem_id="ratings-plot")
+                                        y_lim=[0, None], elem_id="ratings-plot")
         self.speed_plot = gr.BarPlot(x="model", y="tokens_per_s", title="Decoding speed by model (mean tokens/s)",
-                                     elem_id="speed-plot")
+                                     y_lim=[0, None], elem_id="speed-plot")
 
     @property
     def _params(self) -> list[gr.components.Component]:
@@ -699,8 +700,7 @@ class ChatApp:
         speed = pd.DataFrame(stats["speed"], columns=["model", "answers", "mean_tokens_per_s", "median_tokens_per_s"])
         speed = speed.rename(columns={"mean_tokens_per_s": "tokens_per_s"})
         speed["model"] = [Path(m).name if "/" in m else m for m in speed["model"]]
-        for frame in (messages, ratings):
-            frame["day"] = pd.to_datetime(frame["day"])
+        ratings["day"] = pd.to_datetime(ratings["day"])  # a time axis; the bars keep one label per day
         return messages, ratings, speed[["model", "tokens_per_s"]]
 
     @staticmethod
