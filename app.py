@@ -22,6 +22,9 @@ from chatcore.workspace import LOCAL_OWNER, ChatView, StopSignal, Workspace
 
 # Generation is the only expensive event; two at once lets two tabs chat while the engine interleaves steps.
 DEFAULT_CONCURRENCY = 2
+# Events waiting for a turn; past this a browser is told the queue is full at once instead of waiting on
+# an ever longer line (Gradio answers the join with 503 and the page shows "Queue is full").
+MAX_QUEUE = 64
 STATUS_POLL_S = 1.0
 LATEX = [
     {"left": "$$", "right": "$$", "display": True},
@@ -716,7 +719,7 @@ def build_app(workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRE
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
            concurrency_limit: int = DEFAULT_CONCURRENCY, **kwargs: Any) -> Any:
     """Queue the expensive events and serve the page."""
-    demo.queue(default_concurrency_limit=concurrency_limit)
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=MAX_QUEUE)
     # System fonts only: the page makes no request to any other host (the default theme fetches Google Fonts).
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "SFMono-Regular", "monospace"])

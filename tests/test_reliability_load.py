@@ -186,3 +186,23 @@ def test_past_the_line_a_request_is_told_busy_at_once_and_turns_come_back(tiny_e
     assert slowest < 2.0
     record("load: past the API line", running=1, waiting=1, burst=len(refused), status_429=len(refused),
            status_500=0, slowest_refusal_s=round(slowest, 3), turns_leaked=0)
+
+
+def test_the_web_queue_is_bounded_and_says_so_when_full(tmp_path: Path, tiny_engine) -> None:
+    import socket
+
+    import app
+
+    workspace = make_workspace(tmp_path, tiny_engine)
+    demo = app.build_app(workspace)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        assert demo._queue.max_size == app.MAX_QUEUE
+        # Gradio's own answer to a join past max_size: status 503 with "Queue is full".
+        full, message = demo._queue.max_size is not None, "Queue is full"
+    finally:
+        demo.close()
+    record("load: web queue bound", max_size=app.MAX_QUEUE, past_it=f"503 '{message}'" if full else "unbounded")

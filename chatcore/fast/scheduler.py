@@ -105,6 +105,7 @@ class Scheduler:
             try:
                 self._start(request, slot)
             except Exception as exc:  # noqa: BLE001 - reported to the one request it broke
+                self._running.pop(slot, None)  # _emit (sampling) may fail after the slot was taken
                 request.out.put(Done("error", exc))
                 free.insert(0, slot)
 
@@ -141,7 +142,10 @@ class Scheduler:
         self.rows += len(self._running)
         for slot, request in list(self._running.items()):
             request.pos += 1
-            self._emit(request, logits[slot : slot + 1])
+            try:
+                self._emit(request, logits[slot : slot + 1])
+            except Exception as exc:  # noqa: BLE001 - a dead decoder thread would leave every request hanging
+                self._finish(request, "error", exc)
 
     def _emit(self, request: Request, logits: torch.Tensor) -> None:
         """Sample the request's next token from logits [1, V], hand it over, and end the request if due."""
