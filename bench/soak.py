@@ -378,7 +378,7 @@ def import_kill_rounds(workdir: Path, model_dir: Path, rounds: int, *, conversat
     for _ in range(rounds):
         before = table_counts(db_path)
         process = cli(env, "import", str(source))
-        time.sleep(rng.uniform(0.05, full * 1.1))
+        time.sleep(rng.uniform(0.6, 1.1) * full)  # start-up comes first: aim at the reading and the writing
         if process.poll() is None:
             kill(process)
             figures.killed_midway += 1
@@ -411,7 +411,7 @@ def export_kill_rounds(workdir: Path, model_dir: Path, rounds: int, seed: int = 
     for _ in range(rounds):
         target.write_text(old)
         process = cli(env, "export", "--all", "--format", "json", "-o", str(target))
-        time.sleep(rng.uniform(0.05, full * 1.1))
+        time.sleep(rng.uniform(0.6, 1.1) * full)  # start-up comes first: aim at the reading and the writing
         if process.poll() is None:
             kill(process)
             figures.killed_midway += 1
