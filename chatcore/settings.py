@@ -27,6 +27,9 @@ class Settings:
     # Weight quantization of the fast Llama decoder: auto, none, int8 or int4 (auto: the fastest that
     # keeps perplexity within 2% of float32).
     quant: str = field(default_factory=lambda: os.environ.get("CHATCORE_QUANT") or "auto")
+    # torch.compile of the fast decoder's one-token step: "1" on, "0" off, "auto" on for real models.
+    # Compiling costs about a minute per start, so one-shot CLI commands turn "auto" off.
+    compile: str = field(default_factory=lambda: os.environ.get("CHATCORE_COMPILE") or "auto")
     # Loading arbitrary pickles or repository code runs code from the model's author: opt-in only.
     allow_pickle: bool = False
     trust_remote_code: bool = False

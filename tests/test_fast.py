@@ -186,3 +186,23 @@ def test_sampling_is_reproducible_per_seed(exact_engine):
     params = [GenerationParams.create(temperature=1.2, seed=s, max_new_tokens=20) for s in (5, 5, 6)]
     texts = [_answer(exact_engine, p).text for p in params]
     assert texts[0] == texts[1] != texts[2]
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_packed_weights_cache_round_trips(mode, tmp_path):
+    """The second load reads the packed weights from disk and computes exactly what the first did."""
+    from chatcore.fast.engine import _quantize_cached
+
+    def build():
+        torch.manual_seed(0)
+        # Odd sizes (a 259-token vocabulary) put tensors at unaligned offsets in the file.
+        return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 259))
+
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    first, second = build().to(torch.bfloat16), build().to(torch.bfloat16)
+    path = tmp_path / "packed.safetensors"
+    _quantize_cached(first, mode, path)
+    [written] = list(tmp_path.glob("packed*.safetensors"))
+    _quantize_cached(second, mode, path)
+    assert list(tmp_path.glob("packed*.safetensors")) == [written]
+    assert torch.equal(first(x), second(x))

@@ -33,7 +33,8 @@ def perplexity_command(ctx: click.Context, file: Path, window: int, stride: int 
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    engine = LocalEngine.load(settings_from(ctx, options), progress=lambda m: click.echo(m, err=True))
+    settings = settings_from(ctx, options).with_overrides(compile="0")  # scoring never runs the decode step
+    engine = LocalEngine.load(settings, progress=lambda m: click.echo(m, err=True))
     bar = tqdm(total=None, unit="window", desc="scoring", file=sys.stderr)
 
     def advance(done: int, total: int) -> None:

@@ -27,6 +27,8 @@ def _service(settings: Settings, save: bool) -> ChatService:
         store = Store(settings.db_path)
     from chatcore.remote import load_backend  # the local decoder, or --backend openai's server
 
+    if settings.compile == "auto":  # a one-shot command would spend more time compiling than decoding
+        settings = settings.with_overrides(compile="0")
     engine = load_backend(settings, progress=lambda m: click.echo(m, err=True))
     return ChatService(lambda: engine, store)
 

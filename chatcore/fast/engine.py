@@ -73,7 +73,7 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
     compute = torch.bfloat16 if mode != "none" else dtype
     parameters = sum(t.numel() for t in state.values())
     model = from_hf_state(config, state, compute, consume=True)  # frees each float32 tensor once converted
-    quantization.quantize(model, mode, dense_prefill=True)
+    _quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors")
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
     model.setup_cache(SLOTS, window)
@@ -82,16 +82,15 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
                      weights_sha256=weights_sha, parameters=parameters)
     del state
     engine = FastEngine(model, tokenizer, info, config=config, directory=Path(directory), quant=mode,
-                        compile_step=_want_compile(model, progress))
+                        compile_step=_want_compile(model, settings.compile, progress))
     return engine
 
 
 COMPILE_MIN_PARAMETERS = 10_000_000  # below this (test models) compiling costs more than it saves
 
 
-def _want_compile(model: Transformer, progress: Callable[[str], None] | None) -> bool:
-    """CHATCORE_COMPILE=1 forces compiling the decode step, 0 turns it off; by default real models compile."""
-    choice = os.environ.get("CHATCORE_COMPILE", "auto")
+def _want_compile(model: Transformer, choice: str, progress: Callable[[str], None] | None) -> bool:
+    """"1" forces compiling the decode step, "0" turns it off; "auto" compiles real models, not tiny ones."""
     if choice in ("0", "1"):
         want = choice == "1"
     else:
@@ -107,6 +106,32 @@ class _ConfigOnly:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+
+def _quantize_cached(model: Transformer, mode: str, path: Path) -> None:
+    """Quantize with the packed weights cached on disk: packing takes seconds, reading them back does not."""
+    from safetensors.torch import load_file, save_file
+
+    if mode == "none":
+        return
+    # The packed layout belongs to torch's CPU kernels, so the cache is only valid for this torch.
+    path = path.with_name(f"{path.stem}-torch{torch.__version__.replace('+', '_')}{path.suffix}")
+    try:
+        # Cloned: tensors read by safetensors may sit at addresses the packed CPU kernels cannot take
+        # (int8 matmuls on such memory crash); clones get torch's aligned allocations.
+        packed = {name: tensor.clone() for name, tensor in load_file(str(path)).items()}
+    except (OSError, ValueError, RuntimeError):  # absent or damaged: rebuild it
+        packed = {}
+    known = len(packed)
+    quantization.quantize(model, mode, dense_prefill=True, packed=packed)
+    if len(packed) > known:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".part")
+            save_file({k: v.contiguous() for k, v in packed.items()}, str(partial))
+            os.replace(partial, path)
+        except OSError:
+            pass  # a read-only cache only costs the packing time next start
 
 
 def _read_state(files: Sequence[Path]) -> dict[str, torch.Tensor]:

@@ -26,14 +26,21 @@ def _dense_or_none(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
 class Int8Linear(nn.Module):
     """y = x @ (w8 * scale).T with w8: [N, K] int8 and one scale per output channel."""
 
-    def __init__(self, weight: torch.Tensor, dense: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, dense: torch.Tensor | None = None,
+                 packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.register_buffer("dense", dense)  # optional bf16 weight for long prefills
-        w = weight.float()
-        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
-        self.register_buffer("weight", (w / scales[:, None]).round().clamp(-128, 127).to(torch.int8))
-        self.register_buffer("scales", scales.to(torch.bfloat16))
+        if packed is None:
+            w = weight.float()
+            scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
+            packed = (w / scales[:, None]).round().clamp(-128, 127).to(torch.int8), scales.to(torch.bfloat16)
+        self.register_buffer("weight", packed[0])
+        self.register_buffer("scales", packed[1])
+
+    def packed(self) -> dict[str, torch.Tensor]:
+        """The buffers that took work to compute, for the on-disk cache."""
+        return {"weight": self.weight, "scales": self.scales}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (y := _dense_or_none(self, x)) is not None:
@@ -65,15 +72,23 @@ def int4_groups(weight: torch.Tensor, groupsize: int) -> tuple[torch.Tensor, tor
 class Int4Linear(nn.Module):
     """4-bit weights in torch's packed CPU layout, dequantized group by group inside the kernel."""
 
-    def __init__(self, weight: torch.Tensor, groupsize: int, dense: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, groupsize: int, dense: torch.Tensor | None = None,
+                 packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.groupsize = groupsize
         self.register_buffer("dense", dense)  # optional bf16 weight for long prefills
-        q, scales, zeros = int4_groups(weight, groupsize)
-        self.register_buffer("weight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
-        # [K/g, N, 2]: the layout the kernel expects.
-        self.register_buffer("scales_and_zeros", torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous())
+        if packed is None:
+            q, scales, zeros = int4_groups(weight, groupsize)
+            # scales_and_zeros: [K/g, N, 2], the layout the kernel expects.
+            packed = (torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1),
+                      torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous())
+        self.register_buffer("weight", packed[0])
+        self.register_buffer("scales_and_zeros", packed[1])
+
+    def packed(self) -> dict[str, torch.Tensor]:
+        """The buffers that took work to compute, for the on-disk cache."""
+        return {"weight": self.weight, "scales_and_zeros": self.scales_and_zeros}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (y := _dense_or_none(self, x)) is not None:
@@ -100,8 +115,11 @@ def int4_groupsize(in_features: int, preferred: int) -> int | None:
 
 
 def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "output",
-             dense_prefill: bool = False) -> nn.Module:
+             dense_prefill: bool = False, packed: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Replace the model's linears in place with ``mode`` ones; returns it.
+
+    ``packed`` is a cache of quantized buffers by ``layer.buffer`` name: layers found there are
+    rebuilt from it (packing int4 weights takes seconds), and the others are added to it.
 
     ``dense_prefill`` keeps each layer's bf16 weight too (not the head's: a prefill only needs the last
     position's logits), for fast long prompts at the cost of that memory.
@@ -119,11 +137,22 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
         parent = model.get_submodule(parent_name) if parent_name else model
         weight = linear.weight.detach()
         dense = weight.to(torch.bfloat16) if dense_prefill and name != head else None
-        if mode == "int8" or name == head:
-            replacement: nn.Module = Int8Linear(weight, dense)
+        g = int4_groupsize(weight.shape[1], groupsize)
+        # The packed int4 layout needs N % 16 == 0; other shapes (rare, tiny vocabularies) stay int8.
+        if mode == "int8" or name == head or not g or weight.shape[0] % 16:
+            cached = _cached(packed, name, ("weight", "scales"))
+            replacement: nn.Module = Int8Linear(weight, dense, cached)
         else:
-            g = int4_groupsize(weight.shape[1], groupsize)
-            # The packed int4 layout needs N % 16 == 0; other shapes (rare, tiny vocabularies) stay int8.
-            replacement = Int4Linear(weight, g, dense) if g and weight.shape[0] % 16 == 0 else Int8Linear(weight, dense)
+            cached = _cached(packed, name, ("weight", "scales_and_zeros"))
+            replacement = Int4Linear(weight, g, dense, cached)
+        if packed is not None and cached is None:
+            packed.update({f"{name}.{key}": value for key, value in replacement.packed().items()})
         setattr(parent, attr, replacement)
     return model
+
+
+def _cached(packed: dict[str, torch.Tensor] | None, name: str, keys: tuple[str, str]) -> tuple | None:
+    """The layer's cached buffers when all of them are there."""
+    if packed is None or any(f"{name}.{key}" not in packed for key in keys):
+        return None
+    return tuple(packed[f"{name}.{key}"] for key in keys)
