@@ -206,3 +206,141 @@ def test_packed_weights_cache_round_trips(mode, tmp_path):
     _quantize_cached(second, mode, path)
     assert list(tmp_path.glob("packed*.safetensors")) == [written]
     assert torch.equal(first(x), second(x))
+
+
+def _poison(decoder) -> None:
+    """Fill every KV cache slot with NaN: what ``torch.empty`` may hand back when it reuses freed memory."""
+    for block in decoder.layers:
+        block.attn.cache.k.fill_(float("nan"))
+        block.attn.cache.v.fill_(float("nan"))
+
+
+@pytest.fixture(scope="module")
+def sharp_hf():
+    """The tiny model with its weights scaled up: its greedy tokens depend on the whole context.
+
+    At initialisation scale the tiny model repeats one token whatever came before, so a wrong KV cache
+    would not show in its answers.
+    """
+    model = tiny_model(len(tiny_tokenizer()), seed=3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.mul_(10)
+    return model
+
+
+def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(sharp_hf):
+    """A short request decoding next to a long one reads its slot up to the long one's length.
+
+    Driven step by step (no worker thread), so it is deterministic: a long prompt runs while short ones
+    join mid-way, one is cancelled, and a slot freed by a finished request is reused. Every greedy answer
+    must equal transformers' greedy tokens for its prompt, even though the cache memory started as NaN.
+    """
+    from chatcore.fast.scheduler import Done, Request, Scheduler
+
+    model = from_hf_state(sharp_hf.config, sharp_hf.state_dict(), torch.float32)
+    model.setup_cache(4, 512)
+    _poison(model)
+
+    def prefill(tokens, slot):
+        with torch.inference_mode():
+            return model.prefill(tokens, slot)
+
+    def decode(tokens, pos, length):
+        with torch.inference_mode():
+            return model.decode(tokens, pos, length)
+
+    g = torch.Generator().manual_seed(7)
+    specs = [(300, 60), (12, 8), (40, 30), (25, 12), (7, 40), (90, 20)]  # (prompt length, new tokens)
+    prompts = [torch.randint(3, sharp_hf.config.vocab_size, (n,), generator=g).tolist() for n, _ in specs]
+
+    def request(i: int, cancel: threading.Event | None = None) -> Request:
+        params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=specs[i][1])
+        return Request(prompts[i], params, torch.Generator(), cancel, frozenset())
+
+    def drain(r: Request) -> tuple[list[int], Done]:
+        items = []
+        while True:
+            item = r.out.get_nowait()
+            if isinstance(item, Done):
+                return items, item
+            items.append(item)
+
+    def reference(i: int) -> list[int]:  # transformers, no cache: greedy one token at a time
+        ids = torch.tensor([prompts[i]])
+        with torch.inference_mode():
+            for _ in range(specs[i][1]):
+                ids = torch.cat([ids, sharp_hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return ids[0, len(prompts[i]):].tolist()
+
+    together = Scheduler(prefill, decode, slots=4, length=512, clear=model.clear, device=torch.device("cpu"))
+    reqs = [request(0), request(1)]
+    cancel = threading.Event()
+    reqs.append(request(2, cancel))
+    for r in reqs:
+        together._waiting.put(r)
+    together._admit()
+    for step in range(100):
+        if step == 3:  # two requests join a running batch mid-way
+            for i in (3, 4):
+                reqs.append(request(i))
+                together._waiting.put(reqs[-1])
+        if step == 5:
+            cancel.set()
+        if step == 12:  # request 1 has finished: its slot is reused
+            reqs.append(request(5))
+            together._waiting.put(reqs[-1])
+        together._admit()
+        if not together._running:
+            break
+        together._step()
+    assert not together._running
+    results = [drain(r) for r in reqs]
+    assert results[2][1].reason == "cancelled"
+    for i, (tokens, done) in enumerate(results):
+        assert done.error is None, f"request {i}: {done.error}"
+        expected = reference(i)
+        if i == 2:
+            assert tokens == expected[: len(tokens)]
+            continue
+        assert done.reason == "length"
+        assert tokens == expected, f"request {i} differs from transformers' greedy tokens"
+
+
+def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_streams(
+        tiny_model_dir, tmp_path, exact_engine):
+    """Eight streams of different lengths at once, some cancelled, on a fresh engine whose cache is NaN."""
+    engine = _engine(tiny_model_dir, tmp_path, "none")
+    _poison(engine.decoder)
+    long_history = [{"role": "user", "content": "Tell me everything about the sky. " * 12}]
+    histories = [long_history] + QUESTIONS + [long_history]
+    lengths = [120, 10, 25, 6, 40, 15, 30, 80]
+    params = [GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n) for n in lengths]
+    expected = [_answer(exact_engine, p, h).text for p, h in zip(params, histories)]
+    results: list[Finished | BaseException | None] = [None] * len(histories)
+    cancels = {3: threading.Event(), 6: threading.Event()}
+    started = threading.Barrier(len(histories))
+
+    def worker(i: int) -> None:
+        try:
+            started.wait(timeout=30)
+            time.sleep(0.002 * i)  # staggered: later ones join a running batch
+            results[i] = _answer(engine, params[i], histories[i], cancel=cancels.get(i))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(histories))]
+    for t in threads:
+        t.start()
+    time.sleep(0.01)
+    for c in cancels.values():
+        c.set()
+    for t in threads:
+        t.join(timeout=120)
+    for i, result in enumerate(results):
+        assert isinstance(result, Finished), f"stream {i}: {result!r}"
+        if i in cancels and result.finish_reason == "cancelled":
+            assert expected[i].startswith(result.text)
+        else:
+            assert result.text == expected[i], f"stream {i} differs from the same request alone"

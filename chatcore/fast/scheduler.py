@@ -3,6 +3,13 @@
 Each request holds a slot of the static KV cache. Every loop the worker admits waiting requests
 (prefilling each into a free slot), then runs one decode step for all running slots together and
 hands every request its next token. Cancelling or finishing frees the slot before the next step.
+
+The cache starts as uninitialised memory (``torch.empty``), and a step reads every one of its rows
+up to the batch's common length, past what a short request ever wrote. Masked-out positions still
+enter the arithmetic (a NaN key gives a NaN score, and 0 * NaN is NaN for a value), so before each
+step the scheduler makes sure every position the step reads holds finite numbers: each slot keeps a
+high-water mark below which it is finite (written by a request, or zeroed once), and the range up
+to the step's length is zeroed where a slot's mark is below it.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._finite = [0] * slots  # cache positions below this in each slot hold finite numbers
         self.steps = 0  # decode steps run, and the rows they carried (for the batching tests)
         self.rows = 0
 
@@ -111,11 +119,10 @@ class Scheduler:
 
     def _start(self, request: Request, slot: int) -> None:
         n = len(request.prompt)
-        end = min(self.length, n + request.params.max_new_tokens + LENGTH_BUCKET)
-        self._clear(slot, n, end)  # masked positions must hold finite numbers, never stale NaNs
         tokens = torch.tensor([request.prompt], device=self.device)
         request.seen = tokens
         logits = self._prefill(tokens, slot)  # [1, V]
+        self._finite[slot] = max(self._finite[slot], n)  # the prompt's positions are written now
         request.slot, request.pos = slot, n
         self._running[slot] = request
         self._emit(request, logits)
@@ -132,6 +139,8 @@ class Scheduler:
             tokens[slot], positions[slot] = request.last, request.pos
         length = min(self.length, -(-(max(positions) + 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
         try:
+            for slot in range(rows):  # the step reads positions < length of every row, running or free
+                self._make_finite(slot, length)
             logits = self._decode(torch.tensor(tokens, device=self.device),
                                   torch.tensor(positions, device=self.device), length)  # [rows, V]
         except Exception as exc:  # noqa: BLE001 - every running request gets the error
@@ -146,6 +155,18 @@ class Scheduler:
                 self._emit(request, logits[slot : slot + 1])
             except Exception as exc:  # noqa: BLE001 - a dead decoder thread would leave every request hanging
                 self._finish(request, "error", exc)
+
+    def _make_finite(self, slot: int, end: int) -> None:
+        """Zero cache positions of ``slot`` below ``end`` that nothing has written yet.
+
+        Never touches what the running request wrote: its prompt raised the mark at ``_start``, and
+        each step raises it past the position the step writes. Positions a request wrote stay finite
+        after it ends (stale, but masked out and harmless), so each position is cleared at most once
+        over the cache's life.
+        """
+        if end > self._finite[slot]:
+            self._clear(slot, self._finite[slot], end)
+            self._finite[slot] = end
 
     def _emit(self, request: Request, logits: torch.Tensor) -> None:
         """Sample the request's next token from logits [1, V], hand it over, and end the request if due."""
