@@ -86,11 +86,13 @@ class GenerationParams:
                 raise ParameterError("top_k", f"top_k must be 0 (off) or a positive integer, got {out['top_k']}")
         if "max_new_tokens" in given:
             out["max_new_tokens"] = _number("max_new_tokens", given["max_new_tokens"], integer=True)
-            high = max_new_tokens_limit if max_new_tokens_limit else 2**31 - 1
+            high = max_new_tokens_limit or 2**31 - 1
             if not 1 <= out["max_new_tokens"] <= high:
+                # Before a model is loaded its window is unknown; the engine checks the upper bound then.
+                bound = str(high) if max_new_tokens_limit else "the model's context window"
                 raise ParameterError(
                     "max_new_tokens",
-                    f"max_new_tokens must be in the range [1, {high}], got {out['max_new_tokens']}",
+                    f"max_new_tokens must be in the range [1, {bound}], got {out['max_new_tokens']}",
                 )
         if "repetition_penalty" in given:
             out["repetition_penalty"] = _number("repetition_penalty", given["repetition_penalty"], integer=False)
