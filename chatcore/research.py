@@ -268,5 +268,6 @@ def atomic_file(path: Path) -> Iterator[IO[str]]:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file, then a rename)."""
     with atomic_file(path) as f:
         f.write(text)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +15,7 @@ from typing import Any, Callable
 import click
 
 from chatcore.cli import main
+from chatcore.research import write_atomically
 from chatcore.settings import Settings
 from storage import (
     LOCAL_OWNER,
@@ -236,7 +235,7 @@ def export(export_all: bool, conversation_ids: tuple[int, ...], fmt: str, output
     if output == "-":
         click.echo(text, nl=False)
         return
-    _write_atomically(Path(output), text)
+    write_atomically(Path(output), text)
     click.echo(f"Exported {count} conversation{'s' if count != 1 else ''} to {output}.")
 
 
@@ -256,18 +255,3 @@ def import_(path: Path, as_json: bool) -> None:
         listed = ", ".join(map(str, ids))
         click.echo(f"Imported {len(ids)} conversation{'s' if len(ids) != 1 else ''}"
                    + (f": {listed}." if ids else "."))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
