@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from chatcore.chat import Message, build_messages, fit_to_window
+from chatcore.chat import FittedPrompt, Message, build_messages, fit_to_window
 from chatcore.device import resolve_device, resolve_dtype
 from chatcore.errors import ModelError
 from chatcore.events import Event, Finished, Started, TextDelta
@@ -106,10 +106,9 @@ class LocalEngine:
     ) -> Iterator[Event]:
         """Answer the last user message of ``history``: ``Started``, ``TextDelta``s, then ``Finished``."""
         start = time.perf_counter()
-        messages = build_messages(history, system)
-        fitted = fit_to_window(self.tokenizer, messages, window=self.context_window, max_new_tokens=params.max_new_tokens)
-        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
-        yield Started(len(fitted.input_ids), self.context_window, fitted.dropped_messages, seed)
+        fitted, started = begin_answer(self.tokenizer, history, params, system, self.context_window)
+        yield started
+        seed = started.seed
         device = self.model.device
         generator = torch.Generator(device=device).manual_seed(seed)
         seen = torch.tensor([fitted.input_ids], device=device)  # [1, S]: prompt and answer, for the penalty
@@ -146,16 +145,8 @@ class LocalEngine:
         tail = text.flush()
         if tail:
             yield TextDelta(tail)
-        end = time.perf_counter()
-        n = text.token_count
-        decode_rate = (n - 1) / (end - first_token_at) if first_token_at and n > 1 and end > first_token_at else None
-        yield Finished(
-            text=text.text, finish_reason=reason, prompt_tokens=len(fitted.input_ids), completion_tokens=n,
-            ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, decode_tok_s=decode_rate,
-            total_ms=(end - start) * 1000, model=self.info.name, seed=seed,
-            dropped_messages=fitted.dropped_messages,
-            extra={"device": self.info.device, "dtype": self.info.dtype, "weights_sha256": self.info.weights_sha256},
-        )
+        yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
+                             info=self.info)
 
     def _forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         """One model call; the first one prefills the whole prompt. input_ids: [1, S] -> logits [1, V]."""
@@ -170,6 +161,33 @@ def _load_fast(settings: Settings, directory: Any, tokenizer: Any, device: torch
     from chatcore.fast.engine import load_fast
 
     return load_fast(settings, Path(directory), tokenizer, device, dtype, progress)
+
+
+def begin_answer(
+    tokenizer: Any, history: Sequence[Message | dict[str, Any]], params: GenerationParams, system: str | None,
+    window: int,
+) -> tuple[FittedPrompt, Started]:
+    """What every decoder does first: fit the conversation to the window and draw the seed."""
+    fitted = fit_to_window(tokenizer, build_messages(history, system), window=window,
+                           max_new_tokens=params.max_new_tokens)
+    seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
+    return fitted, Started(len(fitted.input_ids), window, fitted.dropped_messages, seed)
+
+
+def finished_event(
+    text: "_TextAssembler", reason: str, *, start: float, first_token_at: float | None, fitted: FittedPrompt,
+    seed: int, info: ModelInfo, **extra: Any,
+) -> Finished:
+    """The final event: usage, timing (first token, decode rate after it) and the facts of the weights."""
+    end = time.perf_counter()
+    n = text.token_count
+    decode_rate = (n - 1) / (end - first_token_at) if first_token_at and n > 1 and end > first_token_at else None
+    return Finished(
+        text=text.text, finish_reason=reason, prompt_tokens=len(fitted.input_ids), completion_tokens=n,  # type: ignore[arg-type]
+        ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, decode_tok_s=decode_rate,
+        total_ms=(end - start) * 1000, model=info.name, seed=seed, dropped_messages=fitted.dropped_messages,
+        extra={"device": info.device, "dtype": info.dtype, "weights_sha256": info.weights_sha256, **extra},
+    )
 
 
 class _TextAssembler:

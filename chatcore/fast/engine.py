@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import threading
 import time
@@ -18,9 +17,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from chatcore.chat import Message, build_messages, fit_to_window
+from chatcore.chat import Message
 from chatcore.errors import ModelError, ParameterError
-from chatcore.events import Event, Finished, Started, TextDelta
+from chatcore.events import Event, TextDelta
 from chatcore.fast import quant as quantization
 from chatcore.fast.model import Transformer, from_hf_state, supports
 from chatcore.fast.scheduler import Done, Request, Scheduler
@@ -244,13 +243,12 @@ class FastEngine:
         cancel: threading.Event | None = None,
     ) -> Iterator[Event]:
         """Answer the last user message of ``history``: ``Started``, ``TextDelta``s, then ``Finished``."""
-        from chatcore.engine import _TextAssembler
+        from chatcore.engine import _TextAssembler, begin_answer, finished_event
 
         start = time.perf_counter()
-        messages = build_messages(history, system)
-        fitted = fit_to_window(self.tokenizer, messages, window=self.context_window, max_new_tokens=params.max_new_tokens)
-        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
-        yield Started(len(fitted.input_ids), self.context_window, fitted.dropped_messages, seed)
+        fitted, started = begin_answer(self.tokenizer, history, params, system, self.context_window)
+        yield started
+        seed = started.seed
         generator = torch.Generator(device=self.decoder.device).manual_seed(seed)
         request = Request(list(fitted.input_ids), params, generator, cancel, self._eos_ids)
         text = _TextAssembler(self.tokenizer, params.stop)
@@ -280,17 +278,8 @@ class FastEngine:
         tail = text.flush()
         if tail:
             yield TextDelta(tail)
-        end = time.perf_counter()
-        n = text.token_count
-        decode_rate = (n - 1) / (end - first_token_at) if first_token_at and n > 1 and end > first_token_at else None
-        yield Finished(
-            text=text.text, finish_reason=reason, prompt_tokens=len(fitted.input_ids), completion_tokens=n,
-            ttft_ms=(first_token_at - start) * 1000 if first_token_at else None, decode_tok_s=decode_rate,
-            total_ms=(end - start) * 1000, model=self.info.name, seed=seed,
-            dropped_messages=fitted.dropped_messages,
-            extra={"device": self.info.device, "dtype": self.info.dtype, "weights_sha256": self.info.weights_sha256,
-                   "engine": "chatcore.fast", "quant": self.quant, "compiled": self._step.compiled},
-        )
+        yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
+                             info=self.info, engine="chatcore.fast", quant=self.quant, compiled=self._step.compiled)
 
 
 class _GenerationConfigOnly:
