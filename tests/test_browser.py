@@ -218,6 +218,10 @@ def test_two_tabs_chat_at_once(browser, server, page):
         other_context.close()
 
 
+NOTE_BODY = ('Entropy measures disorder <script>window.__pwned=3</script> <svg onload="window.__pwned=4"></svg> '
+             '[link](javascript:window.__pwned=5) ![x](http://example.com/leak.png)')
+
+
 def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, server):
     _, workspace = server
     _set_max_tokens(page, 16)
@@ -228,7 +232,7 @@ def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, serv
     # Clicking the answer selects it for the answer tools; keep a part of it, title it, save it.
     page.locator(BOT).last.click()
     page.wait_for_selector("#selected-answer:has-text('Selected answer')")
-    page.fill("#note-text textarea", "Entropy measures disorder")
+    page.fill("#note-text textarea", NOTE_BODY)
     page.fill("#note-title input", 'Entropy <img src=x onerror="window.__pwned=1">')
     page.fill("#note-tags input", "physics")
     page.click("#save-note")
@@ -242,11 +246,12 @@ def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, serv
     page.fill("#notes-search input", "disorder")
     page.wait_for_selector("#notes-list label:has-text('«disorder»')")
     page.locator("#notes-list label", has_text="Entropy").click()
-    page.wait_for_function("document.querySelector('#note-edit-body textarea').value === 'Entropy measures disorder'")
+    page.wait_for_function("body => document.querySelector('#note-edit-body textarea').value === body", arg=NOTE_BODY)
+    assert page.locator("#notes-list img, #notes-list script, #notes-list iframe, #notes-list svg").count() == 0
     page.click("#note-open-source")
     page.wait_for_selector("#chatbot", state="visible")
     page.wait_for_function(f"document.querySelector({USER!r})?.innerText.includes('Notes test: what is entropy?')")
     assert page.locator("#chat-title input, #chat-title textarea").input_value() == "Notes test: what is entropy?"
     assert page.evaluate("window.__pwned") is None
     [note] = [n for n in workspace.store.db["notes"].rows if n["title"].startswith("Entropy")]
-    assert note["body"] == "Entropy measures disorder" and note["source_message_id"] is not None
+    assert note["body"] == NOTE_BODY and note["source_message_id"] is not None
