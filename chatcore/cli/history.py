@@ -6,64 +6,16 @@ for a program. Storage errors become one clean line on stderr and exit status 1.
 
 from __future__ import annotations
 
-import functools
 import json
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
 from chatcore.cli import main
+from chatcore.cli.common import echo_json, json_option, local_time, open_store, storage_errors
 from chatcore.research import write_atomically
-from chatcore.settings import Settings
-from storage import (
-    LOCAL_OWNER,
-    MAX_IMPORT_BYTES,
-    ImportValidationError,
-    StorageError,
-    Store,
-    render_snippet,
-)
+from storage import LOCAL_OWNER, MAX_IMPORT_BYTES, ImportValidationError, render_snippet
 from storage.transfer import message_heading
-
-
-def _storage_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn storage and file errors into ``click.ClickException`` (stderr, exit status 1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ImportValidationError as exc:
-            raise click.ClickException(f"Import refused, nothing was written. {exc}") from exc
-        except StorageError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except OSError as exc:
-            raise click.ClickException(f"{exc.filename or 'file'}: {exc.strerror or exc}") from exc
-
-    return wrapper
-
-
-def _store() -> Store:
-    """The store at the settings' database path, closed when the command ends."""
-    ctx = click.get_current_context()
-    settings = ctx.find_object(Settings) or Settings()
-    store = Store(settings.db_path)
-    ctx.call_on_close(store.close)
-    return store
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _local_time(timestamp: str) -> str:
-    """A stored UTC timestamp in the user's time zone, to the minute."""
-    return datetime.fromisoformat(timestamp).astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 
 
 @main.group()
@@ -76,15 +28,15 @@ def history() -> None:
 @click.option("--page", default=1, show_default=True, type=click.IntRange(1), help="Page number.")
 @click.option("--archived", is_flag=True, help="Include archived conversations.")
 @json_option
-@_storage_errors
+@storage_errors
 def list_(limit: int, page: int, archived: bool, as_json: bool) -> None:
     """Conversations, most recently updated first."""
-    store = _store()
+    store = open_store()
     conversations = store.list_conversations(
         LOCAL_OWNER, limit=limit, offset=(page - 1) * limit, include_archived=archived
     )
     if as_json:
-        _echo_json(conversations)
+        echo_json(conversations)
         return
     if not conversations:
         click.echo("No conversations." if page == 1 else "No conversations on this page.")
@@ -94,7 +46,7 @@ def list_(limit: int, page: int, archived: bool, as_json: bool) -> None:
         title = c["title"] or "Untitled"
         if c["archived"]:
             title += " (archived)"
-        click.echo(f"{c['id']:>6}  {_local_time(c['updated']):16}  {c['message_count']:>4}  {title}")
+        click.echo(f"{c['id']:>6}  {local_time(c['updated']):16}  {c['message_count']:>4}  {title}")
     total = store.count_conversations(LOCAL_OWNER, include_archived=archived)
     shown_to = (page - 1) * limit + len(conversations)
     if shown_to < total:
@@ -104,15 +56,15 @@ def list_(limit: int, page: int, archived: bool, as_json: bool) -> None:
 @history.command()
 @click.argument("conversation_id", type=int)
 @json_option
-@_storage_errors
+@storage_errors
 def show(conversation_id: int, as_json: bool) -> None:
     """Print one conversation."""
-    conversation = _store().get_conversation(LOCAL_OWNER, conversation_id)
+    conversation = open_store().get_conversation(LOCAL_OWNER, conversation_id)
     if as_json:
-        _echo_json(conversation)
+        echo_json(conversation)
         return
     click.echo(click.style(conversation["title"] or "Untitled", bold=True))
-    facts = [f"conversation {conversation['id']}", f"updated {_local_time(conversation['updated'])}"]
+    facts = [f"conversation {conversation['id']}", f"updated {local_time(conversation['updated'])}"]
     if conversation["model"]:
         facts.append(f"model {conversation['model']}")
     if conversation["parent_conversation_id"] is not None:
@@ -131,15 +83,15 @@ def show(conversation_id: int, as_json: bool) -> None:
 @click.argument("query")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @json_option
-@_storage_errors
+@storage_errors
 def search(query: str, limit: int, as_json: bool) -> None:
     """Full-text search over messages and titles (every word must match; end a word with * for a prefix).
 
     With --json, snippets mark matches with U+E000 and U+E001.
     """
-    hits = _store().search(LOCAL_OWNER, query, limit=limit)
+    hits = open_store().search(LOCAL_OWNER, query, limit=limit)
     if as_json:
-        _echo_json(hits)
+        echo_json(hits)
         return
     if not hits:
         click.echo("No matches.")
@@ -156,15 +108,15 @@ def search(query: str, limit: int, as_json: bool) -> None:
 @click.argument("conversation_id", type=int)
 @click.argument("title")
 @json_option
-@_storage_errors
+@storage_errors
 def rename(conversation_id: int, title: str, as_json: bool) -> None:
     """Give a conversation a new title."""
-    store = _store()
+    store = open_store()
     store.rename_conversation(LOCAL_OWNER, conversation_id, title)
     conversation = store.get_conversation(LOCAL_OWNER, conversation_id)
     if as_json:
         del conversation["messages"]
-        _echo_json(conversation)
+        echo_json(conversation)
     else:
         click.echo(f"Renamed conversation {conversation_id} to {conversation['title']!r}.")
 
@@ -172,12 +124,12 @@ def rename(conversation_id: int, title: str, as_json: bool) -> None:
 @history.command()
 @click.argument("conversation_id", type=int)
 @json_option
-@_storage_errors
+@storage_errors
 def delete(conversation_id: int, as_json: bool) -> None:
     """Delete a conversation (undo with ``history restore``)."""
-    _store().delete_conversation(LOCAL_OWNER, conversation_id)
+    open_store().delete_conversation(LOCAL_OWNER, conversation_id)
     if as_json:
-        _echo_json({"id": conversation_id, "deleted": True})
+        echo_json({"id": conversation_id, "deleted": True})
     else:
         click.echo(
             f"Deleted conversation {conversation_id}. "
@@ -188,12 +140,12 @@ def delete(conversation_id: int, as_json: bool) -> None:
 @history.command()
 @click.argument("conversation_id", type=int)
 @json_option
-@_storage_errors
+@storage_errors
 def restore(conversation_id: int, as_json: bool) -> None:
     """Bring back a deleted conversation."""
-    _store().restore_conversation(LOCAL_OWNER, conversation_id)
+    open_store().restore_conversation(LOCAL_OWNER, conversation_id)
     if as_json:
-        _echo_json({"id": conversation_id, "deleted": False})
+        echo_json({"id": conversation_id, "deleted": False})
     else:
         click.echo(f"Restored conversation {conversation_id}.")
 
@@ -201,12 +153,12 @@ def restore(conversation_id: int, as_json: bool) -> None:
 @history.command()
 @click.option("--older-than-days", default=30.0, show_default=True, type=click.FloatRange(0))
 @json_option
-@_storage_errors
+@storage_errors
 def purge(older_than_days: float, as_json: bool) -> None:
     """Erase for good conversations deleted more than N days ago."""
-    purged = _store().purge_deleted(LOCAL_OWNER, older_than_days=older_than_days)
+    purged = open_store().purge_deleted(LOCAL_OWNER, older_than_days=older_than_days)
     if as_json:
-        _echo_json({"purged": purged})
+        echo_json({"purged": purged})
     else:
         click.echo(f"Purged {purged} deleted conversation{'s' if purged != 1 else ''}.")
 
@@ -218,12 +170,12 @@ def purge(older_than_days: float, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), required=True,
               help="File to write ('-' for standard output).")
-@_storage_errors
+@storage_errors
 def export(export_all: bool, conversation_ids: tuple[int, ...], fmt: str, output: str) -> None:
     """Export conversations as Markdown or JSON (see storage/EXPORT_FORMAT.md)."""
     if export_all == bool(conversation_ids):
         raise click.UsageError("Give either --all or --conversation ID.")
-    store = _store()
+    store = open_store()
     ids = None if export_all else list(conversation_ids)
     if fmt == "json":
         document = store.export_json(LOCAL_OWNER, ids)
@@ -242,15 +194,15 @@ def export(export_all: bool, conversation_ids: tuple[int, ...], fmt: str, output
 @main.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
-@_storage_errors
+@storage_errors
 def import_(path: Path, as_json: bool) -> None:
     """Import conversations from a ChatCore JSON export; all of them or, on any error, none."""
     size = path.stat().st_size
     if size > MAX_IMPORT_BYTES:
         raise ImportValidationError("", f"{path} is {size:,} bytes; the limit is 50 MB")
-    ids = _store().import_json(LOCAL_OWNER, path.read_bytes())
+    ids = open_store().import_json(LOCAL_OWNER, path.read_bytes())
     if as_json:
-        _echo_json({"imported": ids})
+        echo_json({"imported": ids})
     else:
         listed = ", ".join(map(str, ids))
         click.echo(f"Imported {len(ids)} conversation{'s' if len(ids) != 1 else ''}"

@@ -13,7 +13,7 @@ import click
 
 from chatcore import research
 from chatcore.cli import main
-from chatcore.cli.history import _echo_json, _local_time, _storage_errors, _store, json_option
+from chatcore.cli.common import echo_json, json_option, local_time, open_store, storage_errors
 from storage import LOCAL_OWNER, render_snippet
 from storage import notes as store_notes
 
@@ -26,7 +26,7 @@ def _read_body(body: str | None) -> str | None:
 
 def _print_note_line(note: dict) -> None:
     tags = f"  [{', '.join(note['tags'])}]" if note["tags"] else ""
-    click.echo(f"{note['id']:>6}  {_local_time(note['updated']):16}  {note['title']}{tags}")
+    click.echo(f"{note['id']:>6}  {local_time(note['updated']):16}  {note['title']}{tags}")
 
 
 @main.group()
@@ -41,11 +41,11 @@ def notes() -> None:
 @click.option("--from-message", "message_id", type=int, metavar="ID",
               help="Save this answer; --body then keeps only the part given.")
 @json_option
-@_storage_errors
+@storage_errors
 def add(title: str | None, body: str | None, tags: tuple[str, ...], message_id: int | None, as_json: bool) -> None:
     """Add a note, or save an answer as one with --from-message."""
     text = _read_body(body)
-    store = _store()
+    store = open_store()
     if message_id is not None:
         note_id = research.save_answer_as_note(store, LOCAL_OWNER, message_id, selection=text, title=title, tags=tags)
     else:
@@ -53,7 +53,7 @@ def add(title: str | None, body: str | None, tags: tuple[str, ...], message_id: 
             raise click.UsageError("Give --title and --body, or --from-message ID.")
         note_id = store_notes.add_note(store, LOCAL_OWNER, title=title, body=text, tags=tags)
     if as_json:
-        _echo_json(store_notes.get_note(store, LOCAL_OWNER, note_id))
+        echo_json(store_notes.get_note(store, LOCAL_OWNER, note_id))
     else:
         click.echo(f"Added note {note_id}.")
 
@@ -65,10 +65,10 @@ def add(title: str | None, body: str | None, tags: tuple[str, ...], message_id: 
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--page", default=1, show_default=True, type=click.IntRange(1), help="Page number.")
 @json_option
-@_storage_errors
+@storage_errors
 def list_(tag: str | None, conversation_id: int | None, limit: int, page: int, as_json: bool) -> None:
     """Notes, most recently updated first."""
-    store = _store()
+    store = open_store()
     if conversation_id is not None:
         found = store_notes.pinned_notes(store, LOCAL_OWNER, conversation_id)
         total = len(found)
@@ -76,7 +76,7 @@ def list_(tag: str | None, conversation_id: int | None, limit: int, page: int, a
         found = store_notes.list_notes(store, LOCAL_OWNER, tag=tag, limit=limit, offset=(page - 1) * limit)
         total = store_notes.count_notes(store, LOCAL_OWNER, tag=tag)
     if as_json:
-        _echo_json(found)
+        echo_json(found)
         return
     if not found:
         click.echo("No notes." if page == 1 else "No notes on this page.")
@@ -92,15 +92,15 @@ def list_(tag: str | None, conversation_id: int | None, limit: int, page: int, a
 @notes.command()
 @click.argument("note_id", type=int)
 @json_option
-@_storage_errors
+@storage_errors
 def show(note_id: int, as_json: bool) -> None:
     """Print one note, with where it came from."""
-    note = store_notes.get_note(_store(), LOCAL_OWNER, note_id)
+    note = store_notes.get_note(open_store(), LOCAL_OWNER, note_id)
     if as_json:
-        _echo_json(note)
+        echo_json(note)
         return
     click.echo(click.style(note["title"], bold=True))
-    facts = [f"note {note['id']}", f"updated {_local_time(note['updated'])}"]
+    facts = [f"note {note['id']}", f"updated {local_time(note['updated'])}"]
     if note["tags"]:
         facts.append("tags " + ", ".join(note["tags"]))
     if note["model"]:
@@ -121,15 +121,15 @@ def show(note_id: int, as_json: bool) -> None:
 @click.argument("query")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @json_option
-@_storage_errors
+@storage_errors
 def search(query: str, limit: int, as_json: bool) -> None:
     """Full-text search over titles, bodies and tags (every word must match; end a word with * for a prefix).
 
     With --json, snippets mark matches with U+E000 and U+E001.
     """
-    hits = store_notes.search_notes(_store(), LOCAL_OWNER, query, limit=limit)
+    hits = store_notes.search_notes(open_store(), LOCAL_OWNER, query, limit=limit)
     if as_json:
-        _echo_json(hits)
+        echo_json(hits)
         return
     if not hits:
         click.echo("No matches.")
@@ -147,7 +147,7 @@ def search(query: str, limit: int, as_json: bool) -> None:
 @click.option("--tag", "tags", multiple=True, help="Replace the tags with these (repeatable).")
 @click.option("--no-tags", is_flag=True, help="Remove every tag.")
 @json_option
-@_storage_errors
+@storage_errors
 def edit(note_id: int, title: str | None, body: str | None, tags: tuple[str, ...], no_tags: bool,
          as_json: bool) -> None:
     """Change a note's title, body or tags."""
@@ -156,10 +156,10 @@ def edit(note_id: int, title: str | None, body: str | None, tags: tuple[str, ...
     new_tags = [] if no_tags else list(tags) if tags else None
     if title is None and body is None and new_tags is None:
         raise click.UsageError("Nothing to change: give --title, --body, --tag or --no-tags.")
-    store = _store()
+    store = open_store()
     store_notes.update_note(store, LOCAL_OWNER, note_id, title=title, body=_read_body(body), tags=new_tags)
     if as_json:
-        _echo_json(store_notes.get_note(store, LOCAL_OWNER, note_id))
+        echo_json(store_notes.get_note(store, LOCAL_OWNER, note_id))
     else:
         click.echo(f"Updated note {note_id}.")
 
@@ -167,12 +167,12 @@ def edit(note_id: int, title: str | None, body: str | None, tags: tuple[str, ...
 @notes.command()
 @click.argument("note_id", type=int)
 @json_option
-@_storage_errors
+@storage_errors
 def delete(note_id: int, as_json: bool) -> None:
     """Delete a note for good."""
-    store_notes.delete_note(_store(), LOCAL_OWNER, note_id)
+    store_notes.delete_note(open_store(), LOCAL_OWNER, note_id)
     if as_json:
-        _echo_json({"id": note_id, "deleted": True})
+        echo_json({"id": note_id, "deleted": True})
     else:
         click.echo(f"Deleted note {note_id}.")
 
@@ -184,20 +184,20 @@ conversation_option = click.option("--conversation", "conversation_id", type=int
 @notes.command()
 @click.argument("note_id", type=int)
 @conversation_option
-@_storage_errors
+@storage_errors
 def pin(note_id: int, conversation_id: int) -> None:
     """Pin a note to a conversation: the model sees it in every later answer there."""
-    store_notes.pin_note(_store(), LOCAL_OWNER, note_id, conversation_id)
+    store_notes.pin_note(open_store(), LOCAL_OWNER, note_id, conversation_id)
     click.echo(f"Pinned note {note_id} to conversation {conversation_id}.")
 
 
 @notes.command()
 @click.argument("note_id", type=int)
 @conversation_option
-@_storage_errors
+@storage_errors
 def unpin(note_id: int, conversation_id: int) -> None:
     """Unpin a note from a conversation."""
-    store_notes.unpin_note(_store(), LOCAL_OWNER, note_id, conversation_id)
+    store_notes.unpin_note(open_store(), LOCAL_OWNER, note_id, conversation_id)
     click.echo(f"Unpinned note {note_id} from conversation {conversation_id}.")
 
 
@@ -205,14 +205,14 @@ def unpin(note_id: int, conversation_id: int) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Directory for one file per note (or, with --single-file, the file).")
 @click.option("--single-file", is_flag=True, help="Write one Markdown document.")
-@_storage_errors
+@storage_errors
 def export(output: Path, single_file: bool) -> None:
     """Export every note as Markdown with YAML front matter."""
     if single_file and output.is_dir():
         raise click.UsageError(f"{output} is a directory; --single-file needs a file name.")
     if not single_file and output.exists() and not output.is_dir():
         raise click.UsageError(f"{output} is a file; give a directory, or add --single-file.")
-    store = _store()
+    store = open_store()
     count = store_notes.count_notes(store, LOCAL_OWNER)
     research.export_notes(store, LOCAL_OWNER, output, single_file=single_file)
     click.echo(f"Exported {count} note{'s' if count != 1 else ''} to {output}.")
@@ -226,8 +226,8 @@ def feedback() -> None:
 @feedback.command("export")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="JSON Lines file to write.")
-@_storage_errors
+@storage_errors
 def feedback_export(output: Path) -> None:
     """Write every rated answer with its question and settings as JSON Lines."""
-    count = research.export_feedback(_store(), LOCAL_OWNER, output)
+    count = research.export_feedback(open_store(), LOCAL_OWNER, output)
     click.echo(f"Exported {count} rated answer{'s' if count != 1 else ''} to {output}.")
