@@ -10,7 +10,7 @@ from tests.tiny import save_tiny
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own CHATCORE_HOME, so no test touches the user's history."""
     home = tmp_path / "home"
     monkeypatch.setenv("CHATCORE_HOME", str(home))

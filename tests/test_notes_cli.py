@@ -15,11 +15,6 @@ from storage import Store
 from storage import notes
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "chatcore-home"
-    monkeypatch.setenv("CHATCORE_HOME", str(home))
-    return home
 
 
 @pytest.fixture

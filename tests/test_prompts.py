@@ -341,10 +341,6 @@ def test_parse_var_options_refuses_duplicates():
 # --- CLI ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CHATCORE_HOME", str(tmp_path))
-    return tmp_path
 
 
 def test_cli_list_json(home, builtins):

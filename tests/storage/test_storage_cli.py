@@ -12,11 +12,6 @@ from chatcore.cli import main
 from storage import Store
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "chatcore-home"
-    monkeypatch.setenv("CHATCORE_HOME", str(home))
-    return home
 
 
 @pytest.fixture
