@@ -57,6 +57,11 @@ class Request:
         return self.abandoned.is_set() or (self.cancel is not None and self.cancel.is_set())
 
 
+def _plain_greedy(request: Request) -> bool:
+    """Greedy with no repetition penalty: the next token is the argmax of the logits."""
+    return request.params.temperature == 0.0 and request.params.repetition_penalty == 1.0
+
+
 class Scheduler:
     """Runs ``prefill(tokens [1, S], slot) -> logits [1, V]`` and ``decode(tokens [B], pos [B], length) ->
     logits [B, V]`` for up to ``slots`` concurrent requests on one worker thread."""
@@ -149,10 +154,12 @@ class Scheduler:
             return
         self.steps += 1
         self.rows += len(self._running)
+        # Plain greedy rows (the common case) share one argmax instead of one sampling call each.
+        greedy = logits.argmax(dim=-1).tolist() if any(map(_plain_greedy, self._running.values())) else None
         for slot, request in list(self._running.items()):
             request.pos += 1
             try:
-                self._emit(request, logits[slot : slot + 1])
+                self._emit(request, logits[slot : slot + 1], greedy[slot] if greedy and _plain_greedy(request) else None)
             except Exception as exc:  # noqa: BLE001 - a dead decoder thread would leave every request hanging
                 self._finish(request, "error", exc)
 
@@ -168,15 +175,17 @@ class Scheduler:
             self._clear(slot, self._finite[slot], end)
             self._finite[slot] = end
 
-    def _emit(self, request: Request, logits: torch.Tensor) -> None:
-        """Sample the request's next token from logits [1, V], hand it over, and end the request if due."""
+    def _emit(self, request: Request, logits: torch.Tensor, chosen: int | None = None) -> None:
+        """Sample the request's next token from logits [1, V] (unless ``chosen`` already is), hand it
+        over, and end the request if due."""
         if request.stopped:
             self._finish(request, "cancelled")
             return
         p = request.params
-        token = sample_next(logits, request.seen, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                            repetition_penalty=p.repetition_penalty, generator=request.generator)
-        token_id = int(token)
+        if chosen is None:
+            chosen = int(sample_next(logits, request.seen, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                     repetition_penalty=p.repetition_penalty, generator=request.generator))
+        token_id = chosen
         request.produced += 1
         if token_id in request.eos_ids:
             self._finish(request, "stop")
@@ -187,7 +196,7 @@ class Scheduler:
             return
         request.last = token_id
         if p.repetition_penalty != 1.0:
-            request.seen = torch.cat([request.seen, token.view(1, 1)], dim=1)
+            request.seen = torch.cat([request.seen, torch.tensor([[token_id]], device=request.seen.device)], dim=1)
 
     def _finish(self, request: Request, reason: str, error: BaseException | None = None) -> None:
         self._running.pop(request.slot, None)
