@@ -105,6 +105,7 @@ def measure_chatcore() -> dict[str, float]:
     results["peak_rss_mb"] = _peak_rss_mb()
     results["quant"] = engine.quant  # type: ignore[assignment]
     results["compiled"] = engine._step.compiled  # type: ignore[assignment]
+    results["kernels"] = engine.kernels  # type: ignore[assignment]
     return results
 
 

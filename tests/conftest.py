@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.tiny import save_tiny
+
+
+@pytest.fixture(autouse=True, scope="session")
+def kernel_builds() -> Path:
+    """One build of the C++ kernels for the whole run (and the next ones), whatever cache a test uses.
+
+    It is a re-creatable build product keyed by source, torch and CPU, so sharing it isolates nothing away.
+    """
+    directory = Path(os.environ.get("CHATCORE_KERNELS") or Path.home() / ".cache" / "chatcore" / "kernels")
+    os.environ["CHATCORE_KERNELS"] = str(directory)
+    return directory
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import torch
 from chatcore.chat import Message
 from chatcore.errors import ModelError, ParameterError
 from chatcore.events import Event, TextDelta
+from chatcore.fast import native
 from chatcore.fast import quant as quantization
 from chatcore.fast.model import Transformer, from_hf_state, supports
 from chatcore.fast.scheduler import Done, Request, Scheduler
@@ -67,21 +68,25 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
         raise ModelError(f"--quant {mode} uses torch's CPU kernels; on {device.type} use --quant none (bfloat16)")
     state = _read_state(files)
     weights_sha = sources.weights_hash(Path(directory))
+    kernels = native.load(Path(settings.cache), progress) if device.type == "cpu" and mode != "none" else None
     if mode == "auto":
-        mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress)
+        mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress, kernels)
     compute = torch.bfloat16 if mode != "none" else dtype
     parameters = sum(t.numel() for t in state.values())
     model = from_hf_state(config, state, compute, consume=True)  # frees each float32 tensor once converted
-    _quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors")
+    _quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors",
+                     kernels)
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
     model.setup_cache(SLOTS, window)
+    if kernels is not None:
+        native.attach(kernels, model)
     label = str(compute).removeprefix("torch.") + ("" if mode == "none" else f"+{mode}")
     info = ModelInfo(name=settings.model, device=str(device), dtype=label, context_window=window,
                      weights_sha256=weights_sha, parameters=parameters)
     del state
     engine = FastEngine(model, tokenizer, info, config=config, directory=Path(directory), quant=mode,
-                        compile_step=_want_compile(model, settings.compile, progress))
+                        compile_step=_want_compile(model, settings.compile, progress), kernels=kernels)
     return engine
 
 
@@ -89,7 +94,12 @@ COMPILE_MIN_PARAMETERS = 10_000_000  # below this (test models) compiling costs 
 
 
 def _want_compile(model: Transformer, choice: str, progress: Callable[[str], None] | None) -> bool:
-    """"1" forces compiling the decode step, "0" turns it off; "auto" compiles real models, not tiny ones."""
+    """"1" forces compiling the decode step, "0" turns it off; "auto" compiles real models, not tiny ones.
+
+    A model with the C++ step attached has nothing left to compile.
+    """
+    if model.native_step is not None:
+        return False
     if choice in ("0", "1"):
         want = choice == "1"
     else:
@@ -107,14 +117,16 @@ class _ConfigOnly:
         self.config = config
 
 
-def _quantize_cached(model: Transformer, mode: str, path: Path) -> None:
+def _quantize_cached(model: Transformer, mode: str, path: Path, kernels: Any = None) -> None:
     """Quantize with the packed weights cached on disk: packing takes seconds, reading them back does not."""
     from safetensors.torch import load_file, save_file
 
     if mode == "none":
         return
-    # The packed layout belongs to torch's CPU kernels, so the cache is only valid for this torch.
-    path = path.with_name(f"{path.stem}-torch{torch.__version__.replace('+', '_')}{path.suffix}")
+    # torch's packed layout belongs to its CPU kernels, so that cache is only valid for this torch;
+    # ChatCore's own layout is versioned with its kernels.
+    kind = f"native{native.FORMAT_VERSION}" if kernels is not None else f"torch{torch.__version__.replace('+', '_')}"
+    path = path.with_name(f"{path.stem}-{kind}{path.suffix}")
     try:
         # Cloned: tensors read by safetensors may sit at addresses the packed CPU kernels cannot take
         # (int8 matmuls on such memory crash); clones get torch's aligned allocations.
@@ -122,7 +134,7 @@ def _quantize_cached(model: Transformer, mode: str, path: Path) -> None:
     except (OSError, ValueError, RuntimeError):  # absent or damaged: rebuild it
         packed = {}
     known = len(packed)
-    quantization.quantize(model, mode, dense_prefill=True, packed=packed)
+    quantization.quantize(model, mode, dense_prefill=True, packed=packed, kernels=kernels)
     if len(packed) > known:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,15 +156,16 @@ def _read_state(files: Sequence[Path]) -> dict[str, torch.Tensor]:
 
 def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, device: torch.device,
                  dtype: torch.dtype, settings: Settings, weights_sha: str,
-                 progress: Callable[[str], None] | None = None) -> str:
+                 progress: Callable[[str], None] | None = None, kernels: Any = None) -> str:
     """``auto``: the fastest quantization whose perplexity stays within 2% of float32's.
 
     Quantized weights compute in bfloat16, so an explicit float32 dtype (or a GPU) means ``none``.
-    The check runs once per model and is remembered in the cache directory.
+    The check runs once per model and kernel family, and is remembered in the cache directory.
     """
     if device.type != "cpu" or dtype != torch.float32 or settings.dtype not in ("auto", "bfloat16"):
         return "none"
-    record = Path(settings.cache) / "fast" / f"quant-{weights_sha[:16]}.json"
+    kind = f"-native-{native.source_digest()}" if kernels is not None else ""
+    record = Path(settings.cache) / "fast" / f"quant-{weights_sha[:16]}{kind}.json"
     try:
         return json.loads(record.read_text())["quant"]
     except (OSError, ValueError, KeyError):
@@ -162,7 +175,7 @@ def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, de
     reference = quantized_perplexity(config, state, ids, "none")
     chosen, scores = "none", {"none": reference}
     for mode in ("int4", "int8"):  # fastest first
-        scores[mode] = quantized_perplexity(config, state, ids, mode)
+        scores[mode] = quantized_perplexity(config, state, ids, mode, kernels)
         if scores[mode] <= reference * PPL_TOLERANCE:
             chosen = mode
             break
@@ -174,10 +187,29 @@ def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, de
     return chosen
 
 
-def quantized_perplexity(config: Any, state: dict[str, torch.Tensor], ids: torch.Tensor, mode: str) -> float:
-    """Perplexity of ids [1, S] under the model quantized with ``mode`` (``none``: float32)."""
-    model = quantization.quantize(from_hf_state(config, state, torch.float32 if mode == "none" else torch.bfloat16), mode)
+def quantized_perplexity(config: Any, state: dict[str, torch.Tensor], ids: torch.Tensor, mode: str,
+                         kernels: Any = None) -> float:
+    """Perplexity of ids [1, S] under the model quantized with ``mode`` (``none``: float32).
+
+    With ``kernels`` every position goes through the C++ one-token step, the path that answers use.
+    """
+    model = from_hf_state(config, state, torch.float32 if mode == "none" else torch.bfloat16)
+    model = quantization.quantize(model, mode, kernels=kernels)
+    if kernels is not None and mode != "none":
+        model.setup_cache(1, ids.shape[1])
+        if native.attach(kernels, model):
+            return stepwise_perplexity(model, ids)
     return perplexity(model, ids)
+
+
+def stepwise_perplexity(model: Transformer, ids: torch.Tensor) -> float:
+    """Perplexity of ids [1, S] fed one token at a time through ``model.decode`` (slot 0)."""
+    nll = torch.zeros(())
+    with torch.inference_mode():
+        for position in range(ids.shape[1] - 1):
+            logits = model.decode(ids[0, position : position + 1], torch.tensor([position]), position + 1)
+            nll += torch.nn.functional.cross_entropy(logits.float(), ids[0, position + 1 : position + 2])
+    return float(torch.exp(nll / (ids.shape[1] - 1)))
 
 
 def perplexity(model: Transformer, ids: torch.Tensor) -> float:
@@ -192,7 +224,7 @@ class FastEngine:
     """Streams answers from the fast decoder; the interface of ``chatcore.engine.LocalEngine``."""
 
     def __init__(self, decoder: Transformer, tokenizer: Any, info: Any, *, config: Any, directory: Path,
-                 quant: str, compile_step: bool = True) -> None:
+                 quant: str, compile_step: bool = True, kernels: Any = None) -> None:
         from chatcore.engine import _eos_token_ids
 
         self.decoder = decoder
@@ -205,8 +237,11 @@ class FastEngine:
         self._hf_lock = threading.Lock()
         self._eos_ids = frozenset(_eos_token_ids(_GenerationConfigOnly(directory, config), tokenizer))
         self._step = _StepRunner(decoder, compile_step)
+        argmax = None
+        if kernels is not None and decoder.native_step is not None:
+            argmax = lambda logits: kernels.argmax(logits).tolist()  # noqa: E731 - one line, one use
         self.scheduler = Scheduler(self._prefill, self._step, slots=decoder.slots, length=decoder.length,
-                                   clear=decoder.clear, device=decoder.device)
+                                   clear=decoder.clear, device=decoder.device, argmax=argmax)
 
     @property
     def model(self) -> Any:
@@ -222,6 +257,11 @@ class FastEngine:
     @property
     def context_window(self) -> int:
         return self.info.context_window
+
+    @property
+    def kernels(self) -> str:
+        """Whose kernels decode: ChatCore's C++ step ("native") or torch's."""
+        return "native" if self.decoder.native_step is not None else "torch"
 
     @property
     def model_name(self) -> str:
@@ -279,7 +319,8 @@ class FastEngine:
         if tail:
             yield TextDelta(tail)
         yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
-                             info=self.info, engine="chatcore.fast", quant=self.quant, compiled=self._step.compiled)
+                             info=self.info, engine="chatcore.fast", quant=self.quant, compiled=self._step.compiled,
+                             kernels=self.kernels)
 
 
 class _GenerationConfigOnly:
@@ -317,6 +358,8 @@ class _StepRunner:
                  torch.zeros(rows, dtype=torch.long, device=self.decoder.device), min(128, self.decoder.length))
 
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+        if self.decoder.native_step is not None:  # the C++ step: no mask, no graph, no Python per layer
+            return self.decoder.native_step.decode(tokens, pos)
         mask = self.decoder._mask(pos, length)
         with torch.inference_mode():
             if self.compiled:

@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Prompts up to this many tokens prefill through the C++ step (no per-layer Python, no GEMM set-up);
+# longer ones through bfloat16 GEMMs, whose matrix units win once there are enough rows.
+NATIVE_PREFILL_ROWS = 128
+
+
 @dataclass(frozen=True)
 class FastConfig:
     """The few numbers the decoder needs, read from a transformers config."""
@@ -183,6 +188,8 @@ class Transformer(nn.Module):
         self.slots = 0
         self.length = 0
         self.rope_source: Any = None  # length -> (cos, sin) [length, D], set by the loader
+        # The C++ one-token step (chatcore.fast.native) over these same weights and cache, when attached.
+        self.native_step: Any = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -203,10 +210,14 @@ class Transformer(nn.Module):
         cos, sin = self.rope_source(length)
         self.cos, self.sin = cos.to(self.device, self.dtype), sin.to(self.device, self.dtype)
         self.slots, self.length = slots, length
+        self.native_step = None  # it held the old cache; attach it again
 
     def prefill(self, tokens: torch.Tensor, slot: int, start: int = 0) -> torch.Tensor:
         """Run one sequence's prompt (or a chunk of it) into ``slot``. tokens: [1, S] -> last logits [1, V]."""
         s = tokens.shape[1]
+        if self.native_step is not None and s <= NATIVE_PREFILL_ROWS:
+            return self.native_step.forward(tokens[0], torch.full((s,), slot), torch.arange(start, start + s),
+                                            torch.tensor([s - 1]))
         cos = self.cos[start : start + s][None, None]  # [1, 1, S, D]
         sin = self.sin[start : start + s][None, None]
         x = self.embed(tokens)  # [1, S, dim]
@@ -238,6 +249,8 @@ class Transformer(nn.Module):
 
     def decode(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
         """One step for slots 0..B-1. tokens, pos: [B]; attends to cache positions < length -> logits [B, V]."""
+        if self.native_step is not None:  # it reads exactly positions <= pos of each row
+            return self.native_step.decode(tokens, pos)
         return self._decode(tokens, pos, self._mask(pos, length))
 
     def _mask(self, pos: torch.Tensor, length: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Weight-only quantized linears over torch's packed CPU kernels: int8 per channel, int4 per group.
+"""Weight-only quantized linears: ChatCore's own q4/q8 kernels where the CPU has them, else torch's
+packed CPU kernels (int8 per channel, int4 per group).
 
 Decoding one token reads every weight once, so on CPU its speed is set by bytes per weight.
 Activations stay bfloat16 (the kernels are fast for bf16 inputs, slow for float32 ones).
@@ -6,8 +7,12 @@ Activations stay bfloat16 (the kernels are fast for bf16 inputs, slow for float3
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from chatcore.fast import native
 
 MODES = ("none", "int8", "int4")
 # Above this many rows (prompt tokens in a prefill) a layer with a dense bf16 copy multiplies with it:
@@ -106,6 +111,40 @@ class Int4Linear(nn.Module):
         return packed.float().T.contiguous()
 
 
+class NativeLinear(nn.Module):
+    """A q4 or q8 weight for ChatCore's own kernels (:mod:`chatcore.fast.native`), which the C++
+    decode step also reads directly; short inputs multiply through the kernel, long prefills through
+    the optional dense bfloat16 copy."""
+
+    def __init__(self, weight: torch.Tensor, bits: int, kernels: Any, dense: torch.Tensor | None = None,
+                 packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.bits = bits
+        self.register_buffer("dense", dense)
+        if packed is None:
+            packed = native.pack_q4(weight) if bits == 4 else native.pack_q8(weight)
+        self.register_buffer("codes", packed[0])
+        self.register_buffer("scales", packed[1])
+        # Holds references to the two buffers above (not copies); the decode step shares it.
+        self.kernel = kernels.QLinear(bits, self.codes, self.scales, self.out_features, self.in_features)
+
+    def packed(self) -> dict[str, torch.Tensor]:
+        """The buffers that took work to compute, for the on-disk cache."""
+        return {"codes": self.codes, "scales": self.scales}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := _dense_or_none(self, x)) is not None:
+            return y
+        shape = x.shape
+        y = self.kernel.forward(x.reshape(-1, shape[-1])).to(x.dtype)
+        return y.view(*shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        unpack = native.unpack_q4 if self.bits == 4 else native.unpack_q8
+        return unpack(self.codes, self.scales, self.out_features)
+
+
 def int4_groupsize(in_features: int, preferred: int) -> int | None:
     """The largest group size <= preferred that divides K (the kernel needs K % g == 0), else None."""
     for g in (preferred, 128, 64, 32):
@@ -115,8 +154,12 @@ def int4_groupsize(in_features: int, preferred: int) -> int | None:
 
 
 def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "output",
-             dense_prefill: bool = False, packed: dict[str, torch.Tensor] | None = None) -> nn.Module:
+             dense_prefill: bool = False, packed: dict[str, torch.Tensor] | None = None,
+             kernels: Any = None) -> nn.Module:
     """Replace the model's linears in place with ``mode`` ones; returns it.
+
+    ``kernels`` (the module :func:`chatcore.fast.native.load` returns) selects ChatCore's own q4/q8
+    kernels for every layer whose shape they take; without it, torch's packed kernels.
 
     ``packed`` is a cache of quantized buffers by ``layer.buffer`` name: layers found there are
     rebuilt from it (packing int4 weights takes seconds), and the others are added to it.
@@ -138,10 +181,14 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
         weight = linear.weight.detach()
         dense = weight.to(torch.bfloat16) if dense_prefill and name != head else None
         g = int4_groupsize(weight.shape[1], groupsize)
+        if kernels is not None and native.supported_shape(weight):
+            bits = 8 if mode == "int8" or name == head else 4
+            cached = _cached(packed, name, ("codes", "scales"))
+            replacement: nn.Module = NativeLinear(weight, bits, kernels, dense, cached)
         # The packed int4 layout needs N % 16 == 0; other shapes (rare, tiny vocabularies) stay int8.
-        if mode == "int8" or name == head or not g or weight.shape[0] % 16:
+        elif mode == "int8" or name == head or not g or weight.shape[0] % 16:
             cached = _cached(packed, name, ("weight", "scales"))
-            replacement: nn.Module = Int8Linear(weight, dense, cached)
+            replacement = Int8Linear(weight, dense, cached)
         else:
             cached = _cached(packed, name, ("weight", "scales_and_zeros"))
             replacement = Int4Linear(weight, g, dense, cached)

@@ -67,8 +67,10 @@ class Scheduler:
     logits [B, V]`` for up to ``slots`` concurrent requests on one worker thread."""
 
     def __init__(self, prefill: Callable, decode: Callable, *, slots: int, length: int,
-                 clear: Callable[[int, int, int], None], device: torch.device) -> None:
+                 clear: Callable[[int, int, int], None], device: torch.device,
+                 argmax: Callable[[torch.Tensor], list[int]] | None = None) -> None:
         self._prefill, self._decode, self._clear = prefill, decode, clear
+        self._argmax = argmax or (lambda logits: logits.argmax(dim=-1).tolist())
         self.slots, self.length, self.device = slots, length, device
         self._waiting: "queue.SimpleQueue[Request]" = queue.SimpleQueue()
         self._running: dict[int, Request] = {}  # slot -> request
@@ -155,7 +157,7 @@ class Scheduler:
         self.steps += 1
         self.rows += len(self._running)
         # Plain greedy rows (the common case) share one argmax instead of one sampling call each.
-        greedy = logits.argmax(dim=-1).tolist() if any(map(_plain_greedy, self._running.values())) else None
+        greedy = self._argmax(logits) if any(map(_plain_greedy, self._running.values())) else None
         for slot, request in list(self._running.items()):
             request.pos += 1
             try:

@@ -1,0 +1,783 @@
+// ChatCore's CPU decode kernels: weight-only 4-bit and 8-bit linears on AVX-512 VNNI, and the whole
+// one-token step of a Llama decoder in C++ (one call per token instead of hundreds of torch ops).
+//
+// Why: a token reads every weight once, so decoding is bound by bytes read and by per-op overhead.
+// torch's packed int4 kernel reads ~4.5 GB/s per thread here and eager glue costs ~8 ms a token.
+// These kernels quantize the activations to int8 per group of 32 (as llama.cpp does) so that the
+// inner product is one `vpdpbusd` per 32 weights, and the step runs with no Python in it.
+//
+// Formats (built by chatcore/fast/native.py, laid out as described above QLinear):
+//   q4: codes q in 0..15 per group of 32 along K, with a bf16 scale and minimum: w = q * scale + min.
+//   q8: codes u = w8 + 128 with w8 in -127..127 and a float scale per output row: w = w8 * scale.
+// Activations: float32 everywhere; the KV cache is bfloat16 [slots, kv_heads, length, head_dim].
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>  // at::get_num_threads
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// A pool of spinning workers for the many short parallel loops of one step (~150 a token).
+// Why not at::parallel_for: OpenMP teams started from a thread other than the main one (the
+// scheduler's) park between regions, and waking them costs ~50 us a region: 15 ms a token instead
+// of 4. These workers spin while work keeps coming and sleep after a short idle spell.
+class SpinPool {
+ public:
+  explicit SpinPool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work_loop(); });
+  }
+  ~SpinPool() {
+    stop_.store(true);
+    { std::lock_guard<std::mutex> hold(sleep_lock_); }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  // fn(begin, end) over [0, n) in chunks of `grain`, on the caller and every worker.
+  template <class F>
+  void run(int64_t n, int64_t grain, const F& fn) {
+    if (workers_.empty() || n <= grain) {
+      if (n > 0) fn(0, n);
+      return;
+    }
+    std::lock_guard<std::mutex> one_job(run_lock_);  // two decoders never share the workers at once
+    job_ = [&fn](int64_t a, int64_t b) { fn(a, b); };
+    n_ = n, grain_ = grain;
+    next_.store(0, std::memory_order_relaxed);
+    pending_.store(int(workers_.size()), std::memory_order_relaxed);
+    epoch_.fetch_add(1, std::memory_order_release);
+    { std::lock_guard<std::mutex> hold(sleep_lock_); }
+    wake_.notify_all();
+    take_chunks();
+    while (pending_.load(std::memory_order_acquire) > 0) _mm_pause();
+  }
+
+ private:
+  void take_chunks() {
+    for (int64_t a; (a = next_.fetch_add(grain_, std::memory_order_relaxed)) < n_;) job_(a, std::min(n_, a + grain_));
+  }
+
+  void work_loop() {
+    uint64_t seen = 0;
+    while (true) {
+      auto idle_since = std::chrono::steady_clock::now();
+      for (int spins = 0; epoch_.load(std::memory_order_acquire) == seen && !stop_.load(); ++spins) {
+        _mm_pause();
+        if ((spins & 1023) == 1023 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(2)) {
+          std::unique_lock<std::mutex> hold(sleep_lock_);
+          wake_.wait(hold, [&] { return epoch_.load() != seen || stop_.load(); });
+        }
+      }
+      if (stop_.load()) return;
+      seen = epoch_.load(std::memory_order_acquire);
+      take_chunks();
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::function<void(int64_t, int64_t)> job_;
+  int64_t n_ = 0, grain_ = 1;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> epoch_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex run_lock_, sleep_lock_;
+  std::condition_variable wake_;
+};
+
+SpinPool& pool() {
+  static SpinPool instance(std::max(1, at::get_num_threads()));
+  return instance;
+}
+
+constexpr int64_t GROUP = 32;  // quantization group along K, for weights and activations alike
+constexpr int TILE = 8;        // rows of activations that share one read of the weights
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffff) > 0x7f800000) return 0x7fc0;  // NaN stays NaN
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return uint16_t(bits >> 16);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 16 bfloat16 values widened to float32.
+inline __m512 load_bf16x16(const uint16_t* p) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+// e^x for 16 lanes: 2^(x log2 e) split into 2^n (scalef) and 2^f for |f| <= 1/2 by its Taylor
+// polynomial (relative error ~1e-7, far below what bfloat16 caches and int8 activations keep).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-88.f));
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.6931471805599453f));  // 2^(t-n) = e^f
+  // e^f for |f| <= ln2/2: 1 + f + f^2/2 + ... + f^7/7!
+  __m512 p = _mm512_set1_ps(1.f / 5040);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 720));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// out[i] = silu(gate[i]) * up[i]
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  int64_t i = 0;
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
+    const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+}
+
+// Activations quantized per row and group of 32: x ~ q * scale.
+struct QuantizedRows {
+  int64_t rows = 0, k = 0, groups = 0;
+  std::vector<int8_t> q;       // [rows, k]
+  std::vector<float> scale;    // [rows, groups]
+  std::vector<float> sum;      // [rows, groups]: the sum of each quantized group (for q4's minimum term)
+  std::vector<float> offset;   // [rows]: sum_g scale_g * 128 * sum(q_g) (for q8's +128 storage)
+
+  void quantize(const float* x, int64_t rows_, int64_t k_) {
+    rows = rows_, k = k_, groups = k_ / GROUP;
+    q.resize(rows * k), scale.resize(rows * groups), sum.resize(rows * groups), offset.resize(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      float off = 0.f;
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* src = x + r * k + g * GROUP;
+        __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        float s = amax / 127.f;
+        __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv));  // rounds to nearest
+        __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+        int8_t* dst = q.data() + r * k + g * GROUP;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(qa));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm512_cvtsepi32_epi8(qb));
+        // The sum of the quantized values, not of x: then a q4 row computes exactly w . x~, whose
+        // error is w . (x~ - x); with x's own sum the large mean of the codes would multiply x~ - x.
+        const float qsum = s * float(_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)));
+        scale[r * groups + g] = s;
+        sum[r * groups + g] = qsum;
+        off += 128.f * qsum;
+      }
+      offset[r] = off;
+    }
+  }
+};
+
+// The weights are stored in blocks of 16 output rows, so that one `vpdpbusd` multiplies 4 inputs into
+// all 16 rows at once (lane j is row j) and the int32 sums of a group need one conversion for 16 rows.
+//   q4: per block and group, 256 bytes: load i (0..3) of 64 bytes holds, in lane j, byte t,
+//       the code of row j at k = 4i + t (low nibble) and at k = 4(i + 4) + t (high nibble);
+//       then bf16 scales [16] and minimums [16] per block and group: scale_min [N/16, G, 2, 16].
+//   q8: per block and group, 512 bytes: load c (0..7) holds, in lane j, byte t, row j at k = 4c + t.
+constexpr int64_t ROWS = 16;
+constexpr int64_t PREFETCH_BLOCKS = 2;  // how far ahead the kernels prefetch weights (a hint: past the end is harmless)
+
+inline __m512i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return _mm512_set1_epi32(v);
+}
+
+// The int32 dot products of 32 activations with 16 weight rows (op: 8 operands of 4 inputs each), in
+// two independent chains so that the multiply-adds overlap instead of waiting on each other.
+inline __m512i dot32(const __m512i* op, const int8_t* xq) {
+  __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+  for (int c = 0; c < 8; c += 2) {
+    even = _mm512_dpbusd_epi32(even, op[c], broadcast4(xq + 4 * c));
+    odd = _mm512_dpbusd_epi32(odd, op[c + 1], broadcast4(xq + 4 * c + 4));
+  }
+  return _mm512_add_epi32(even, odd);
+}
+
+// Output rows [r0, r0 + NB) and weight blocks [b0, b1) of y = x @ W.T, q4 weights.
+template <int NB>
+void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
+             int64_t b0, int64_t b1, int64_t n_out) {
+  const int64_t K = x.k, G = x.groups;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    __m512 acc[NB], mins[NB];
+    for (int i = 0; i < NB; ++i) acc[i] = _mm512_setzero_ps(), mins[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+      const uint8_t* w = qw + (blk * G + g) * 256;
+      // Ask for the block after next now: the hardware prefetcher alone leaves the loads waiting.
+      const uint8_t* ahead = w + PREFETCH_BLOCKS * G * 256;
+      for (int line = 0; line < 4; ++line) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * line), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(sm + ((blk + PREFETCH_BLOCKS) * G + g) * 2 * ROWS), _MM_HINT_T0);
+      __m512i op[8];
+      for (int i = 0; i < 4; ++i) {
+        __m512i raw = _mm512_loadu_si512(w + 64 * i);
+        op[i] = _mm512_and_si512(raw, low);
+        op[i + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+      }
+      const uint16_t* s = sm + (blk * G + g) * 2 * ROWS;
+      const __m512 scale = load_bf16x16(s), minimum = load_bf16x16(s + ROWS);
+#pragma GCC unroll 8
+      for (int i = 0; i < NB; ++i) {
+        const int64_t r = r0 + i;
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot32(op, x.q.data() + r * K + g * GROUP)),
+                                 _mm512_mul_ps(scale, _mm512_set1_ps(x.scale[r * G + g])), acc[i]);
+        mins[i] = _mm512_fmadd_ps(minimum, _mm512_set1_ps(x.sum[r * G + g]), mins[i]);
+      }
+    }
+    const int64_t n = blk * ROWS;
+    const __mmask16 keep = n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
+    for (int i = 0; i < NB; ++i) _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, keep, _mm512_add_ps(acc[i], mins[i]));
+  }
+}
+
+// Output rows [r0, r0 + NB) and weight blocks [b0, b1) of y = x @ W.T, q8 weights.
+template <int NB>
+void q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
+             int64_t b0, int64_t b1, int64_t n_out) {
+  const int64_t K = x.k, G = x.groups;
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    __m512 acc[NB];
+    for (int i = 0; i < NB; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; ++g) {
+      const uint8_t* w = qw + (blk * G + g) * 512;
+      const uint8_t* ahead = w + PREFETCH_BLOCKS * G * 512;
+      for (int line = 0; line < 8; ++line) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * line), _MM_HINT_T0);
+      __m512i op[8];
+      for (int c = 0; c < 8; ++c) op[c] = _mm512_loadu_si512(w + 64 * c);
+#pragma GCC unroll 8
+      for (int i = 0; i < NB; ++i) {
+        const int64_t r = r0 + i;
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot32(op, x.q.data() + r * K + g * GROUP)),
+                                 _mm512_set1_ps(x.scale[r * G + g]), acc[i]);
+      }
+    }
+    const int64_t n = blk * ROWS;
+    const __mmask16 keep = n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
+    const __m512 rs = _mm512_loadu_ps(row_scale + n);
+    for (int i = 0; i < NB; ++i)
+      _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, keep,
+                            _mm512_mul_ps(rs, _mm512_sub_ps(acc[i], _mm512_set1_ps(x.offset[r0 + i]))));
+  }
+}
+
+#ifdef __AMX_INT8__
+// With several rows of activations the vpdpbusd kernels above are bound by that one instruction (one a
+// cycle, 64 multiply-adds). AMX multiplies a whole tile: up to 16 rows x 32 inputs x 16 weight rows in
+// one `tdpbsud` (signed activations times unsigned codes, the same arithmetic). q8 weight blocks are
+// already in the tile layout AMX wants for its second operand: 8 rows of 4 inputs x 16 outputs.
+constexpr int AMX_ROWS = 16;  // activation rows per tile
+constexpr int64_t AMX_MIN_ROWS = 4;  // below this the vpdpbusd kernels are faster
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Whether this process may use AMX: Linux hands out the tile state only on request.
+bool amx_ready() {
+  static const bool ready = [] {
+    constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+  }();
+  return ready;
+}
+
+// Two sets of tiles, so that a group's product runs while the previous group's sums are scaled:
+// set 0 is tmm0 (int32 sums, rows x 16), tmm1 (activations, rows x 32 int8), tmm2 (codes, 8 x 64);
+// set 1 is tmm3, tmm4, tmm5.
+void configure_tiles(int rows) {
+  TileConfig cfg;
+  for (int set = 0; set < 2; ++set) {
+    cfg.rows[3 * set] = uint8_t(rows), cfg.colsb[3 * set] = 64;
+    cfg.rows[3 * set + 1] = uint8_t(rows), cfg.colsb[3 * set + 1] = 32;
+    cfg.rows[3 * set + 2] = 8, cfg.colsb[3 * set + 2] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// The tile intrinsics take their tile numbers as literals.
+#define CHATCORE_AMX_PRODUCT(C, A, B, activations, stride, codes) \
+  do {                                                            \
+    _tile_zero(C);                                                \
+    _tile_loadd(A, activations, stride);                          \
+    _tile_loadd(B, codes, 64);                                    \
+    _tile_dpbsud(C, A, B);                                        \
+  } while (0)
+
+// Rows [r0, r0 + rows) and weight blocks [b0, b1) of y = x @ W.T on AMX, q8 weights (their blocks are
+// tiles as stored). For q4 weights AMX measured slower than vpdpbusd here: unpacking each group into
+// a tile and scaling every group's sums apart costs more than the multiply-adds it saves.
+void amx_q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, int64_t r0, int rows, float* y,
+                 int64_t ldy, int64_t b0, int64_t b1, int64_t n_out) {
+  const int64_t K = x.k, G = x.groups;
+  alignas(64) int32_t sums[2][AMX_ROWS * 16];
+  __m512 acc[AMX_ROWS];
+  const int8_t* xq = x.q.data() + r0 * K;
+  configure_tiles(rows);
+  auto start = [&](int64_t blk, int64_t g) {  // group g's product, on tile set g % 2
+    const uint8_t* ahead = qw + ((blk + PREFETCH_BLOCKS) * G + g) * 512;
+    for (int line = 0; line < 8; ++line) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * line), _MM_HINT_T0);
+    if (g & 1) CHATCORE_AMX_PRODUCT(3, 4, 5, xq + g * GROUP, K, qw + (blk * G + g) * 512);
+    else CHATCORE_AMX_PRODUCT(0, 1, 2, xq + g * GROUP, K, qw + (blk * G + g) * 512);
+  };
+  auto scale = [&](int64_t g) {  // add group g's sums, stored in sums[g % 2]
+    for (int i = 0; i < rows; ++i) {
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(sums[g & 1] + 16 * i));
+      acc[i] = _mm512_fmadd_ps(dot, _mm512_set1_ps(x.scale[(r0 + i) * G + g]), acc[i]);
+    }
+  };
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    for (int i = 0; i < rows; ++i) acc[i] = _mm512_setzero_ps();
+    start(blk, 0);
+    for (int64_t g = 0; g < G; ++g) {
+      if (g + 1 < G) start(blk, g + 1);
+      if (g & 1) _tile_stored(3, sums[1], 64);
+      else _tile_stored(0, sums[0], 64);
+      if (g > 0) scale(g - 1);  // a group late: its sums have long reached memory
+    }
+    scale(G - 1);
+    const int64_t n = blk * ROWS;
+    const __mmask16 keep = n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
+    const __m512 rs = _mm512_loadu_ps(row_scale + n);
+    for (int i = 0; i < rows; ++i)
+      _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, keep,
+                            _mm512_mul_ps(rs, _mm512_sub_ps(acc[i], _mm512_set1_ps(x.offset[r0 + i]))));
+  }
+  _tile_release();
+}
+#endif
+
+// One quantized weight matrix, either format.
+struct QLinear {
+  int bits = 0;  // 4 or 8
+  int64_t out_features = 0, in_features = 0, blocks = 0;
+  at::Tensor weight, scales;  // q4: scale_min bf16 [N/16, G, 2, 16]; q8: float [N rounded up to 16]
+
+  QLinear() = default;
+  QLinear(int bits_, at::Tensor weight_, at::Tensor scales_, int64_t out_features_, int64_t in_features_)
+      : bits(bits_), out_features(out_features_), in_features(in_features_), weight(weight_), scales(scales_) {
+    TORCH_CHECK(bits == 4 || bits == 8, "bits must be 4 or 8");
+    TORCH_CHECK(in_features > 0 && in_features % GROUP == 0, "in_features must be a positive multiple of 32");
+    blocks = (out_features + ROWS - 1) / ROWS;
+    const int64_t groups = in_features / GROUP;
+    TORCH_CHECK(weight.scalar_type() == at::kByte && weight.is_contiguous() &&
+                    weight.numel() == blocks * groups * (bits == 4 ? 256 : 512),
+                "weight: uint8 in the packed layout of ", out_features, "x", in_features);
+    if (bits == 4) {
+      TORCH_CHECK(scales.scalar_type() == at::kBFloat16 && scales.is_contiguous() && scales.numel() == blocks * groups * 2 * ROWS,
+                  "q4 scales: bfloat16 [N/16, K/32, 2, 16]");
+    } else {
+      TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.numel() == blocks * ROWS,
+                  "q8 scales: float32 [N rounded up to 16]");
+    }
+  }
+
+  // y [rows, N] = x @ W.T, x already quantized; output rows are ldy apart.
+  void apply(const QuantizedRows& x, float* y, int64_t ldy) const {
+    TORCH_CHECK(x.k == in_features, "input has ", x.k, " features, the layer takes ", in_features);
+    const uint8_t* qw = weight.data_ptr<uint8_t>();
+    const int64_t grain = std::max<int64_t>(1, blocks / (4 * at::get_num_threads()));
+#ifdef __AMX_INT8__
+    if (bits == 8 && x.rows >= AMX_MIN_ROWS && amx_ready()) {
+      const float* rs = scales.data_ptr<float>();
+      pool().run(blocks, grain, [&](int64_t b0, int64_t b1) {
+        for (int64_t r0 = 0; r0 < x.rows; r0 += AMX_ROWS)
+          amx_q8_tile(qw, rs, x, r0, int(std::min<int64_t>(AMX_ROWS, x.rows - r0)), y, ldy, b0, b1, out_features);
+      });
+      return;
+    }
+#endif
+    pool().run(blocks, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t r0 = 0; r0 < x.rows; r0 += TILE) {
+        const int nb = int(std::min<int64_t>(TILE, x.rows - r0));
+        if (bits == 4) {
+          const auto* sm = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
+          switch (nb) {
+            case 1: q4_tile<1>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            case 2: q4_tile<2>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            case 3: q4_tile<3>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            case 4: q4_tile<4>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            case 5: q4_tile<5>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            case 6: q4_tile<6>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            case 7: q4_tile<7>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+            default: q4_tile<8>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
+          }
+        } else {
+          const float* rs = scales.data_ptr<float>();
+          switch (nb) {
+            case 1: q8_tile<1>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            case 2: q8_tile<2>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            case 3: q8_tile<3>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            case 4: q8_tile<4>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            case 5: q8_tile<5>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            case 6: q8_tile<6>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            case 7: q8_tile<7>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+            default: q8_tile<8>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
+          }
+        }
+      }
+    });
+  }
+
+  // The torch-facing form: x [M, K] -> float32 [M, N].
+  at::Tensor forward(const at::Tensor& input) const {
+    TORCH_CHECK(input.dim() == 2 && input.size(1) == in_features, "input must be [M, ", in_features, "]");
+    at::Tensor x = input.to(at::kFloat).contiguous();
+    QuantizedRows q;
+    q.quantize(x.data_ptr<float>(), x.size(0), in_features);
+    at::Tensor y = at::empty({x.size(0), out_features}, x.options());
+    apply(q, y.data_ptr<float>(), out_features);
+    return y;
+  }
+};
+
+void rms_norm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= dim; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(xr + i), _mm512_loadu_ps(xr + i), acc);
+    float squares = _mm512_reduce_add_ps(acc);
+    for (; i < dim; ++i) squares += xr[i] * xr[i];
+    const float inv = 1.f / std::sqrt(squares / dim + eps);
+    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = xr[i] * inv * weight[i];
+  }
+}
+
+// Rotary embedding in transformers' half-split layout, in place on one head vector.
+void rotate(float* v, const float* cos, const float* sin, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = v[i], b = v[i + half];
+    v[i] = a * cos[i] - b * sin[i];
+    v[i + half] = b * cos[i + half] + a * sin[i + half];
+  }
+}
+
+float dot_bf16(const float* q, const uint16_t* k, int64_t d) {
+  int64_t i = 0;
+  __m512 acc = _mm512_setzero_ps();
+  for (; i + 16 <= d; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_bf16x16(k + i), acc);
+  float s = _mm512_reduce_add_ps(acc);
+  for (; i < d; ++i) s += q[i] * bf16_to_float(k[i]);
+  return s;
+}
+
+void axpy_bf16(float a, const uint16_t* v, float* out, int64_t d) {
+  int64_t i = 0;
+  const __m512 av = _mm512_set1_ps(a);
+  for (; i + 16 <= d; i += 16)
+    _mm512_storeu_ps(out + i, _mm512_fmadd_ps(av, load_bf16x16(v + i), _mm512_loadu_ps(out + i)));
+  for (; i < d; ++i) out[i] += a * bf16_to_float(v[i]);
+}
+
+// The sums of 16 vectors' lanes, as one vector: lane j holds the sum of v[j] (a transposing add tree,
+// ~45 instructions instead of 16 horizontal reductions of ~9 each).
+inline __m512 sum16(const __m512* v) {
+  __m512 pairs[8], quads[4];
+  for (int i = 0; i < 8; ++i)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: the lane's sum of each of 4 vectors
+    const __m512d a = _mm512_castps_pd(pairs[2 * i]), b = _mm512_castps_pd(pairs[2 * i + 1]);
+    quads[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  // Add the four 128-bit lanes: first within pairs of quads, then across.
+  const __m512 lo = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], 0x88), _mm512_shuffle_f32x4(quads[0], quads[1], 0xdd));
+  const __m512 hi = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], 0x88), _mm512_shuffle_f32x4(quads[2], quads[3], 0xdd));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(lo, hi, 0x88), _mm512_shuffle_f32x4(lo, hi, 0xdd));
+}
+
+// scores[t] = scale * q . k_t for t < n, with q rounded to bfloat16 and `vdpbf16ps` (32 products an
+// instruction), 16 positions at a time. scores must have room for n rounded up to 16.
+template <int HD>
+void key_scores(const float* query, float scale, const uint16_t* keys, int64_t n, float* scores) {
+  constexpr int CHUNKS = HD / 32;
+  __m512bh q[CHUNKS];
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int c = 0; c < CHUNKS; ++c)
+    q[c] = _mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(query + 32 * c + 16), s),
+                               _mm512_mul_ps(_mm512_loadu_ps(query + 32 * c), s));
+  for (int64_t t0 = 0; t0 < n; t0 += 16) {
+    const int count = int(std::min<int64_t>(16, n - t0));
+    __m512 part[16];
+    for (int j = 0; j < 16; ++j) {
+      part[j] = _mm512_setzero_ps();
+      if (j < count)
+        for (int c = 0; c < CHUNKS; ++c)
+          part[j] = _mm512_dpbf16_ps(part[j], (__m512bh)_mm512_loadu_si512(keys + (t0 + j) * HD + 32 * c), q[c]);
+    }
+    _mm512_storeu_ps(scores + t0, sum16(part));
+  }
+}
+
+// out = weight * sum_t p[t] v_t for t < n.
+template <int HD>
+void weighted_values(const float* p, float weight, const uint16_t* values, int64_t n, float* out) {
+  constexpr int CHUNKS = HD / 16;
+  __m512 acc[CHUNKS];
+  for (int c = 0; c < CHUNKS; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < n; ++t) {
+    const __m512 pt = _mm512_set1_ps(p[t]);
+    for (int c = 0; c < CHUNKS; ++c) acc[c] = _mm512_fmadd_ps(pt, load_bf16x16(values + t * HD + 16 * c), acc[c]);
+  }
+  const __m512 w = _mm512_set1_ps(weight);
+  for (int c = 0; c < CHUNKS; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], w));
+}
+
+struct Layer {
+  std::vector<float> attn_norm, mlp_norm;
+  QLinear wqkv, wo, w13, w2;
+  at::Tensor k_cache, v_cache;  // bf16 [slots, kv_heads, length, head_dim]
+};
+
+// The whole decoder for one-token steps of up to `slots` sequences.
+class Decoder {
+ public:
+  Decoder(at::Tensor embed, at::Tensor final_norm, QLinear head, at::Tensor cos, at::Tensor sin, int64_t n_heads,
+          int64_t n_kv_heads, int64_t head_dim, int64_t intermediate, double eps)
+      : embed_(embed.contiguous()), head_(std::move(head)), n_heads_(n_heads), n_kv_(n_kv_heads), head_dim_(head_dim),
+        intermediate_(intermediate), eps_(float(eps)) {
+    TORCH_CHECK(embed_.scalar_type() == at::kBFloat16 && embed_.dim() == 2, "embed: bfloat16 [vocab, dim]");
+    dim_ = embed_.size(1);
+    final_norm_ = to_vector(final_norm);
+    cos_ = cos.to(at::kFloat).contiguous();
+    sin_ = sin.to(at::kFloat).contiguous();
+    TORCH_CHECK(cos_.dim() == 2 && cos_.size(1) == head_dim, "cos: [length, head_dim]");
+  }
+
+  void add_layer(at::Tensor attn_norm, at::Tensor mlp_norm, QLinear wqkv, QLinear wo, QLinear w13, QLinear w2,
+                 at::Tensor k_cache, at::Tensor v_cache) {
+    TORCH_CHECK(k_cache.scalar_type() == at::kBFloat16 && k_cache.is_contiguous() && k_cache.dim() == 4 &&
+                    k_cache.size(1) == n_kv_ && k_cache.size(3) == head_dim_ && v_cache.sizes() == k_cache.sizes() &&
+                    v_cache.scalar_type() == at::kBFloat16 && v_cache.is_contiguous(),
+                "caches: bfloat16 [slots, kv_heads, length, head_dim], contiguous");
+    TORCH_CHECK(wqkv.in_features == dim_ && wqkv.out_features == (n_heads_ + 2 * n_kv_) * head_dim_ &&
+                    wo.in_features == n_heads_ * head_dim_ && wo.out_features == dim_ && w13.in_features == dim_ &&
+                    w13.out_features == 2 * intermediate_ && w2.in_features == intermediate_ && w2.out_features == dim_,
+                "layer shapes do not match the decoder's");
+    layers_.push_back(Layer{to_vector(attn_norm), to_vector(mlp_norm), std::move(wqkv), std::move(wo), std::move(w13),
+                            std::move(w2), k_cache, v_cache});
+  }
+
+  // One step for rows of (token, cache slot, position): a batch of sequences one token each, a chunk
+  // of one prompt, or both. Each row attends to its slot's positions 0..position, which this step
+  // writes first for all rows, so a prompt chunk is causal. Returns float32 logits [R, vocab] for the
+  // rows listed in logit_rows (a prompt needs only its last).
+  at::Tensor forward(const at::Tensor& tokens_in, const at::Tensor& slots_in, const at::Tensor& positions_in,
+                     const at::Tensor& logit_rows_in) {
+    at::Tensor tokens = tokens_in.to(at::kLong).contiguous(), slots = slots_in.to(at::kLong).contiguous();
+    at::Tensor positions = positions_in.to(at::kLong).contiguous(), logit_rows = logit_rows_in.to(at::kLong).contiguous();
+    const int64_t B = tokens.numel();
+    TORCH_CHECK(B > 0 && slots.numel() == B && positions.numel() == B,
+                "tokens, slots and positions must have the same, non-zero length");
+    TORCH_CHECK(!layers_.empty(), "the decoder has no layers");
+    const int64_t cache_slots = layers_[0].k_cache.size(0), length = layers_[0].k_cache.size(2);
+    const int64_t* tok = tokens.data_ptr<int64_t>();
+    const int64_t* slot = slots.data_ptr<int64_t>();
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    const int64_t* want = logit_rows.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK(tok[b] >= 0 && tok[b] < embed_.size(0), "token id ", tok[b], " out of range");
+      TORCH_CHECK(slot[b] >= 0 && slot[b] < cache_slots, "slot ", slot[b], " out of range");
+      TORCH_CHECK(pos[b] >= 0 && pos[b] < length && pos[b] < cos_.size(0), "position ", pos[b], " out of range");
+    }
+    for (int64_t r = 0; r < logit_rows.numel(); ++r)
+      TORCH_CHECK(want[r] >= 0 && want[r] < B, "logit row ", want[r], " out of range");
+    const int64_t D = dim_, H = n_heads_, hd = head_dim_, I = intermediate_;
+    const int64_t qkv_width = (H + 2 * n_kv_) * hd;
+    std::vector<float> x(B * D), h(B * D), qkv(B * qkv_width), attn(B * H * hd), ff(B * 2 * I), act(B * I);
+    const auto* table = reinterpret_cast<const uint16_t*>(embed_.data_ptr<at::BFloat16>());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < D; ++i) x[b * D + i] = bf16_to_float(table[tok[b] * D + i]);
+
+    QuantizedRows q;
+    for (Layer& layer : layers_) {
+      rms_norm(x.data(), layer.attn_norm.data(), eps_, B, D, h.data());
+      q.quantize(h.data(), B, D);
+      layer.wqkv.apply(q, qkv.data(), qkv_width);
+      attention(layer, qkv.data(), slot, pos, B, attn.data());
+      q.quantize(attn.data(), B, H * hd);
+      layer.wo.apply(q, h.data(), D);
+      for (int64_t i = 0; i < B * D; ++i) x[i] += h[i];
+
+      rms_norm(x.data(), layer.mlp_norm.data(), eps_, B, D, h.data());
+      q.quantize(h.data(), B, D);
+      layer.w13.apply(q, ff.data(), 2 * I);
+      for (int64_t b = 0; b < B; ++b) silu_mul(&ff[b * 2 * I], &ff[b * 2 * I + I], &act[b * I], I);
+      q.quantize(act.data(), B, I);
+      layer.w2.apply(q, h.data(), D);
+      for (int64_t i = 0; i < B * D; ++i) x[i] += h[i];
+    }
+    const int64_t R = logit_rows.numel();
+    std::vector<float> last(R * D);
+    for (int64_t r = 0; r < R; ++r) std::copy(&x[want[r] * D], &x[want[r] * D] + D, &last[r * D]);
+    rms_norm(last.data(), final_norm_.data(), eps_, R, D, h.data());
+    q.quantize(h.data(), R, D);
+    at::Tensor logits = at::empty({R, head_.out_features}, at::kFloat);
+    if (R > 0) head_.apply(q, logits.data_ptr<float>(), head_.out_features);
+    return logits;
+  }
+
+  // One token for each of slots 0..B-1: tokens, positions int64 [B] -> logits [B, vocab].
+  at::Tensor decode(const at::Tensor& tokens, const at::Tensor& positions) {
+    const int64_t B = tokens.numel();
+    at::Tensor rows = at::arange(B, at::kLong);
+    return forward(tokens, rows, positions, rows);
+  }
+
+ private:
+  static std::vector<float> to_vector(const at::Tensor& t) {
+    at::Tensor f = t.to(at::kFloat).contiguous();
+    return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  }
+
+  // Rotary embedding, cache write and attention over each row's own positions 0..pos[b].
+  void attention(Layer& layer, float* qkv, const int64_t* slot, const int64_t* pos, int64_t B, float* out) {
+    const int64_t H = n_heads_, Hkv = n_kv_, hd = head_dim_, group = H / Hkv;
+    const int64_t qkv_width = (H + 2 * Hkv) * hd, length = layer.k_cache.size(2);
+    auto* kc = reinterpret_cast<uint16_t*>(layer.k_cache.data_ptr<at::BFloat16>());
+    auto* vc = reinterpret_cast<uint16_t*>(layer.v_cache.data_ptr<at::BFloat16>());
+    for (int64_t b = 0; b < B; ++b) {
+      float* row = qkv + b * qkv_width;
+      const float* c = cos_.data_ptr<float>() + pos[b] * hd;
+      const float* s = sin_.data_ptr<float>() + pos[b] * hd;
+      for (int64_t h = 0; h < H + Hkv; ++h) rotate(row + h * hd, c, s, hd);  // queries, then keys
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const int64_t at = ((slot[b] * Hkv + h) * length + pos[b]) * hd;
+        for (int64_t i = 0; i < hd; ++i) {
+          kc[at + i] = float_to_bf16(row[(H + h) * hd + i]);
+          vc[at + i] = float_to_bf16(row[(H + Hkv + h) * hd + i]);
+        }
+      }
+    }
+    const float scale = 1.f / std::sqrt(float(hd));
+    pool().run(B * H, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / H, h = task % H, kv = h / group, n = pos[b] + 1;
+        const float* query = qkv + b * qkv_width + h * hd;
+        const uint16_t* keys = kc + (slot[b] * Hkv + kv) * length * hd;
+        const uint16_t* values = vc + (slot[b] * Hkv + kv) * length * hd;
+        scores.resize(n + 16);
+        float top = -INFINITY;
+        if (hd == 64) {
+          key_scores<64>(query, scale, keys, n, scores.data());
+          for (int64_t t = 0; t < n; ++t) top = std::max(top, scores[t]);
+        } else if (hd == 128) {
+          key_scores<128>(query, scale, keys, n, scores.data());
+          for (int64_t t = 0; t < n; ++t) top = std::max(top, scores[t]);
+        } else {
+          for (int64_t t = 0; t < n; ++t) top = std::max(top, scores[t] = dot_bf16(query, keys + t * hd, hd) * scale);
+        }
+        float total = 0.f;
+        int64_t t = 0;
+        const __m512 shift = _mm512_set1_ps(top);
+        for (; t + 16 <= n; t += 16) {
+          const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(&scores[t]), shift));
+          _mm512_storeu_ps(&scores[t], e);
+          total += _mm512_reduce_add_ps(e);
+        }
+        for (; t < n; ++t) total += scores[t] = std::exp(scores[t] - top);
+        float* o = out + (b * H + h) * hd;
+        if (hd == 64) {
+          weighted_values<64>(scores.data(), 1.f / total, values, n, o);
+        } else if (hd == 128) {
+          weighted_values<128>(scores.data(), 1.f / total, values, n, o);
+        } else {
+          std::fill(o, o + hd, 0.f);
+          for (int64_t t = 0; t < n; ++t) axpy_bf16(scores[t] / total, values + t * hd, o, hd);
+        }
+      }
+    });
+  }
+
+  at::Tensor embed_, cos_, sin_;
+  std::vector<float> final_norm_;
+  QLinear head_;
+  std::vector<Layer> layers_;
+  int64_t dim_ = 0, n_heads_, n_kv_, head_dim_, intermediate_;
+  float eps_;
+};
+
+// The index of each row's largest value (the first of equals), float32 [R, V] -> int64 [R]: greedy
+// decoding's pick, without waking torch's thread team from the decoder thread.
+at::Tensor argmax_rows(const at::Tensor& input) {
+  TORCH_CHECK(input.dim() == 2 && input.size(1) > 0, "logits must be [rows, vocab]");
+  const at::Tensor logits = input.to(at::kFloat).contiguous();
+  const int64_t R = logits.size(0), V = logits.size(1);
+  at::Tensor out = at::empty({R}, at::kLong);
+  const float* data = logits.data_ptr<float>();
+  int64_t* best = out.data_ptr<int64_t>();
+  pool().run(R, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = data + r * V;
+      __m512 top = _mm512_set1_ps(-INFINITY);
+      int64_t i = 0;
+      for (; i + 16 <= V; i += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(row + i));
+      float m = _mm512_reduce_max_ps(top);
+      for (; i < V; ++i) m = std::max(m, row[i]);
+      int64_t at = 0;
+      while (at < V && !(row[at] == m)) ++at;  // NaN rows (m is NaN) end at V: report 0
+      best[r] = at < V ? at : 0;
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  namespace py = pybind11;
+  m.doc() = "ChatCore's AVX-512 VNNI decode kernels";
+  py::class_<QLinear>(m, "QLinear")
+      .def(py::init<int, at::Tensor, at::Tensor, int64_t, int64_t>(), py::arg("bits"), py::arg("weight"),
+           py::arg("scales"), py::arg("out_features"), py::arg("in_features"))
+      .def_readonly("bits", &QLinear::bits)
+      .def_readonly("in_features", &QLinear::in_features)
+      .def_readonly("out_features", &QLinear::out_features)
+      .def("forward", &QLinear::forward, py::call_guard<py::gil_scoped_release>());
+  m.def("argmax", &argmax_rows, py::arg("logits"), py::call_guard<py::gil_scoped_release>());
+  py::class_<Decoder>(m, "Decoder")
+      .def(py::init<at::Tensor, at::Tensor, QLinear, at::Tensor, at::Tensor, int64_t, int64_t, int64_t, int64_t, double>())
+      .def("add_layer", &Decoder::add_layer)
+      .def("forward", &Decoder::forward, py::arg("tokens"), py::arg("slots"), py::arg("positions"),
+           py::arg("logit_rows"), py::call_guard<py::gil_scoped_release>())
+      .def("decode", &Decoder::decode, py::arg("tokens"), py::arg("positions"),
+           py::call_guard<py::gil_scoped_release>());
+}

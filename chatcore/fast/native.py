@@ -1,0 +1,192 @@
+"""ChatCore's C++ decode kernels (``csrc/native.cpp``): built once per machine with torch's extension
+builder, cached, and used where the CPU has AVX-512 VNNI; everything else keeps torch's kernels.
+
+The weight formats are defined here (``pack_q4`` / ``pack_q8``) and read by the C++ side:
+
+- q4: 4-bit codes in groups of 32 along K with a bfloat16 scale and minimum each (``w = q * s + m``);
+- q8: 8-bit codes with one float32 scale per output channel (``w = (u - 128) * s``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import torch
+
+SOURCE = Path(__file__).parent / "csrc" / "native.cpp"
+FORMAT_VERSION = 1  # of the packed layouts below: cached packed weights carry it in their file name
+GROUP = 32
+# What the kernels are written for; a CPU without any of these keeps torch's kernels.
+REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+
+_lock = threading.Lock()
+_loaded: dict[Path, ModuleType | None] = {}
+_why_not: str | None = None
+
+
+def source_digest() -> str:
+    """A short digest of the kernels' source: results that depend on their numerics are keyed by it."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernels cannot run here, or ``None`` when they can be built."""
+    if os.environ.get("CHATCORE_NATIVE", "1") == "0":
+        return "turned off by CHATCORE_NATIVE=0"
+    missing = [flag for flag in REQUIRED_FLAGS if flag not in cpu_flags()]
+    if missing:
+        return f"the CPU lacks {', '.join(missing)}"
+    return _why_not
+
+
+def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleType | None:
+    """The compiled kernels, building them into ``cache/kernels`` the first time; ``None`` where they can't run.
+
+    A failed build is reported once and remembered for the process: the caller falls back to torch.
+    """
+    global _why_not
+    if unavailable_reason() is not None:
+        return None
+    # One build per source, torch and CPU: -march=native code must never meet another CPU.
+    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + sys.version.encode()
+                         + " ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
+    # CHATCORE_KERNELS shares one build between homes (the test suite's many temporary caches).
+    directory = Path(os.environ.get("CHATCORE_KERNELS") or Path(cache) / "kernels") / key
+    with _lock:
+        if directory in _loaded:
+            return _loaded[directory]
+        module = None
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if not any(directory.glob("*.so")):
+                (progress or _stderr)("building ChatCore's CPU kernels (once per machine, about a minute)…")
+            from torch.utils.cpp_extension import load as build
+
+            module = build(name=f"chatcore_native_{key}", sources=[str(SOURCE)], build_directory=str(directory),
+                           extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                           verbose=False)
+        except Exception as exc:  # noqa: BLE001 - no compiler, headers or disk: torch's kernels still work
+            lines = str(exc).splitlines()
+            errors = [line for line in lines if "error:" in line.lower()] or lines[-1:] or [type(exc).__name__]
+            _why_not = f"building them failed ({errors[0].strip()})"
+            _stderr(f"chatcore: CPU kernels unavailable, {_why_not}; using torch's")
+        _loaded[directory] = module
+        return module
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# Weight formats ----------------------------------------------------------------------------------
+
+ROWS = 16  # output rows per block: one vpdpbusd serves 16 rows, lane j being row j
+
+
+def _pad_rows(weight: torch.Tensor) -> torch.Tensor:
+    """weight [N, K] with zero rows appended up to a whole number of 16-row blocks."""
+    extra = -weight.shape[0] % ROWS
+    return torch.cat([weight, weight.new_zeros(extra, weight.shape[1])]) if extra else weight
+
+
+def pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [N, K] -> codes uint8 [N/16, K/32 * 256] and scale_min bfloat16 [N/16, K/32, 2, 16].
+
+    Scale and minimum are rounded to bfloat16 first and the codes chosen against the rounded values,
+    so storing them loses nothing more. The layout is described in ``csrc/native.cpp``.
+    """
+    w = _pad_rows(weight.float())
+    n, k = w.shape
+    blocks, groups = n // ROWS, k // GROUP
+    grouped = w.reshape(n, groups, GROUP)
+    low, high = grouped.amin(dim=-1), grouped.amax(dim=-1)
+    scale = ((high - low) / 15).clamp(min=1e-8).to(torch.bfloat16)
+    minimum = low.to(torch.bfloat16)
+    q = ((grouped - minimum.float()[..., None]) / scale.float()[..., None]).round().clamp(0, 15).to(torch.uint8)
+    # q [block, row j, group, chunk c (4 inputs each), t]; load i holds chunk i (low) and i + 4 (high).
+    q = q.reshape(blocks, ROWS, groups, 8, 4)
+    codes = (q[:, :, :, :4] | (q[:, :, :, 4:] << 4)).permute(0, 2, 3, 1, 4)  # [block, group, i, j, t]
+    scale_min = torch.stack([scale, minimum], dim=-1).reshape(blocks, ROWS, groups, 2).permute(0, 2, 3, 1)
+    return codes.reshape(blocks, -1).contiguous(), scale_min.contiguous()
+
+
+def unpack_q4(codes: torch.Tensor, scale_min: torch.Tensor, out_features: int) -> torch.Tensor:
+    """The float32 weight [N, K] that q4 codes stand for."""
+    blocks, groups = scale_min.shape[0], scale_min.shape[1]
+    packed = codes.reshape(blocks, groups, 4, ROWS, 4)
+    q = torch.cat([packed & 0x0F, packed >> 4], dim=2).float()  # [block, group, chunk, j, t]
+    q = q.permute(0, 3, 1, 2, 4).reshape(blocks, ROWS, groups, GROUP)
+    sm = scale_min.float().permute(0, 3, 1, 2)  # [block, j, group, 2]
+    w = q * sm[..., 0:1] + sm[..., 1:2]
+    return w.reshape(blocks * ROWS, groups * GROUP)[:out_features]
+
+
+def pack_q8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [N, K] -> codes uint8 [N/16, K/32 * 512] (int8 + 128) and scales float32 [N rounded up to 16]."""
+    w = _pad_rows(weight.float())
+    n, k = w.shape
+    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
+    q = ((w / scales[:, None]).round().clamp(-127, 127) + 128).to(torch.uint8)
+    codes = q.reshape(n // ROWS, ROWS, k // GROUP, 8, 4).permute(0, 2, 3, 1, 4)  # [block, group, c, j, t]
+    return codes.reshape(n // ROWS, -1).contiguous(), scales.contiguous()
+
+
+def unpack_q8(codes: torch.Tensor, scales: torch.Tensor, out_features: int) -> torch.Tensor:
+    """The float32 weight [N, K] that q8 codes stand for."""
+    blocks = codes.shape[0]
+    q = codes.reshape(blocks, -1, 8, ROWS, 4).permute(0, 3, 1, 2, 4).reshape(blocks * ROWS, -1).float() - 128
+    return (q * scales[:, None])[:out_features]
+
+
+def supported_shape(weight: torch.Tensor) -> bool:
+    """The kernels take K in whole groups of 32."""
+    return weight.dim() == 2 and weight.shape[1] % GROUP == 0
+
+
+def attach(module: ModuleType, model: Any) -> bool:
+    """Give ``model`` (a :class:`chatcore.fast.model.Transformer` with its cache set up) the C++ step.
+
+    Only when every linear is a ``NativeLinear`` and the cache is bfloat16; returns whether it did.
+    """
+    from chatcore.fast.quant import Int4Linear, Int8Linear, NativeLinear
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear | Int8Linear | Int4Linear | NativeLinear)]
+    if not linears or not all(isinstance(m, NativeLinear) for m in linears):
+        return False
+    if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not model.slots:
+        return False
+    model.native_step = build_decoder(module, model)
+    return True
+
+
+def build_decoder(module: ModuleType, model: Any) -> Any:
+    """The C++ one-token step over ``model``'s native linears, norms and KV cache (shared, not copied).
+
+    The result's ``decode(tokens [B], positions [B])`` gives float32 logits [B, V].
+    """
+    cfg = model.cfg
+    decoder = module.Decoder(model.embed.weight.detach(), model.norm.weight.detach(), model.output.kernel,
+                             model.cos, model.sin, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.intermediate,
+                             cfg.norm_eps)
+    for block in model.layers:
+        decoder.add_layer(block.attn_norm.weight.detach(), block.mlp_norm.weight.detach(), block.attn.wqkv.kernel,
+                          block.attn.wo.kernel, block.mlp.w13.kernel, block.mlp.w2.kernel,
+                          block.attn.cache.k, block.attn.cache.v)
+    return decoder

@@ -1,0 +1,174 @@
+"""ChatCore's C++ kernels (chatcore.fast.native): formats, linears and the whole one-token step.
+
+They run where the CPU has AVX-512 VNNI (these machines do); elsewhere the tests that need them skip,
+and the engine keeps torch's kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from chatcore.fast import native, quant
+from chatcore.fast.engine import CALIBRATION_TEXT, load_fast, quantized_perplexity
+from chatcore.fast.model import from_hf_state
+from chatcore.settings import Settings
+from tests.tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def kernels(kernel_builds: Path):
+    if (why := native.unavailable_reason()) is not None:
+        pytest.skip(f"native kernels unavailable: {why}")
+    module = native.load(kernel_builds.parent)
+    assert module is not None, native.unavailable_reason()
+    return module
+
+
+@pytest.fixture(scope="module", params=[16, 64], ids=["head_dim16", "head_dim64"])
+def hf(request):
+    """The tiny model (head_dim 16: the generic attention loop) and one with head_dim 64, whose
+    attention takes the vectorised bfloat16 path (64 and 128 do)."""
+    if request.param == 16:
+        return tiny_model(len(tiny_tokenizer()))
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer()), hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=2048, tie_word_embeddings=True, eos_token_id=2, bos_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_packing_round_trips_weights_already_on_the_grid(bits):
+    if bits == 4:  # codes 0..15 with a bf16 scale and minimum per group of 32, as GGUF Q4_1 weights are
+        q = torch.randint(0, 16, (40, 64), generator=_gen(0)).float()
+        q[:, ::32], q[:, 1::32] = 0, 15  # every group spans the full range
+        scale = (torch.rand(40, 2, 1, generator=_gen(1)) / 10 + 0.01).bfloat16().float()
+        low = (torch.rand(40, 2, 1, generator=_gen(2)) - 1).bfloat16().float()
+        weight = (q.view(40, 2, 32) * scale + low).view(40, 64)
+        restored = native.unpack_q4(*native.pack_q4(weight), 40)
+    else:
+        scales = torch.rand(40, generator=_gen(1)) / 100 + 1e-3
+        weight = torch.randint(-127, 128, (40, 64), generator=_gen(0)).float() * scales[:, None]
+        weight[:, 0] = 127 * scales  # the largest magnitude sets the scale
+        restored = native.unpack_q8(*native.pack_q8(weight), 40)
+    torch.testing.assert_close(restored, weight, atol=1e-6, rtol=1e-3)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 11, 17])  # from 4 rows q8 takes AMX tiles of 16
+@pytest.mark.parametrize("shape", [(48, 64), (40, 96), (8, 32)])  # 40 and 8 leave a partial block of 16
+def test_quantized_linear_computes_its_dequantized_weight(kernels, bits, rows, shape):
+    weight = torch.randn(*shape, generator=_gen(3)) * 0.05
+    layer = quant.NativeLinear(weight, bits, kernels)
+    x = torch.randn(rows, shape[1], generator=_gen(4))
+    expected = x @ layer.dequantized().T
+    got = layer(x)
+    assert got.shape == (rows, shape[0])
+    # Activations are quantized to int8 per group of 32: about 0.5% relative error.
+    assert ((got - expected).norm() / expected.norm()).item() < 0.02
+    assert ((layer.dequantized() - weight).norm() / weight.norm()).item() < (0.1 if bits == 4 else 0.01)
+
+
+def test_a_bad_input_is_a_clear_error(kernels):
+    layer = quant.NativeLinear(torch.randn(16, 64), 4, kernels)
+    with pytest.raises(RuntimeError, match="input must be"):
+        layer.kernel.forward(torch.randn(2, 32))
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        kernels.QLinear(4, torch.zeros(1, 256, dtype=torch.uint8), torch.zeros(32, dtype=torch.bfloat16), 16, 48)
+
+
+def _native_model(hf, kernels, mode: str = "int4", slots: int = 3, length: int = 64):
+    model = quant.quantize(from_hf_state(hf.config, hf.state_dict(), torch.bfloat16), mode, kernels=kernels)
+    model.setup_cache(slots, length)
+    for slot in range(slots):
+        model.clear(slot, 0, length)
+    assert native.attach(kernels, model)
+    return model
+
+
+def test_the_cpp_step_agrees_with_the_torch_path_over_the_same_weights(hf, kernels):
+    model = _native_model(hf, kernels)
+    ids = torch.randint(0, hf.config.vocab_size, (1, 24), generator=_gen(1))
+    with torch.inference_mode():
+        step, model.native_step = model.native_step, None
+        reference = model.score(ids)[0].float()  # torch ops in bfloat16, the same quantized linears
+        model.native_step = step
+        model.prefill(ids[:, :10], slot=2)
+        model.prefill(ids[:, :3], slot=0)
+        for p in range(10, 24):  # slot 2 decodes next to slot 0 (another sequence) and slot 1 (free)
+            logits = model.decode(torch.tensor([ids[0, 3].item(), 0, ids[0, p].item()]), torch.tensor([3, 0, p]), 32)
+            relative = (logits[2] - reference[p]).norm() / reference[p].norm()
+            assert relative < 0.05
+            assert logits[2].argmax() == reference[p].argmax()
+
+
+def test_a_prompt_chunk_equals_the_same_tokens_one_at_a_time(hf, kernels):
+    model = _native_model(hf, kernels)
+    ids = torch.randint(0, hf.config.vocab_size, (12,), generator=_gen(2))
+    step = model.native_step
+    with torch.inference_mode():
+        chunk = step.forward(ids, torch.full((12,), 1), torch.arange(12), torch.arange(12))  # slot 1, all logits
+        singles = torch.cat([step.forward(ids[i : i + 1], torch.tensor([2]), torch.tensor([i]), torch.tensor([0]))
+                             for i in range(12)])  # slot 2, one token a step
+        mixed = step.forward(torch.tensor([ids[5].item(), ids[11].item()]), torch.tensor([1, 2]),
+                             torch.tensor([5, 11]), torch.tensor([1, 0]))  # two slots in one step, rows reordered
+    torch.testing.assert_close(chunk, singles, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mixed, torch.stack([singles[11], singles[5]]), atol=1e-4, rtol=1e-4)
+
+
+def test_the_cpp_step_refuses_what_is_out_of_range(hf, kernels):
+    step = _native_model(hf, kernels).native_step
+    one = torch.tensor([0])
+    with pytest.raises(RuntimeError, match="token id"):
+        step.forward(torch.tensor([10**6]), one, one, one)
+    with pytest.raises(RuntimeError, match="slot"):
+        step.forward(one, torch.tensor([3]), one, one)
+    with pytest.raises(RuntimeError, match="position"):
+        step.forward(one, one, torch.tensor([64]), one)
+    with pytest.raises(RuntimeError, match="logit row"):
+        step.forward(one, one, one, torch.tensor([1]))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_native_perplexity_through_the_step_within_two_percent(hf, kernels, mode):
+    ids = torch.tensor([tiny_tokenizer().encode(CALIBRATION_TEXT[:300], add_special_tokens=False)])
+    reference = quantized_perplexity(hf.config, hf.state_dict(), ids, "none")
+    assert quantized_perplexity(hf.config, hf.state_dict(), ids, mode, kernels) <= reference * 1.02
+
+
+def test_the_engine_decodes_with_the_native_step(tiny_model_dir, tmp_path, kernels):
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(tiny_model_dir), device="cpu",
+                        dtype="auto", quant="int4")
+    engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)
+    assert engine.kernels == "native" and not engine._step.compiled
+    assert list((tmp_path / "cache" / "fast").glob("packed-*-int4-native*.safetensors"))
+    from chatcore.params import GenerationParams
+
+    events = list(engine.stream([{"role": "user", "content": "hello"}],
+                                GenerationParams.create(temperature=0, max_new_tokens=12)))
+    assert events[-1].extra["kernels"] == "native" and events[-1].completion_tokens >= 1
+
+
+def test_argmax_picks_the_first_largest_value(kernels):
+    logits = torch.randn(5, 1000, generator=_gen(5))
+    logits[2, 17] = logits[2, 900] = 1e4  # a tie: the first index wins, as torch.argmax
+    assert kernels.argmax(logits).tolist() == logits.argmax(dim=-1).tolist()
+    assert kernels.argmax(logits).tolist()[2] == 17
+
+
+def test_without_the_kernels_the_engine_keeps_torchs(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATCORE_NATIVE", "0")
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(tiny_model_dir), device="cpu",
+                        dtype="auto", quant="int4")
+    engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)
+    assert engine.kernels == "torch"
+    assert native.unavailable_reason() == "turned off by CHATCORE_NATIVE=0"
