@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -79,6 +80,8 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
                 (progress or _stderr)("building ChatCore's CPU kernels (once per machine, about a minute)…")
             from torch.utils.cpp_extension import load as build
 
+            _find_ninja()
+
             module = build(name=f"chatcore_native_{key}", sources=[str(SOURCE)], build_directory=str(directory),
                            extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
@@ -89,6 +92,13 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
             _stderr(f"chatcore: CPU kernels unavailable, {_why_not}; using torch's")
         _loaded[directory] = module
         return module
+
+
+def _find_ninja() -> None:
+    """torch's builder runs ``ninja`` from PATH; the one pip installed sits next to this Python."""
+    here = str(Path(sys.executable).parent)
+    if shutil.which("ninja") is None and shutil.which("ninja", path=here) is not None:
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
 
 
 def _stderr(message: str) -> None:

@@ -546,18 +546,46 @@ void key_scores(const float* query, float scale, const uint16_t* keys, int64_t n
   }
 }
 
-// out = weight * sum_t p[t] v_t for t < n.
-template <int HD>
-void weighted_values(const float* p, float weight, const uint16_t* values, int64_t n, float* out) {
-  constexpr int CHUNKS = HD / 16;
-  __m512 acc[CHUNKS];
-  for (int c = 0; c < CHUNKS; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t t = 0; t < n; ++t) {
-    const __m512 pt = _mm512_set1_ps(p[t]);
-    for (int c = 0; c < CHUNKS; ++c) acc[c] = _mm512_fmadd_ps(pt, load_bf16x16(values + t * HD + 16 * c), acc[c]);
+// p[0..n) <- exp(p - max p); returns their sum.
+float softmax_numerators(float* p, int64_t n) {
+  float top = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) top = std::max(top, p[t]);
+  const __m512 shift = _mm512_set1_ps(top);
+  float total = 0.f;
+  int64_t t = 0;
+  for (; t + 16 <= n; t += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + t), shift));
+    _mm512_storeu_ps(p + t, e);
+    total += _mm512_reduce_add_ps(e);
   }
-  const __m512 w = _mm512_set1_ps(weight);
-  for (int c = 0; c < CHUNKS; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], w));
+  for (; t < n; ++t) total += p[t] = std::exp(p[t] - top);
+  return total;
+}
+
+// out[g] = weight[g] * sum_t p[g][t] v_t for t < n and each of `heads` query heads (p rows `stride`
+// apart, out rows HD apart): each value row is widened once for up to 4 heads.
+template <int HD>
+void weighted_values(const float* p, int64_t stride, const float* weight, int64_t heads, const uint16_t* values,
+                     int64_t n, float* out) {
+  constexpr int CHUNKS = HD / 16, BATCH = 4;
+  for (int64_t g0 = 0; g0 < heads; g0 += BATCH) {
+    const int count = int(std::min<int64_t>(BATCH, heads - g0));
+    __m512 acc[BATCH][CHUNKS];
+    for (int g = 0; g < BATCH; ++g)
+      for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n; ++t) {
+      __m512 v[CHUNKS];
+      for (int c = 0; c < CHUNKS; ++c) v[c] = load_bf16x16(values + t * HD + 16 * c);
+      for (int g = 0; g < count; ++g) {
+        const __m512 pt = _mm512_set1_ps(p[(g0 + g) * stride + t]);
+        for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_fmadd_ps(pt, v[c], acc[g][c]);
+      }
+    }
+    for (int g = 0; g < count; ++g) {
+      const __m512 w = _mm512_set1_ps(weight[g0 + g]);
+      for (int c = 0; c < CHUNKS; ++c) _mm512_storeu_ps(out + (g0 + g) * HD + 16 * c, _mm512_mul_ps(acc[g][c], w));
+    }
+  }
 }
 
 struct Layer {
@@ -687,42 +715,31 @@ class Decoder {
       }
     }
     const float scale = 1.f / std::sqrt(float(hd));
-    pool().run(B * H, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores;
+    // One task per row and key/value head: its `group` query heads share each key and value read.
+    pool().run(B * Hkv, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> probs;  // [group][stride]: exp(score - max) of each query head
+      thread_local std::vector<float> inv_totals;
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / H, h = task % H, kv = h / group, n = pos[b] + 1;
-        const float* query = qkv + b * qkv_width + h * hd;
+        const int64_t b = task / Hkv, kv = task % Hkv, n = pos[b] + 1, stride = n + 16;
         const uint16_t* keys = kc + (slot[b] * Hkv + kv) * length * hd;
         const uint16_t* values = vc + (slot[b] * Hkv + kv) * length * hd;
-        scores.resize(n + 16);
-        float top = -INFINITY;
-        if (hd == 64) {
-          key_scores<64>(query, scale, keys, n, scores.data());
-          for (int64_t t = 0; t < n; ++t) top = std::max(top, scores[t]);
-        } else if (hd == 128) {
-          key_scores<128>(query, scale, keys, n, scores.data());
-          for (int64_t t = 0; t < n; ++t) top = std::max(top, scores[t]);
-        } else {
-          for (int64_t t = 0; t < n; ++t) top = std::max(top, scores[t] = dot_bf16(query, keys + t * hd, hd) * scale);
+        probs.resize(group * stride), inv_totals.resize(group);
+        for (int64_t g = 0; g < group; ++g) {
+          const float* query = qkv + b * qkv_width + (kv * group + g) * hd;
+          float* p = probs.data() + g * stride;
+          if (hd == 64) key_scores<64>(query, scale, keys, n, p);
+          else if (hd == 128) key_scores<128>(query, scale, keys, n, p);
+          else for (int64_t t = 0; t < n; ++t) p[t] = dot_bf16(query, keys + t * hd, hd) * scale;
+          inv_totals[g] = 1.f / softmax_numerators(p, n);
         }
-        float total = 0.f;
-        int64_t t = 0;
-        const __m512 shift = _mm512_set1_ps(top);
-        for (; t + 16 <= n; t += 16) {
-          const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(&scores[t]), shift));
-          _mm512_storeu_ps(&scores[t], e);
-          total += _mm512_reduce_add_ps(e);
-        }
-        for (; t < n; ++t) total += scores[t] = std::exp(scores[t] - top);
-        float* o = out + (b * H + h) * hd;
-        if (hd == 64) {
-          weighted_values<64>(scores.data(), 1.f / total, values, n, o);
-        } else if (hd == 128) {
-          weighted_values<128>(scores.data(), 1.f / total, values, n, o);
-        } else {
-          std::fill(o, o + hd, 0.f);
-          for (int64_t t = 0; t < n; ++t) axpy_bf16(scores[t] / total, values + t * hd, o, hd);
-        }
+        float* o = out + (b * H + kv * group) * hd;  // the group's heads are adjacent
+        if (hd == 64) weighted_values<64>(probs.data(), stride, inv_totals.data(), group, values, n, o);
+        else if (hd == 128) weighted_values<128>(probs.data(), stride, inv_totals.data(), group, values, n, o);
+        else
+          for (int64_t g = 0; g < group; ++g) {
+            std::fill(o + g * hd, o + (g + 1) * hd, 0.f);
+            for (int64_t t = 0; t < n; ++t) axpy_bf16(probs[g * stride + t] * inv_totals[g], values + t * hd, o + g * hd, hd);
+          }
       }
     });
   }
