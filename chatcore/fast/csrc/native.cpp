@@ -174,31 +174,38 @@ struct QuantizedRows {
   std::vector<float> sum;      // [rows, groups]: the sum of each quantized group (for q4's minimum term)
   std::vector<float> offset;   // [rows]: sum_g scale_g * 128 * sum(q_g) (for q8's +128 storage)
 
-  void quantize(const float* x, int64_t rows_, int64_t k_) {
+  void resize(int64_t rows_, int64_t k_) {
     rows = rows_, k = k_, groups = k_ / GROUP;
     q.resize(rows * k), scale.resize(rows * groups), sum.resize(rows * groups), offset.resize(rows);
-    for (int64_t r = 0; r < rows; ++r) {
-      float off = 0.f;
-      for (int64_t g = 0; g < groups; ++g) {
-        const float* src = x + r * k + g * GROUP;
-        __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
-        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
-        float s = amax / 127.f;
-        __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv));  // rounds to nearest
-        __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
-        int8_t* dst = q.data() + r * k + g * GROUP;
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(qa));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm512_cvtsepi32_epi8(qb));
-        // The sum of the quantized values, not of x: then a q4 row computes exactly w . x~, whose
-        // error is w . (x~ - x); with x's own sum the large mean of the codes would multiply x~ - x.
-        const float qsum = s * float(_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)));
-        scale[r * groups + g] = s;
-        sum[r * groups + g] = qsum;
-        off += 128.f * qsum;
-      }
-      offset[r] = off;
+  }
+
+  // Row r from x[k] (resize first); rows are independent, so several threads may fill them at once.
+  void quantize_row(int64_t r, const float* x) {
+    float off = 0.f;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* src = x + g * GROUP;
+      __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
+      float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+      float s = amax / 127.f;
+      __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv));  // rounds to nearest
+      __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+      int8_t* dst = q.data() + r * k + g * GROUP;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(qa));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm512_cvtsepi32_epi8(qb));
+      // The sum of the quantized values, not of x: then a q4 row computes exactly w . x~, whose
+      // error is w . (x~ - x); with x's own sum the large mean of the codes would multiply x~ - x.
+      const float qsum = s * float(_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)));
+      scale[r * groups + g] = s;
+      sum[r * groups + g] = qsum;
+      off += 128.f * qsum;
     }
+    offset[r] = off;
+  }
+
+  void quantize(const float* x, int64_t rows_, int64_t k_) {
+    resize(rows_, k_);
+    for (int64_t r = 0; r < rows; ++r) quantize_row(r, x + r * k);
   }
 };
 
@@ -656,28 +663,46 @@ class Decoder {
       for (int64_t i = 0; i < D; ++i) x[b * D + i] = bf16_to_float(table[tok[b] * D + i]);
 
     QuantizedRows q;
-    for (Layer& layer : layers_) {
-      rms_norm(x.data(), layer.attn_norm.data(), eps_, B, D, h.data());
-      q.quantize(h.data(), B, D);
+    // Per-row work between the matrix products runs on the pool too, a row a task, fused so that
+    // each row is read once: add the residual, normalize, quantize for the next product.
+    auto rows = [&](const auto& fn) { pool().run(B, 1, [&](int64_t r0, int64_t r1) { for (int64_t r = r0; r < r1; ++r) fn(r); }); };
+    q.resize(B, D);
+    rows([&](int64_t r) { rms_norm(&x[r * D], layers_[0].attn_norm.data(), eps_, 1, D, &h[r * D]); q.quantize_row(r, &h[r * D]); });
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer& layer = layers_[l];
       layer.wqkv.apply(q, qkv.data(), qkv_width);
       attention(layer, qkv.data(), slot, pos, B, attn.data());
-      q.quantize(attn.data(), B, H * hd);
+      q.resize(B, H * hd);
+      rows([&](int64_t r) { q.quantize_row(r, &attn[r * H * hd]); });
       layer.wo.apply(q, h.data(), D);
-      for (int64_t i = 0; i < B * D; ++i) x[i] += h[i];
-
-      rms_norm(x.data(), layer.mlp_norm.data(), eps_, B, D, h.data());
-      q.quantize(h.data(), B, D);
+      q.resize(B, D);
+      rows([&](int64_t r) {
+        for (int64_t i = 0; i < D; ++i) x[r * D + i] += h[r * D + i];
+        rms_norm(&x[r * D], layer.mlp_norm.data(), eps_, 1, D, &h[r * D]);
+        q.quantize_row(r, &h[r * D]);
+      });
       layer.w13.apply(q, ff.data(), 2 * I);
-      for (int64_t b = 0; b < B; ++b) silu_mul(&ff[b * 2 * I], &ff[b * 2 * I + I], &act[b * I], I);
-      q.quantize(act.data(), B, I);
+      q.resize(B, I);
+      rows([&](int64_t r) {
+        silu_mul(&ff[r * 2 * I], &ff[r * 2 * I + I], &act[r * I], I);
+        q.quantize_row(r, &act[r * I]);
+      });
       layer.w2.apply(q, h.data(), D);
-      for (int64_t i = 0; i < B * D; ++i) x[i] += h[i];
+      const bool last = l + 1 == layers_.size();
+      q.resize(B, D);
+      rows([&](int64_t r) {
+        for (int64_t i = 0; i < D; ++i) x[r * D + i] += h[r * D + i];
+        if (!last) {  // the next layer's input; after the last one only the logit rows go on
+          rms_norm(&x[r * D], layers_[l + 1].attn_norm.data(), eps_, 1, D, &h[r * D]);
+          q.quantize_row(r, &h[r * D]);
+        }
+      });
     }
     const int64_t R = logit_rows.numel();
-    std::vector<float> last(R * D);
+    std::vector<float> last(R * D), normed(R * D);  // R may exceed B: a row may be asked for twice
     for (int64_t r = 0; r < R; ++r) std::copy(&x[want[r] * D], &x[want[r] * D] + D, &last[r * D]);
-    rms_norm(last.data(), final_norm_.data(), eps_, R, D, h.data());
-    q.quantize(h.data(), R, D);
+    rms_norm(last.data(), final_norm_.data(), eps_, R, D, normed.data());
+    q.quantize(normed.data(), R, D);
     at::Tensor logits = at::empty({R, head_.out_features}, at::kFloat);
     if (R > 0) head_.apply(q, logits.data_ptr<float>(), head_.out_features);
     return logits;
@@ -702,19 +727,23 @@ class Decoder {
     const int64_t qkv_width = (H + 2 * Hkv) * hd, length = layer.k_cache.size(2);
     auto* kc = reinterpret_cast<uint16_t*>(layer.k_cache.data_ptr<at::BFloat16>());
     auto* vc = reinterpret_cast<uint16_t*>(layer.v_cache.data_ptr<at::BFloat16>());
-    for (int64_t b = 0; b < B; ++b) {
-      float* row = qkv + b * qkv_width;
-      const float* c = cos_.data_ptr<float>() + pos[b] * hd;
-      const float* s = sin_.data_ptr<float>() + pos[b] * hd;
-      for (int64_t h = 0; h < H + Hkv; ++h) rotate(row + h * hd, c, s, hd);  // queries, then keys
-      for (int64_t h = 0; h < Hkv; ++h) {
-        const int64_t at = ((slot[b] * Hkv + h) * length + pos[b]) * hd;
-        for (int64_t i = 0; i < hd; ++i) {
-          kc[at + i] = float_to_bf16(row[(H + h) * hd + i]);
-          vc[at + i] = float_to_bf16(row[(H + Hkv + h) * hd + i]);
+    // Every row's key and value reach the cache before any row attends: rows of one prompt chunk
+    // read each other's.
+    pool().run(B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        float* row = qkv + b * qkv_width;
+        const float* c = cos_.data_ptr<float>() + pos[b] * hd;
+        const float* s = sin_.data_ptr<float>() + pos[b] * hd;
+        for (int64_t h = 0; h < H + Hkv; ++h) rotate(row + h * hd, c, s, hd);  // queries, then keys
+        for (int64_t h = 0; h < Hkv; ++h) {
+          const int64_t at = ((slot[b] * Hkv + h) * length + pos[b]) * hd;
+          for (int64_t i = 0; i < hd; ++i) {
+            kc[at + i] = float_to_bf16(row[(H + h) * hd + i]);
+            vc[at + i] = float_to_bf16(row[(H + Hkv + h) * hd + i]);
+          }
         }
       }
-    }
+    });
     const float scale = 1.f / std::sqrt(float(hd));
     // One task per row and key/value head: its `group` query heads share each key and value read.
     pool().run(B * Hkv, 1, [&](int64_t begin, int64_t end) {
