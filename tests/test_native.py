@@ -125,6 +125,14 @@ def test_a_prompt_chunk_equals_the_same_tokens_one_at_a_time(hf, kernels):
     torch.testing.assert_close(mixed, torch.stack([singles[11], singles[5]]), atol=1e-4, rtol=1e-4)
 
 
+def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
+    step = _native_model(hf, kernels).native_step
+    with torch.inference_mode():
+        logits = step.forward(torch.tensor([5]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0, 0, 0]))
+    assert logits.shape == (3, hf.config.vocab_size)
+    torch.testing.assert_close(logits[0], logits[2], rtol=0, atol=0)
+
+
 def test_the_cpp_step_refuses_what_is_out_of_range(hf, kernels):
     step = _native_model(hf, kernels).native_step
     one = torch.tensor([0])
