@@ -26,6 +26,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -236,6 +237,21 @@ inline __m512i dot32(const __m512i* op, const int8_t* xq) {
   return _mm512_add_epi32(even, odd);
 }
 
+// The output rows of the block starting at n that exist (the last block may be partial).
+inline __mmask16 block_mask(int64_t n, int64_t n_out) {
+  return n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
+}
+
+// Finish a q8 block for `rows` rows: y = row scale * (sum - the +128 offset's share).
+inline void store_q8_block(const __m512* acc, int rows, const float* row_scale, const QuantizedRows& x, int64_t r0,
+                           float* y, int64_t ldy, int64_t blk, int64_t n_out) {
+  const int64_t n = blk * ROWS;
+  const __m512 rs = _mm512_loadu_ps(row_scale + n);
+  for (int i = 0; i < rows; ++i)
+    _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, block_mask(n, n_out),
+                          _mm512_mul_ps(rs, _mm512_sub_ps(acc[i], _mm512_set1_ps(x.offset[r0 + i]))));
+}
+
 // Output rows [r0, r0 + NB) and weight blocks [b0, b1) of y = x @ W.T, q4 weights.
 template <int NB>
 void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
@@ -268,8 +284,8 @@ void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int6
       }
     }
     const int64_t n = blk * ROWS;
-    const __mmask16 keep = n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
-    for (int i = 0; i < NB; ++i) _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, keep, _mm512_add_ps(acc[i], mins[i]));
+    for (int i = 0; i < NB; ++i)
+      _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, block_mask(n, n_out), _mm512_add_ps(acc[i], mins[i]));
   }
 }
 
@@ -294,12 +310,7 @@ void q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, 
                                  _mm512_set1_ps(x.scale[r * G + g]), acc[i]);
       }
     }
-    const int64_t n = blk * ROWS;
-    const __mmask16 keep = n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
-    const __m512 rs = _mm512_loadu_ps(row_scale + n);
-    for (int i = 0; i < NB; ++i)
-      _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, keep,
-                            _mm512_mul_ps(rs, _mm512_sub_ps(acc[i], _mm512_set1_ps(x.offset[r0 + i]))));
+    store_q8_block(acc, NB, row_scale, x, r0, y, ldy, blk, n_out);
   }
 }
 
@@ -380,16 +391,27 @@ void amx_q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows&
       if (g > 0) scale(g - 1);  // a group late: its sums have long reached memory
     }
     scale(G - 1);
-    const int64_t n = blk * ROWS;
-    const __mmask16 keep = n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
-    const __m512 rs = _mm512_loadu_ps(row_scale + n);
-    for (int i = 0; i < rows; ++i)
-      _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, keep,
-                            _mm512_mul_ps(rs, _mm512_sub_ps(acc[i], _mm512_set1_ps(x.offset[r0 + i]))));
+    store_q8_block(acc, rows, row_scale, x, r0, y, ldy, blk, n_out);
   }
   _tile_release();
 }
 #endif
+
+// fn(std::integral_constant<int, n>) for n in 1..TILE: the kernels keep their accumulators in
+// registers only when the row count is known at compile time.
+template <class F>
+void with_rows(int n, F&& fn) {
+  switch (n) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 5: return fn(std::integral_constant<int, 5>{});
+    case 6: return fn(std::integral_constant<int, 6>{});
+    case 7: return fn(std::integral_constant<int, 7>{});
+    default: return fn(std::integral_constant<int, TILE>{});
+  }
+}
 
 // One quantized weight matrix, either format.
 struct QLinear {
@@ -434,31 +456,13 @@ struct QLinear {
     pool().run(blocks, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t r0 = 0; r0 < x.rows; r0 += TILE) {
         const int nb = int(std::min<int64_t>(TILE, x.rows - r0));
-        if (bits == 4) {
-          const auto* sm = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
-          switch (nb) {
-            case 1: q4_tile<1>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            case 2: q4_tile<2>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            case 3: q4_tile<3>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            case 4: q4_tile<4>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            case 5: q4_tile<5>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            case 6: q4_tile<6>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            case 7: q4_tile<7>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-            default: q4_tile<8>(qw, sm, x, r0, y, ldy, b0, b1, out_features); break;
-          }
-        } else {
-          const float* rs = scales.data_ptr<float>();
-          switch (nb) {
-            case 1: q8_tile<1>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            case 2: q8_tile<2>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            case 3: q8_tile<3>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            case 4: q8_tile<4>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            case 5: q8_tile<5>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            case 6: q8_tile<6>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            case 7: q8_tile<7>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-            default: q8_tile<8>(qw, rs, x, r0, y, ldy, b0, b1, out_features); break;
-          }
-        }
+        with_rows(nb, [&](auto rows) {  // the row count as a compile-time constant
+          if (bits == 4)
+            q4_tile<rows>(qw, reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>()), x, r0, y, ldy, b0,
+                          b1, out_features);
+          else
+            q8_tile<rows>(qw, scales.data_ptr<float>(), x, r0, y, ldy, b0, b1, out_features);
+        });
       }
     });
   }
