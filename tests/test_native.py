@@ -173,6 +173,12 @@ def test_argmax_picks_the_first_largest_value(kernels):
     assert kernels.argmax(logits).tolist()[2] == 17
 
 
+def test_the_build_key_follows_the_instruction_set_only():
+    flags = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "amx_int8", "hypervisor"}
+    assert native.build_key(flags) == native.build_key(flags - {"hypervisor"} | {"tsc_known_freq"})
+    assert native.build_key(flags) != native.build_key(flags - {"amx_int8"})
+
+
 def test_without_the_kernels_the_engine_keeps_torchs(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CHATCORE_NATIVE", "0")
     settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(tiny_model_dir), device="cpu",

@@ -25,6 +25,10 @@ FORMAT_VERSION = 1  # of the packed layouts below: cached packed weights carry i
 GROUP = 32
 # What the kernels are written for; a CPU without any of these keeps torch's kernels.
 REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+# The /proc/cpuinfo flags that name instruction-set extensions (what -march=native compiles for).
+ISA_FLAG_PREFIXES = ("avx", "amx", "sse", "ssse", "fma", "f16c", "bmi", "abm", "aes", "vaes", "vpclmul", "pclmul",
+                     "gfni", "sha", "adx", "movbe", "popcnt", "rdrand", "rdseed", "clflushopt", "clwb", "serialize",
+                     "movdir", "xsave", "fsgsbase", "prefetch", "3dnow", "lzcnt", "cx16")
 
 _lock = threading.Lock()
 _loaded: dict[Path, ModuleType | None] = {}
@@ -57,6 +61,18 @@ def unavailable_reason() -> str | None:
     return _why_not
 
 
+def build_key(flags: set[str]) -> str:
+    """The build's cache key: one build per source, torch, Python and instruction set.
+
+    -march=native code must never meet a CPU that lacks what it was built for. Only instruction-set
+    flags count: the others (virtualisation details) change when a VM moves host, and would force
+    needless rebuilds.
+    """
+    isa = sorted(flag for flag in flags if flag.startswith(ISA_FLAG_PREFIXES))
+    return hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + sys.version.encode()
+                          + " ".join(isa).encode()).hexdigest()[:16]
+
+
 def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleType | None:
     """The compiled kernels, building them into ``cache/kernels`` the first time; ``None`` where they can't run.
 
@@ -65,9 +81,7 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
     global _why_not
     if unavailable_reason() is not None:
         return None
-    # One build per source, torch and CPU: -march=native code must never meet another CPU.
-    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + sys.version.encode()
-                         + " ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
+    key = build_key(cpu_flags())
     # CHATCORE_KERNELS shares one build between homes (the test suite's many temporary caches).
     directory = Path(os.environ.get("CHATCORE_KERNELS") or Path(cache) / "kernels") / key
     with _lock:
