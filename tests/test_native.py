@@ -125,6 +125,19 @@ def test_a_prompt_chunk_equals_the_same_tokens_one_at_a_time(hf, kernels):
     torch.testing.assert_close(mixed, torch.stack([singles[11], singles[5]]), atol=1e-4, rtol=1e-4)
 
 
+def test_a_long_context_cut_into_parts_attends_as_a_whole(hf, kernels):
+    # One row over 300 positions is split into parts (flash-decoding) and merged; the 300 rows of a
+    # prompt chunk are not. Both must give the last position the same logits.
+    model = _native_model(hf, kernels, slots=2, length=320)
+    ids = torch.randint(0, hf.config.vocab_size, (300,), generator=_gen(6))
+    step = model.native_step
+    with torch.inference_mode():
+        whole = step.forward(ids, torch.zeros(300, dtype=torch.long), torch.arange(300), torch.tensor([299]))
+        step.forward(ids[:299], torch.ones(299, dtype=torch.long), torch.arange(299), torch.tensor([298]))
+        parted = step.forward(ids[299:], torch.tensor([1]), torch.tensor([299]), torch.tensor([0]))
+    torch.testing.assert_close(parted, whole, atol=1e-4, rtol=1e-4)
+
+
 def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
     step = _native_model(hf, kernels).native_step
     with torch.inference_mode():

@@ -106,6 +106,7 @@ SpinPool& pool() {
 }
 
 constexpr int64_t GROUP = 32;  // quantization group along K, for weights and activations alike
+constexpr int64_t ATTENTION_PART_MIN = 128;  // positions below which a context is not cut into parts
 constexpr int TILE = 8;        // rows of activations that share one read of the weights
 
 inline float bf16_to_float(uint16_t v) {
@@ -558,10 +559,11 @@ void key_scores(const float* query, float scale, const uint16_t* keys, int64_t n
   }
 }
 
-// p[0..n) <- exp(p - max p); returns their sum.
-float softmax_numerators(float* p, int64_t n) {
+// p[0..n) <- exp(p - max p); returns their sum, and the max in *top_out.
+float softmax_numerators(float* p, int64_t n, float* top_out) {
   float top = -INFINITY;
   for (int64_t t = 0; t < n; ++t) top = std::max(top, p[t]);
+  *top_out = top;
   const __m512 shift = _mm512_set1_ps(top);
   float total = 0.f;
   int64_t t = 0;
@@ -749,33 +751,69 @@ class Decoder {
       }
     });
     const float scale = 1.f / std::sqrt(float(hd));
-    // One task per row and key/value head: its `group` query heads share each key and value read.
-    pool().run(B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    // Tasks are (row, key/value head, part of the context): a head's `group` query heads share each
+    // key and value read; a long context is cut into parts so that even one row's few heads keep
+    // every thread busy, and the parts' softmaxes are merged after (as flash-decoding does).
+    const int64_t threads = at::get_num_threads();
+    std::vector<int64_t> parts(B), first(B + 1, 0);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t balance = (2 * threads + B * Hkv - 1) / (B * Hkv);  // parts for two tasks a thread
+      parts[b] = std::clamp<int64_t>(std::min(balance, (pos[b] + 1) / ATTENTION_PART_MIN), 1, 8);
+      first[b + 1] = first[b] + Hkv * parts[b];
+    }
+    const int64_t tasks = first[B];
+    std::vector<float> part_max(tasks * group), part_sum(tasks * group), part_out(tasks * group * hd);
+    pool().run(tasks, 1, [&](int64_t begin, int64_t end) {
       thread_local std::vector<float> probs;  // [group][stride]: exp(score - max) of each query head
-      thread_local std::vector<float> inv_totals;
+      thread_local std::vector<float> weights;
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / Hkv, kv = task % Hkv, n = pos[b] + 1, stride = n + 16;
-        const uint16_t* keys = kc + (slot[b] * Hkv + kv) * length * hd;
-        const uint16_t* values = vc + (slot[b] * Hkv + kv) * length * hd;
-        probs.resize(group * stride), inv_totals.resize(group);
+        const int64_t b = std::upper_bound(first.begin(), first.end(), task) - first.begin() - 1;
+        const int64_t kv = (task - first[b]) / parts[b], part = (task - first[b]) % parts[b];
+        const int64_t n = pos[b] + 1, t0 = n * part / parts[b], count = n * (part + 1) / parts[b] - t0;
+        const int64_t stride = count + 16;
+        const uint16_t* keys = kc + ((slot[b] * Hkv + kv) * length + t0) * hd;
+        const uint16_t* values = vc + ((slot[b] * Hkv + kv) * length + t0) * hd;
+        const bool whole = parts[b] == 1;
+        probs.resize(group * stride), weights.resize(group);
         for (int64_t g = 0; g < group; ++g) {
           const float* query = qkv + b * qkv_width + (kv * group + g) * hd;
           float* p = probs.data() + g * stride;
-          if (hd == 64) key_scores<64>(query, scale, keys, n, p);
-          else if (hd == 128) key_scores<128>(query, scale, keys, n, p);
-          else for (int64_t t = 0; t < n; ++t) p[t] = dot_bf16(query, keys + t * hd, hd) * scale;
-          inv_totals[g] = 1.f / softmax_numerators(p, n);
+          if (hd == 64) key_scores<64>(query, scale, keys, count, p);
+          else if (hd == 128) key_scores<128>(query, scale, keys, count, p);
+          else for (int64_t t = 0; t < count; ++t) p[t] = dot_bf16(query, keys + t * hd, hd) * scale;
+          const float total = softmax_numerators(p, count, &part_max[task * group + g]);
+          part_sum[task * group + g] = total;
+          weights[g] = whole ? 1.f / total : 1.f;  // a part stays unnormalized until the merge
         }
-        float* o = out + (b * H + kv * group) * hd;  // the group's heads are adjacent
-        if (hd == 64) weighted_values<64>(probs.data(), stride, inv_totals.data(), group, values, n, o);
-        else if (hd == 128) weighted_values<128>(probs.data(), stride, inv_totals.data(), group, values, n, o);
+        float* o = whole ? out + (b * H + kv * group) * hd : &part_out[task * group * hd];  // heads adjacent
+        if (hd == 64) weighted_values<64>(probs.data(), stride, weights.data(), group, values, count, o);
+        else if (hd == 128) weighted_values<128>(probs.data(), stride, weights.data(), group, values, count, o);
         else
           for (int64_t g = 0; g < group; ++g) {
             std::fill(o + g * hd, o + (g + 1) * hd, 0.f);
-            for (int64_t t = 0; t < n; ++t) axpy_bf16(probs[g * stride + t] * inv_totals[g], values + t * hd, o + g * hd, hd);
+            for (int64_t t = 0; t < count; ++t) axpy_bf16(probs[g * stride + t] * weights[g], values + t * hd, o + g * hd, hd);
           }
       }
     });
+    // Merge the parts: each part's sums are rescaled from its own maximum to the overall one.
+    for (int64_t b = 0; b < B; ++b) {
+      if (parts[b] == 1) continue;
+      for (int64_t kv = 0; kv < Hkv; ++kv)
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t base = first[b] + kv * parts[b];
+          float top = -INFINITY, total = 0.f;
+          for (int64_t part = 0; part < parts[b]; ++part) top = std::max(top, part_max[(base + part) * group + g]);
+          float* o = out + (b * H + kv * group + g) * hd;
+          std::fill(o, o + hd, 0.f);
+          for (int64_t part = 0; part < parts[b]; ++part) {
+            const int64_t at = (base + part) * group + g;
+            const float factor = std::exp(part_max[at] - top);
+            total += factor * part_sum[at];
+            for (int64_t i = 0; i < hd; ++i) o[i] += factor * part_out[at * hd + i];
+          }
+          for (int64_t i = 0; i < hd; ++i) o[i] /= total;
+        }
+    }
   }
 
   at::Tensor embed_, cos_, sin_;
