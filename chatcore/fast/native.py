@@ -61,16 +61,20 @@ def unavailable_reason() -> str | None:
     return _why_not
 
 
+# The compiler flags: -march=native is safe because each machine compiles for itself (see build_key).
+CFLAGS = ("-O3", "-march=native")
+
+
 def build_key(flags: set[str]) -> str:
-    """The build's cache key: one build per source, torch, Python and instruction set.
+    """The build's cache key: one build per source, compiler flags, torch, Python and instruction set.
 
     -march=native code must never meet a CPU that lacks what it was built for. Only instruction-set
     flags count: the others (virtualisation details) change when a VM moves host, and would force
     needless rebuilds.
     """
     isa = sorted(flag for flag in flags if flag.startswith(ISA_FLAG_PREFIXES))
-    return hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + sys.version.encode()
-                          + " ".join(isa).encode()).hexdigest()[:16]
+    return hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode()
+                          + sys.version.encode() + " ".join(isa).encode()).hexdigest()[:16]
 
 
 def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleType | None:
@@ -91,14 +95,13 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
         try:
             directory.mkdir(parents=True, exist_ok=True)
             if not any(directory.glob("*.so")):
-                (progress or _stderr)("building ChatCore's CPU kernels (once per machine, about a minute)…")
+                (progress or _stderr)("building ChatCore's CPU kernels (once per machine, about 30 seconds)…")
             from torch.utils.cpp_extension import load as build
 
             _find_ninja()
 
             module = build(name=f"chatcore_native_{key}", sources=[str(SOURCE)], build_directory=str(directory),
-                           extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                           verbose=False)
+                           extra_cflags=list(CFLAGS), verbose=False)
         except Exception as exc:  # noqa: BLE001 - no compiler, headers or disk: torch's kernels still work
             lines = str(exc).splitlines()
             errors = [line for line in lines if "error:" in line.lower()] or lines[-1:] or [type(exc).__name__]
