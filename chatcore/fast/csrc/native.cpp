@@ -124,13 +124,6 @@ inline uint16_t float_to_bf16(float f) {  // round to nearest even, as torch's .
   return uint16_t(bits >> 16);
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // 16 bfloat16 values widened to float32.
 inline __m512 load_bf16x16(const uint16_t* p) {
   __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -672,8 +665,13 @@ class Decoder {
     // Per-row work between the matrix products runs on the pool too, a row a task, fused so that
     // each row is read once: add the residual, normalize, quantize for the next product.
     auto rows = [&](const auto& fn) { pool().run(B, 1, [&](int64_t r0, int64_t r1) { for (int64_t r = r0; r < r1; ++r) fn(r); }); };
+    auto add_residual = [&](int64_t r) { for (int64_t i = 0; i < D; ++i) x[r * D + i] += h[r * D + i]; };
+    auto norm_and_quantize = [&](int64_t r, const std::vector<float>& norm) {
+      rms_norm(&x[r * D], norm.data(), eps_, 1, D, &h[r * D]);
+      q.quantize_row(r, &h[r * D]);
+    };
     q.resize(B, D);
-    rows([&](int64_t r) { rms_norm(&x[r * D], layers_[0].attn_norm.data(), eps_, 1, D, &h[r * D]); q.quantize_row(r, &h[r * D]); });
+    rows([&](int64_t r) { norm_and_quantize(r, layers_[0].attn_norm); });
     for (size_t l = 0; l < layers_.size(); ++l) {
       Layer& layer = layers_[l];
       layer.wqkv.apply(q, qkv.data(), qkv_width);
@@ -682,11 +680,7 @@ class Decoder {
       rows([&](int64_t r) { q.quantize_row(r, &attn[r * H * hd]); });
       layer.wo.apply(q, h.data(), D);
       q.resize(B, D);
-      rows([&](int64_t r) {
-        for (int64_t i = 0; i < D; ++i) x[r * D + i] += h[r * D + i];
-        rms_norm(&x[r * D], layer.mlp_norm.data(), eps_, 1, D, &h[r * D]);
-        q.quantize_row(r, &h[r * D]);
-      });
+      rows([&](int64_t r) { add_residual(r); norm_and_quantize(r, layer.mlp_norm); });
       layer.w13.apply(q, ff.data(), 2 * I);
       q.resize(B, I);
       rows([&](int64_t r) {
@@ -697,11 +691,8 @@ class Decoder {
       const bool last = l + 1 == layers_.size();
       q.resize(B, D);
       rows([&](int64_t r) {
-        for (int64_t i = 0; i < D; ++i) x[r * D + i] += h[r * D + i];
-        if (!last) {  // the next layer's input; after the last one only the logit rows go on
-          rms_norm(&x[r * D], layers_[l + 1].attn_norm.data(), eps_, 1, D, &h[r * D]);
-          q.quantize_row(r, &h[r * D]);
-        }
+        add_residual(r);
+        if (!last) norm_and_quantize(r, layers_[l + 1].attn_norm);  // after the last layer only the logit rows go on
       });
     }
     const int64_t R = logit_rows.numel();
