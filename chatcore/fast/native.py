@@ -192,10 +192,11 @@ def attach(module: ModuleType, model: Any) -> bool:
 
     Only when every linear is a ``NativeLinear`` and the cache is bfloat16; returns whether it did.
     """
-    from chatcore.fast.quant import Int4Linear, Int8Linear, NativeLinear
+    from chatcore.fast.quant import NativeLinear
 
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear | Int8Linear | Int4Linear | NativeLinear)]
-    if not linears or not all(isinstance(m, NativeLinear) for m in linears):
+    linears = [model.output] + [linear for block in model.layers
+                                for linear in (block.attn.wqkv, block.attn.wo, block.mlp.w13, block.mlp.w2)]
+    if not all(isinstance(linear, NativeLinear) for linear in linears):  # the ones build_decoder reads
         return False
     if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not model.slots:
         return False
