@@ -25,6 +25,9 @@ from storage.store import (
     SNIPPET_ELLIPSIS,
     SNIPPET_TOKENS,
     Store,
+    _dump,
+    _lastrowid,
+    _load,
     fts_query,
 )
 from storage.transfer import utc_now
@@ -75,8 +78,7 @@ def add_note(
             " source_message_id, model, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner, title, body, json.dumps(tag_list, ensure_ascii=False), now, now, *source),
         )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return _lastrowid(cursor)
 
 
 def get_note(store: Store, owner: str, note_id: int) -> dict[str, Any]:
@@ -284,11 +286,7 @@ def _check_note(store: Store, owner: str, note_id: int) -> None:
         raise NotFound(f"No note {note_id}.")
 
 
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def _note(row: dict[str, Any]) -> dict[str, Any]:
     row["tags"] = json.loads(row["tags"])
-    row["params"] = None if row["params"] is None else json.loads(row["params"])
+    row["params"] = _load(row["params"])
     return row
