@@ -98,12 +98,15 @@ def resolve(spec: str) -> ModelSource:
     )
 
 
-def converted_dir(settings: Settings, source: ModelSource) -> Path:
-    """The cache directory holding the safetensors conversion of a packaged model or GGUF file."""
+def converted_dir(settings: Settings, source: ModelSource, *, gguf_sha256: str | None = None) -> Path:
+    """The cache directory holding the safetensors conversion of a packaged model or GGUF file.
+
+    A GGUF file's directory is named by its SHA-256; pass ``gguf_sha256`` when it is already known.
+    """
     if source.kind == "packaged":
         return settings.models_dir / source.location
     stem = re.sub(r"[^\w.-]", "_", Path(source.location).stem)[:80]
-    return settings.models_dir / f"{stem}-{_sha256_file(Path(source.location))[:12]}"
+    return settings.models_dir / f"{stem}-{(gguf_sha256 or _sha256_file(Path(source.location)))[:12]}"
 
 
 def ensure_local(spec: str, settings: Settings, progress: Progress | None = None) -> Path:
@@ -113,7 +116,9 @@ def ensure_local(spec: str, settings: Settings, progress: Progress | None = None
         return Path(source.location)
     if source.kind == "hub":
         return _hub_snapshot(source.location, settings, progress)
-    target = converted_dir(settings, source)
+    # Hashed once: it names the cache directory and goes into the manifest.
+    gguf_sha256 = _sha256_file(Path(source.location)) if source.kind == "gguf" else None
+    target = converted_dir(settings, source, gguf_sha256=gguf_sha256)
     if (target / MANIFEST).is_file():
         return target
     if source.kind == "packaged":
@@ -123,7 +128,7 @@ def ensure_local(spec: str, settings: Settings, progress: Progress | None = None
                   "wheel_sha256": package.sha256}
     else:
         gguf = Path(source.location)
-        origin = {"source": f"gguf:{gguf}", "gguf_sha256": _sha256_file(gguf)}
+        origin = {"source": f"gguf:{gguf}", "gguf_sha256": gguf_sha256}
     convert_gguf(gguf, target, name=target.name, origin=origin, progress=progress)
     return target
 
