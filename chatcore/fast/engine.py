@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from chatcore import sources
 from chatcore.chat import Message
 from chatcore.errors import ModelError, ParameterError
 from chatcore.events import Event, TextDelta
@@ -54,7 +55,6 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
     """The fast engine for ``directory``, or ``None`` when its model needs the transformers loop."""
     from transformers import AutoConfig
 
-    from chatcore import sources
     from chatcore.engine import ModelInfo, context_window
 
     config = AutoConfig.from_pretrained(directory, trust_remote_code=settings.trust_remote_code)
@@ -105,8 +105,7 @@ def _want_compile(model: Transformer, choice: str, progress: Callable[[str], Non
     else:
         want = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()) >= COMPILE_MIN_PARAMETERS
     if want:
-        (progress or (lambda m: print(m, file=sys.stderr, flush=True)))(
-            "compiling the decode step (about a minute the first time, cached afterwards)…")
+        sources._say(progress, "compiling the decode step (about a minute the first time, cached afterwards)…")
     return want
 
 
@@ -170,7 +169,7 @@ def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, de
         return json.loads(record.read_text())["quant"]
     except (OSError, ValueError, KeyError):
         pass
-    (progress or (lambda m: print(m, file=sys.stderr, flush=True)))("checking quantized accuracy (once per model)…")
+    sources._say(progress, "checking quantized accuracy (once per model)…")
     ids = torch.tensor([tokenizer.encode(CALIBRATION_TEXT, add_special_tokens=False)])
     reference = quantized_perplexity(config, state, ids, "none")
     chosen, scores = "none", {"none": reference}
