@@ -353,6 +353,29 @@ class TransferFigures:
         return dict(self.__dict__)
 
 
+def _timed_run(env: dict[str, str], command: tuple[str, ...]) -> float:
+    """Seconds a whole ``chatcore COMMAND`` takes here, so the kills spread over all of it."""
+    began = time.monotonic()
+    if cli(env, *command).wait(300) != 0:
+        raise RuntimeError(f"the reference {command[0]} failed")
+    return time.monotonic() - began
+
+
+def _kill_at_random(env: dict[str, str], command: tuple[str, ...], rng: random.Random, full: float,
+                    db_path: Path, figures: TransferFigures) -> None:
+    """One round: start ``chatcore COMMAND``, SIGKILL it at a random moment if still running, check the file."""
+    process = cli(env, *command)
+    time.sleep(rng.uniform(0.6, 1.1) * full)  # start-up comes first: aim at the reading and the writing
+    if process.poll() is None:
+        kill(process)
+        figures.killed_midway += 1
+    else:
+        figures.finished_first += 1
+    figures.rounds += 1
+    if integrity(db_path) == "ok":
+        figures.integrity_ok += 1
+
+
 def import_kill_rounds(workdir: Path, model_dir: Path, rounds: int, *, conversations: int = 1500,
                        seed: int = 0) -> TransferFigures:
     """Kill ``chatcore import`` at random moments: the database has the whole file or none of it."""
@@ -368,25 +391,13 @@ def import_kill_rounds(workdir: Path, model_dir: Path, rounds: int, *, conversat
     with Store(db_path) as store:  # something already there, which must survive untouched
         cid = store.create_conversation("local", title="Before the import")
         store.add_message(cid, "user", "kept")
-    # How long a whole import takes here, so the kills spread over all of it.
-    began = time.monotonic()
-    if cli(env, "import", str(source)).wait(300) != 0:
-        raise RuntimeError("the reference import failed")
-    full = time.monotonic() - began
+    command = ("import", str(source))
+    full = _timed_run(env, command)
     figures = TransferFigures()
     per_import = conversations * 6
     for _ in range(rounds):
         before = table_counts(db_path)
-        process = cli(env, "import", str(source))
-        time.sleep(rng.uniform(0.6, 1.1) * full)  # start-up comes first: aim at the reading and the writing
-        if process.poll() is None:
-            kill(process)
-            figures.killed_midway += 1
-        else:
-            figures.finished_first += 1
-        figures.rounds += 1
-        if integrity(db_path) == "ok":
-            figures.integrity_ok += 1
+        _kill_at_random(env, command, rng, full, db_path, figures)
         after = table_counts(db_path)
         grew = after["messages"] - before["messages"]
         if grew not in (0, per_import) or after["conversations"] - before["conversations"] not in (0, conversations):
@@ -403,23 +414,12 @@ def export_kill_rounds(workdir: Path, model_dir: Path, rounds: int, seed: int = 
     target = workdir / "exports" / "backup.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     old = "the previous backup\n"
-    began = time.monotonic()
-    if cli(env, "export", "--all", "--format", "json", "-o", str(target)).wait(300) != 0:
-        raise RuntimeError("the reference export failed")
-    full = time.monotonic() - began
+    command = ("export", "--all", "--format", "json", "-o", str(target))
+    full = _timed_run(env, command)
     figures = TransferFigures()
     for _ in range(rounds):
         target.write_text(old)
-        process = cli(env, "export", "--all", "--format", "json", "-o", str(target))
-        time.sleep(rng.uniform(0.6, 1.1) * full)  # start-up comes first: aim at the reading and the writing
-        if process.poll() is None:
-            kill(process)
-            figures.killed_midway += 1
-        else:
-            figures.finished_first += 1
-        figures.rounds += 1
-        if integrity(home / "chatcore.db") == "ok":
-            figures.integrity_ok += 1
+        _kill_at_random(env, command, rng, full, home / "chatcore.db", figures)
         text = target.read_text()
         if text != old:
             try:
