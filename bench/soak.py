@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "soak.json"
@@ -70,6 +70,7 @@ ZYGOTE_CODE = (
 )
 CLI_CODE = "from chatcore.cli import main; main()"
 START_TIMEOUT_S = 120
+SAVE_JITTER_S = 0.6  # a little more than the service's save interval (0.5 s)
 
 
 def free_port() -> int:
@@ -315,9 +316,6 @@ def _kill_rounds(zygote: Zygote, env: dict[str, str], db_path: Path, kills: int,
             committed[r["id"]] = (r["role"], r["content"], bool(r["complete"]))
 
 
-SAVE_JITTER_S = 0.6  # a little more than the service's save interval (0.5 s)
-
-
 # -- interrupted imports and exports -----------------------------------------------------------
 
 
@@ -497,11 +495,6 @@ def save_endless_tiny(directory: Path) -> Path:
     return directory
 
 
-@contextlib.contextmanager
-def _tiny_model(workdir: Path) -> Iterator[Path]:
-    yield save_endless_tiny(workdir / "tiny-model")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=25)
@@ -513,8 +506,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="chatcore-soak-") as tmp, _tiny_model(Path(tmp)) as model_dir:
+    with tempfile.TemporaryDirectory(prefix="chatcore-soak-") as tmp:
         workdir = Path(tmp)
+        model_dir = save_endless_tiny(workdir / "tiny-model")
         result: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
         print(f"kill -9 during streamed answers × {args.kills} …", flush=True)
         result["kill_during_answers"] = kill_rounds(workdir / "kills", model_dir, args.kills, args.seed).as_dict()
