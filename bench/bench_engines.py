@@ -45,6 +45,14 @@ def _settings():
     return Settings()
 
 
+def _model_directory() -> Path:
+    """The default model's local directory (downloaded first if needed)."""
+    from chatcore import sources
+
+    settings = _settings()
+    return sources.ensure_local(settings.model, settings, _say)
+
+
 def _prompts(tokenizer: Any) -> tuple[list[int], list[int], list[list[int]]]:
     """The short chat prompt, the 1,000-token prompt and 8 distinct short prompts, as token ids."""
     def chat(text: str) -> list[int]:
@@ -113,9 +121,7 @@ def measure_transformers() -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from chatcore import sources
-
-    directory = sources.ensure_local(_settings().model, _settings(), _say)
+    directory = _model_directory()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     short, long_ids, _ = _prompts(tokenizer)
@@ -139,10 +145,7 @@ def measure_llama_cpp() -> dict[str, float]:
     from llama_cpp import Llama
     from transformers import AutoTokenizer
 
-    from chatcore import sources
-
-    directory = sources.ensure_local(_settings().model, _settings(), _say)
-    short, long_ids, _ = _prompts(AutoTokenizer.from_pretrained(directory))
+    short, long_ids, _ = _prompts(AutoTokenizer.from_pretrained(_model_directory()))
     llm = Llama(model_path=str(GGUF), n_ctx=2048, n_threads=2, n_threads_batch=2, verbose=False)
 
     def generate(ids: list[int], n: int) -> tuple[float, float]:
