@@ -42,6 +42,8 @@ _COLUMNS = (
     "id, owner, title, body, tags, created, updated, source_conversation_id, source_message_id,"
     " model, params"
 )
+# The notes ``list_notes`` pages through and ``count_notes`` counts; parameters: owner, tag, tag.
+_LISTED = "owner = ? AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(notes.tags) WHERE value = ?))"
 
 
 def add_note(
@@ -116,9 +118,7 @@ def list_notes(
 ) -> list[dict[str, Any]]:
     """A page of the owner's notes, most recently updated first; only those tagged ``tag`` if given."""
     rows = store._rows(
-        f"SELECT {_COLUMNS} FROM notes WHERE owner = ?"
-        " AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(notes.tags) WHERE value = ?))"
-        " ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
+        f"SELECT {_COLUMNS} FROM notes WHERE {_LISTED} ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
         (owner, tag, tag, limit, offset),
     )
     return [_note(row) for row in rows]
@@ -127,8 +127,7 @@ def list_notes(
 def count_notes(store: Store, owner: str, *, tag: str | None = None) -> int:
     """How many notes ``list_notes`` pages through."""
     return store.db.conn.execute(
-        "SELECT count(*) FROM notes WHERE owner = ?"
-        " AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(notes.tags) WHERE value = ?))",
+        f"SELECT count(*) FROM notes WHERE {_LISTED}",
         (owner, tag, tag),
     ).fetchone()[0]
 

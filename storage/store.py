@@ -47,6 +47,9 @@ _MESSAGE_COLUMNS = (
     "prompt_tokens, completion_tokens, ttft_ms, tokens_per_s, finish_reason, complete, "
     "rating, rating_comment"
 )
+# The conversations ``list_conversations`` pages through and ``count_conversations`` counts;
+# parameters: owner, include_archived.
+_LISTED = "owner = ? AND deleted_at IS NULL AND (? OR archived = 0)"
 
 
 class Store:
@@ -157,9 +160,7 @@ class Store:
         rows = self._rows(
             f"SELECT {_CONVERSATION_COLUMNS},"
             " (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count"
-            " FROM conversations c"
-            " WHERE owner = ? AND deleted_at IS NULL AND (? OR archived = 0)"
-            " ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
+            f" FROM conversations c WHERE {_LISTED} ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
             (owner, include_archived, limit, offset),
         )
         return [_conversation(row) for row in rows]
@@ -167,8 +168,7 @@ class Store:
     def count_conversations(self, owner: str, *, include_archived: bool = False) -> int:
         """How many conversations ``list_conversations`` pages through."""
         return self.db.conn.execute(
-            "SELECT count(*) FROM conversations"
-            " WHERE owner = ? AND deleted_at IS NULL AND (? OR archived = 0)",
+            f"SELECT count(*) FROM conversations WHERE {_LISTED}",
             (owner, include_archived),
         ).fetchone()[0]
 
