@@ -150,9 +150,11 @@ class Template:
         variables = _parse_variables(data.get("variables"))
         settings = _parse_settings(data.get("settings"))
 
-        compiled_body = _compile(body, "body")
-        compiled_system = _compile(system, "system") if system is not None else None
-        used = _used_names(body) | (_used_names(system) if system is not None else set())
+        compiled_body, used = _compile(body, "body")
+        compiled_system = None
+        if system is not None:
+            compiled_system, used_by_system = _compile(system, "system")
+            used |= used_by_system
         undeclared = sorted(used - set(variables))
         if undeclared:
             raise TemplateError(f"uses undeclared variable(s) {_quoted(undeclared)}; declare them under 'variables'")
@@ -358,15 +360,14 @@ def _parse_settings(raw: Any) -> dict[str, float | int]:
     return settings
 
 
-def _compile(source: str, part: str) -> jinja2.Template:
+def _compile(source: str, part: str) -> tuple[jinja2.Template, set[str]]:
+    """The compiled template and the variable names it uses (Jinja's globals aside), from one parse."""
     try:
-        return _ENV.from_string(source)
+        tree = _ENV.parse(source)
+        compiled = _ENV.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"Jinja syntax error in {part} line {exc.lineno}: {exc.message}") from exc
-
-
-def _used_names(source: str) -> set[str]:
-    return jinja2.meta.find_undeclared_variables(_ENV.parse(source)) - set(_ENV.globals)
+    return compiled, jinja2.meta.find_undeclared_variables(tree) - set(_ENV.globals)
 
 
 def _quoted(names: list[str]) -> str:
