@@ -276,10 +276,17 @@ class Workspace:
         system: str | None = None, cancel: threading.Event | None = None,
     ) -> Iterator[ChatView]:
         """Re-ask from user message ``index`` with new ``text`` as a new branch; the original stays as it was."""
-        conversation = self.store.get_conversation(owner, conversation_id)
-        messages = [m for m in conversation["messages"] if m["role"] != "system"]
+        conversation, messages = self._chat(owner, conversation_id)
         if not 0 <= index < len(messages) or messages[index]["role"] != "user":
             raise ParameterError("message", "only your own messages can be edited")
+        yield from self._branch(owner, conversation, messages, index, text, params, system=system, cancel=cancel)
+
+    def _branch(
+        self, owner: str, conversation: dict[str, Any], messages: list[dict[str, Any]], index: int, text: str,
+        params: GenerationParams, *, system: str | None, cancel: threading.Event | None,
+    ) -> Iterator[ChatView]:
+        """Ask ``text`` in place of user message ``index`` (of ``messages``, ``conversation``'s chat view)."""
+        conversation_id = conversation["id"]
         check_user_text(text)
         self.manager.get()  # refuse before creating the branch, so no empty branch is left behind
         if index == 0:  # nothing to copy: the branch is a new conversation with the same system prompt
@@ -300,13 +307,12 @@ class Workspace:
         system: str | None = None, cancel: threading.Event | None = None,
     ) -> Iterator[ChatView]:
         """Answer the last question again, as a new branch (the earlier answer is kept in the original)."""
-        conversation = self.store.get_conversation(owner, conversation_id)
-        messages = [m for m in conversation["messages"] if m["role"] != "system"]
+        conversation, messages = self._chat(owner, conversation_id)
         last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is None:
             raise ParameterError("message", "there is no question to answer again")
-        yield from self.edit(owner, conversation_id, last_user, messages[last_user]["content"], params,
-                             system=system, cancel=cancel)
+        yield from self._branch(owner, conversation, messages, last_user, messages[last_user]["content"], params,
+                                system=system, cancel=cancel)
 
     def rate(self, owner: str, conversation_id: int | None, index: int, liked: bool | str | None) -> None:
         """Save a thumbs up (``True``), down (``False``) or clear it (anything else) on answer ``index``;
@@ -326,8 +332,7 @@ class Workspace:
         """Answer ``index`` of the chat view (a message of the conversation), or a ``ParameterError``."""
         if conversation_id is None or index is None:
             raise ParameterError(what, "click a saved answer in the chat first")
-        conversation = self.store.get_conversation(owner, conversation_id)
-        messages = [m for m in conversation["messages"] if m["role"] != "system"]
+        _, messages = self._chat(owner, conversation_id)
         if not 0 <= index < len(messages) or messages[index]["role"] != "assistant":
             raise ParameterError(what, "only answers can be rated, saved as notes or re-run")
         return messages[index]
@@ -492,6 +497,11 @@ class Workspace:
                     )
                 view = final
                 yield view
+
+    def _chat(self, owner: str, conversation_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The conversation and its messages as the chat view indexes them (system prompt excluded)."""
+        conversation = self.store.get_conversation(owner, conversation_id)
+        return conversation, [m for m in conversation["messages"] if m["role"] != "system"]
 
     def _window(self) -> int | None:
         try:
