@@ -21,38 +21,52 @@ MODES = ("none", "int8", "int4")
 DENSE_ROWS = 32
 
 
-def _dense_or_none(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    dense = module.dense
-    if dense is not None and x.numel() // x.shape[-1] > DENSE_ROWS:
-        return torch.nn.functional.linear(x, dense.to(x.dtype) if dense.dtype != x.dtype else dense)
-    return None
+class PackedLinear(nn.Module):
+    """What every quantized linear shares: its packed weight in the two buffers named by ``BUFFERS``
+    (the work worth caching on disk), an optional dense bf16 copy for long prefills, and a ``forward``
+    that multiplies many rows through the dense copy and the rest through the kernel (``_matmul``)."""
 
+    BUFFERS: tuple[str, str]
 
-class Int8Linear(nn.Module):
-    """y = x @ (w8 * scale).T with w8: [N, K] int8 and one scale per output channel."""
-
-    def __init__(self, weight: torch.Tensor, dense: torch.Tensor | None = None,
-                 packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, dense: torch.Tensor | None,
+                 packed: tuple[torch.Tensor, torch.Tensor]) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.register_buffer("dense", dense)  # optional bf16 weight for long prefills
+        for name, tensor in zip(self.BUFFERS, packed):
+            self.register_buffer(name, tensor)
+
+    def packed(self) -> dict[str, torch.Tensor]:
+        """The buffers that took work to compute, for the on-disk cache."""
+        return {name: getattr(self, name) for name in self.BUFFERS}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = self.dense
+        if dense is not None and x.numel() // x.shape[-1] > DENSE_ROWS:
+            return torch.nn.functional.linear(x, dense.to(x.dtype) if dense.dtype != x.dtype else dense)
+        shape = x.shape
+        return self._matmul(x.reshape(-1, shape[-1])).view(*shape[:-1], self.out_features)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N] through the packed weight."""
+        raise NotImplementedError
+
+
+class Int8Linear(PackedLinear):
+    """y = x @ (w8 * scale).T with w8: [N, K] int8 and one scale per output channel."""
+
+    BUFFERS = ("weight", "scales")
+
+    def __init__(self, weight: torch.Tensor, dense: torch.Tensor | None = None,
+                 packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         if packed is None:
             w = weight.float()
             scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
             packed = (w / scales[:, None]).round().clamp(-128, 127).to(torch.int8), scales.to(torch.bfloat16)
-        self.register_buffer("weight", packed[0])
-        self.register_buffer("scales", packed[1])
+        super().__init__(weight, dense, packed)
 
-    def packed(self) -> dict[str, torch.Tensor]:
-        """The buffers that took work to compute, for the on-disk cache."""
-        return {"weight": self.weight, "scales": self.scales}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (y := _dense_or_none(self, x)) is not None:
-            return y
-        shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scales.to(x.dtype))
-        return y.view(*shape[:-1], self.out_features)
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales.to(x.dtype))
 
     def dequantized(self) -> torch.Tensor:
         return self.weight.float() * self.scales.float()[:, None]
@@ -74,35 +88,23 @@ def int4_groups(weight: torch.Tensor, groupsize: int) -> tuple[torch.Tensor, tor
     return q, scales, zeros
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(PackedLinear):
     """4-bit weights in torch's packed CPU layout, dequantized group by group inside the kernel."""
+
+    BUFFERS = ("weight", "scales_and_zeros")
 
     def __init__(self, weight: torch.Tensor, groupsize: int, dense: torch.Tensor | None = None,
                  packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        self.groupsize = groupsize
-        self.register_buffer("dense", dense)  # optional bf16 weight for long prefills
         if packed is None:
             q, scales, zeros = int4_groups(weight, groupsize)
             # scales_and_zeros: [K/g, N, 2], the layout the kernel expects.
             packed = (torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1),
                       torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous())
-        self.register_buffer("weight", packed[0])
-        self.register_buffer("scales_and_zeros", packed[1])
+        super().__init__(weight, dense, packed)
+        self.groupsize = groupsize
 
-    def packed(self) -> dict[str, torch.Tensor]:
-        """The buffers that took work to compute, for the on-disk cache."""
-        return {"weight": self.weight, "scales_and_zeros": self.scales_and_zeros}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (y := _dense_or_none(self, x)) is not None:
-            return y
-        shape = x.shape
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.reshape(-1, shape[-1]), self.weight, self.groupsize, self.scales_and_zeros
-        )
-        return y.view(*shape[:-1], self.out_features)
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight, self.groupsize, self.scales_and_zeros)
 
     def dequantized(self) -> torch.Tensor:
         """The float weight this layer computes with: multiply the identity through the kernel."""
@@ -111,34 +113,24 @@ class Int4Linear(nn.Module):
         return packed.float().T.contiguous()
 
 
-class NativeLinear(nn.Module):
+class NativeLinear(PackedLinear):
     """A q4 or q8 weight for ChatCore's own kernels (:mod:`chatcore.fast.native`), which the C++
     decode step also reads directly; short inputs multiply through the kernel, long prefills through
     the optional dense bfloat16 copy."""
 
+    BUFFERS = ("codes", "scales")
+
     def __init__(self, weight: torch.Tensor, bits: int, kernels: Any, dense: torch.Tensor | None = None,
                  packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        self.bits = bits
-        self.register_buffer("dense", dense)
         if packed is None:
             packed = native.pack_q4(weight) if bits == 4 else native.pack_q8(weight)
-        self.register_buffer("codes", packed[0])
-        self.register_buffer("scales", packed[1])
+        super().__init__(weight, dense, packed)
+        self.bits = bits
         # Holds references to the two buffers above (not copies); the decode step shares it.
         self.kernel = kernels.QLinear(bits, self.codes, self.scales, self.out_features, self.in_features)
 
-    def packed(self) -> dict[str, torch.Tensor]:
-        """The buffers that took work to compute, for the on-disk cache."""
-        return {"codes": self.codes, "scales": self.scales}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (y := _dense_or_none(self, x)) is not None:
-            return y
-        shape = x.shape
-        y = self.kernel.forward(x.reshape(-1, shape[-1])).to(x.dtype)
-        return y.view(*shape[:-1], self.out_features)
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernel.forward(x).to(x.dtype)
 
     def dequantized(self) -> torch.Tensor:
         unpack = native.unpack_q4 if self.bits == 4 else native.unpack_q8
@@ -183,14 +175,14 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
         g = int4_groupsize(weight.shape[1], groupsize)
         if kernels is not None and native.supported_shape(weight):
             bits = 8 if mode == "int8" or name == head else 4
-            cached = _cached(packed, name, ("codes", "scales"))
+            cached = _cached(packed, name, NativeLinear.BUFFERS)
             replacement: nn.Module = NativeLinear(weight, bits, kernels, dense, cached)
         # The packed int4 layout needs N % 16 == 0; other shapes (rare, tiny vocabularies) stay int8.
         elif mode == "int8" or name == head or not g or weight.shape[0] % 16:
-            cached = _cached(packed, name, ("weight", "scales"))
+            cached = _cached(packed, name, Int8Linear.BUFFERS)
             replacement = Int8Linear(weight, dense, cached)
         else:
-            cached = _cached(packed, name, ("weight", "scales_and_zeros"))
+            cached = _cached(packed, name, Int4Linear.BUFFERS)
             replacement = Int4Linear(weight, g, dense, cached)
         if packed is not None and cached is None:
             packed.update({f"{name}.{key}": value for key, value in replacement.packed().items()})
