@@ -72,7 +72,6 @@ PARAMS = {
     "seed 1.5": ("seed", 1.5),
     "seed NaN": ("seed", math.nan),
 }
-PAYLOADS_TRIED: dict[str, int] = {}
 
 
 def counts(store: Store) -> dict[str, int]:
@@ -85,10 +84,8 @@ class NoModel:
 
     context_window = 2048
     model_name = "no-model"
-    calls = 0
 
     def stream(self, *args, **kwargs):
-        NoModel.calls += 1
         raise AssertionError("model work started for a refused message")
 
 
@@ -188,16 +185,14 @@ def test_api_refuses_every_payload_with_400_and_writes_nothing(tiny_engine, stor
             assert response.status_code == 400, (name, response.status_code, response.text[:300])
             error = response.json()["error"]
             assert error["type"] == "invalid_request_error" and error["message"], name
-            for stream in (True,):  # the streaming form is refused the same way, with a status, not a broken stream
-                if name.startswith(("message", "param")):
-                    body = json.loads(raw.decode("utf-8", "surrogatepass")) if b"\xff" not in raw else None
-                    if body is not None:
-                        again = http.post("/v1/chat/completions", content=json.dumps({**body, "stream": stream},
-                                          allow_nan=True).encode("utf-8", "surrogatepass"),
-                                          headers={"content-type": "application/json"})
-                        assert again.status_code == 400, name
+            # The streaming form is refused the same way, with a status, not a broken stream.
+            if name.startswith(("message", "param")) and b"\xff" not in raw:
+                body = json.loads(raw.decode("utf-8", "surrogatepass"))
+                again = http.post("/v1/chat/completions", content=json.dumps({**body, "stream": True},
+                                  allow_nan=True).encode("utf-8", "surrogatepass"),
+                                  headers={"content-type": "application/json"})
+                assert again.status_code == 400, name
     assert counts(store) == before
-    PAYLOADS_TRIED["api"] = len(cases)
     record("input: HTTP API", payloads=len(cases), status_400=len(cases), status_500=0, rows_changed=0,
            slowest_refusal_s=round(slowest, 3))
 
@@ -217,10 +212,7 @@ def test_cli_refuses_every_payload_before_loading_the_model(monkeypatch: pytest.
     before = counts(store)
     tried = 0
     for name, text in MESSAGES.items():
-        if name in ("empty",):
-            result = runner.invoke(main, ["ask", ""])
-        else:
-            result = runner.invoke(main, ["ask", text])
+        result = runner.invoke(main, ["ask", text])
         tried += 1
         assert result.exit_code != 0, name
         assert "Error" in result.output and "message" in result.output, (name, result.output)
@@ -244,7 +236,6 @@ def test_cli_refuses_every_payload_before_loading_the_model(monkeypatch: pytest.
     tried += 1
     assert result.exit_code == 1 and "context window" in result.output, result.output
     assert counts(store) == before
-    PAYLOADS_TRIED["cli"] = tried
     record("input: command line", payloads=tried, refused=tried, tracebacks=0, rows_changed=0)
 
 
@@ -275,5 +266,4 @@ def test_web_page_refuses_every_payload_as_a_message(tmp_path: Path, tiny_engine
             page.accept("hello", [], StopSignal(), **{**defaults, field: value})
         assert field in refused.value.message, (name, refused.value.message)
     assert counts(workspace.store) == before
-    PAYLOADS_TRIED["web"] = tried
     record("input: web page handlers", payloads=tried, refused=tried, rows_changed=0)
