@@ -11,17 +11,13 @@ import json
 import click
 
 from chatcore.cli import main
-from chatcore.settings import Settings
+from chatcore.cli.common import open_store
 from chatcore.users import AccountError, Accounts, check_name
-from storage import LOCAL_OWNER, Store
+from storage import LOCAL_OWNER
 
 
 def _accounts() -> Accounts:
-    ctx = click.get_current_context()
-    settings = ctx.find_object(Settings) or Settings()
-    store = Store(settings.db_path)
-    ctx.call_on_close(store.close)
-    return Accounts(store)
+    return Accounts(open_store())
 
 
 @main.group()
