@@ -292,11 +292,11 @@ def _kill_rounds(zygote: Zygote, env: dict[str, str], db_path: Path, kills: int,
         # The finished exchange of this round is committed: it joins everything that must survive.
         for r in rows:
             if r["conversation_id"] == finished_id:
-                committed[r["id"]] = (r["role"], r["content"], bool(r["complete"]))
-        for message_id, (role, content, complete) in committed.items():
+                committed[r["id"]] = _as_saved(r)
+        for message_id, saved in committed.items():
             figures.rows_checked += 1
             row = by_id.get(message_id)
-            if row is None or (row["role"], row["content"], bool(row["complete"])) != (role, content, complete):
+            if row is None or _as_saved(row) != saved:
                 figures.rows_lost += 1
         seen = [(r["conversation_id"], r["position"]) for r in rows]
         figures.rows_duplicated += len(seen) - len(set(seen))
@@ -313,7 +313,12 @@ def _kill_rounds(zygote: Zygote, env: dict[str, str], db_path: Path, kills: int,
             assert received.startswith(answer["content"]) or answer["content"].startswith(received), (answer, received)
             figures.partial_answers_saved += 1
         for r in interrupted:  # from now on the interrupted exchange must survive as it is
-            committed[r["id"]] = (r["role"], r["content"], bool(r["complete"]))
+            committed[r["id"]] = _as_saved(r)
+
+
+def _as_saved(row: dict[str, Any]) -> tuple[str, str, bool]:
+    """What of a message row must survive every later kill unchanged: (role, content, complete)."""
+    return row["role"], row["content"], bool(row["complete"])
 
 
 # -- interrupted imports and exports -----------------------------------------------------------
