@@ -156,17 +156,20 @@ def note_front_matter(note: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _front_matter_yaml(note: dict[str, Any]) -> str:
+    return yaml.safe_dump(note_front_matter(note), sort_keys=False, allow_unicode=True)
+
+
 def note_markdown(note: dict[str, Any]) -> str:
     """One note as a Markdown file: YAML front matter between ``---`` lines, then its body."""
-    front = yaml.safe_dump(note_front_matter(note), sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n{note['body'].rstrip()}\n"
+    return f"---\n{_front_matter_yaml(note)}---\n\n{note['body'].rstrip()}\n"
 
 
 def notes_markdown(notes: list[dict[str, Any]]) -> str:
     """Notes as one Markdown document: a section per note, its metadata in a YAML block."""
     parts = [f"# Notes\n\n{len(notes)} note{'s' if len(notes) != 1 else ''} exported from ChatCore.\n"]
     for note in notes:
-        front = yaml.safe_dump(note_front_matter(note), sort_keys=False, allow_unicode=True)
+        front = _front_matter_yaml(note)
         parts.append(f"## {note['title']}\n\n```yaml\n{front}```\n\n{note['body'].rstrip()}\n")
     return "\n".join(parts)
 
