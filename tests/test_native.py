@@ -6,6 +6,9 @@ and the engine keeps torch's kernels.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,6 +187,18 @@ def test_argmax_picks_the_first_largest_value(kernels):
     logits[2, 17] = logits[2, 900] = 1e4  # a tie: the first index wins, as torch.argmax
     assert kernels.argmax(logits).tolist() == logits.argmax(dim=-1).tolist()
     assert kernels.argmax(logits).tolist()[2] == 17
+
+
+def test_a_build_left_locked_by_a_killed_process_still_loads(kernels, kernel_builds):
+    # torch's builder waits forever while its `lock` file exists; a process killed mid-build leaves one.
+    directory = kernel_builds / native.build_key(native.cpu_flags())
+    (directory / "lock").touch()
+    script = ("import sys; from pathlib import Path; from chatcore.fast import native; "
+              "sys.exit(0 if native.load(Path(sys.argv[1])) is not None else 1)")
+    done = subprocess.run([sys.executable, "-c", script, str(kernel_builds.parent)], timeout=300,
+                          env={**os.environ, "CHATCORE_KERNELS": str(kernel_builds)})
+    assert done.returncode == 0
+    assert not (directory / "lock").exists()
 
 
 def test_the_build_key_follows_the_instruction_set_only():

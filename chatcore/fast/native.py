@@ -9,6 +9,8 @@ The weight formats are defined here (``pack_q4`` / ``pack_q8``) and read by the 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -16,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -99,9 +101,9 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
             from torch.utils.cpp_extension import load as build
 
             _find_ninja()
-
-            module = build(name=f"chatcore_native_{key}", sources=[str(SOURCE)], build_directory=str(directory),
-                           extra_cflags=list(CFLAGS), verbose=False)
+            with _build_lock(directory):
+                module = build(name=f"chatcore_native_{key}", sources=[str(SOURCE)], build_directory=str(directory),
+                               extra_cflags=list(CFLAGS), verbose=False)
         except Exception as exc:  # noqa: BLE001 - no compiler, headers or disk: torch's kernels still work
             lines = str(exc).splitlines()
             errors = [line for line in lines if "error:" in line.lower()] or lines[-1:] or [type(exc).__name__]
@@ -109,6 +111,24 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
             _stderr(f"chatcore: CPU kernels unavailable, {_why_not}; using torch's")
         _loaded[directory] = module
         return module
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """Hold the build directory against other ChatCore processes, and clear a dead builder's baton.
+
+    torch's builder guards a build with a ``lock`` file and waits, forever, while one exists, even to
+    load a finished build; a process killed mid-build leaves it behind, and every later start would
+    hang at "loading". An ``flock`` dies with its process, so whoever holds it knows that a ``lock``
+    file it finds belongs to nobody.
+    """
+    with open(directory / "build.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # a live builder elsewhere finishes first
+        try:
+            (directory / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _find_ninja() -> None:
