@@ -33,14 +33,16 @@ NO_KEY = "none"
 _FINISH = {"stop": "stop", "length": "length"}
 
 
-def _client(base_url: str, api_key: str | None, timeout: float | None = None) -> Any:
+def _timeout(read_s: float) -> Any:
     import httpx
+
+    return httpx.Timeout(read_s, connect=CONNECT_TIMEOUT_S)
+
+
+def _client(base_url: str, api_key: str | None) -> Any:
     import openai
 
-    return openai.OpenAI(
-        base_url=base_url, api_key=api_key or NO_KEY, max_retries=0,
-        timeout=httpx.Timeout(timeout or READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-    )
+    return openai.OpenAI(base_url=base_url, api_key=api_key or NO_KEY, max_retries=0, timeout=_timeout(READ_TIMEOUT_S))
 
 
 def describe_error(exc: BaseException, base_url: str) -> str:
@@ -71,10 +73,14 @@ def _server_message(exc: Any) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-def list_models(base_url: str, api_key: str | None = None) -> list[dict[str, Any]]:
-    """The models the server offers, as the dicts of its ``/v1/models``; raises ``ModelError`` if unreachable."""
+def list_models(base_url: str, api_key: str | None = None, *, client: Any = None) -> list[dict[str, Any]]:
+    """The models the server offers, as the dicts of its ``/v1/models``; raises ``ModelError`` if unreachable.
+
+    ``client`` reuses an open connection pool to the same server.
+    """
     try:
-        return [m.model_dump() for m in _client(base_url, api_key, timeout=CONNECT_TIMEOUT_S * 3).models.list()]
+        client = client or _client(base_url, api_key)
+        return [m.model_dump() for m in client.models.list(timeout=_timeout(CONNECT_TIMEOUT_S * 3))]
     except Exception as exc:
         raise ModelError(describe_error(exc, base_url)) from exc
 
@@ -127,7 +133,7 @@ class RemoteBackend:
 
     def list_models(self) -> list[dict[str, Any]]:
         """The server's models now (the list may change as the cluster changes)."""
-        return list_models(self.base_url, self._api_key)
+        return list_models(self.base_url, client=self._client)
 
     def with_model(self, model: str) -> "RemoteBackend":
         """The same server and connection pool, another of its models."""
