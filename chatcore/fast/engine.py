@@ -335,12 +335,13 @@ class _GenerationConfigOnly:
 
 
 class _StepRunner:
-    """The one-token step, compiled with ``torch.compile`` when possible; eager when compiling fails."""
+    """The one-token step: ``decoder.decode`` (the C++ step when attached, else torch eagerly), or the
+    torch step compiled with ``torch.compile`` when asked; eager again when compiling fails."""
 
     def __init__(self, decoder: Transformer, compile_step: bool) -> None:
         self.decoder = decoder
         self.compiled = False
-        self._fn = decoder._decode
+        self._fn: Callable[..., torch.Tensor] | None = None
         if compile_step:
             try:
                 self._fn = torch.compile(decoder._decode, dynamic=True)
@@ -357,16 +358,14 @@ class _StepRunner:
                  torch.zeros(rows, dtype=torch.long, device=self.decoder.device), min(128, self.decoder.length))
 
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
-        if self.decoder.native_step is not None:  # the C++ step: no mask, no graph, no Python per layer
-            return self.decoder.native_step.decode(tokens, pos)
-        mask = self.decoder._mask(pos, length)
-        with torch.inference_mode():
-            if self.compiled:
+        if self.compiled and self.decoder.native_step is None:  # the C++ step wins over a compiled graph
+            mask = self.decoder._mask(pos, length)
+            with torch.inference_mode():
                 try:
                     return self._fn(tokens, pos, mask)
                 except Exception as exc:  # noqa: BLE001 - a failed compile must not cost the answer
                     print(f"chatcore: compiled decode step failed ({type(exc).__name__}: {exc}); "
                           "decoding eagerly", file=sys.stderr)
                     self.compiled = False
-                    self._fn = self.decoder._decode
-            return self._fn(tokens, pos, mask)
+        with torch.inference_mode():
+            return self.decoder.decode(tokens, pos, length)
