@@ -7,6 +7,7 @@ import json
 import click
 
 from chatcore.cli import main
+from chatcore.cli.common import echo_json
 from chatcore.prompts import PromptLibrary, Template, user_prompts_dir
 from chatcore.settings import Settings
 
@@ -64,7 +65,7 @@ def list_command(settings: Settings, as_json: bool) -> None:
     """List the available templates."""
     templates = load_library(settings).templates
     if as_json:
-        click.echo(json.dumps([template_to_dict(t) for t in templates], indent=2, ensure_ascii=False))
+        echo_json([template_to_dict(t) for t in templates])
         return
     width = max((len(t.name) for t in templates), default=0)
     for t in templates:

@@ -11,7 +11,7 @@ import json
 import click
 
 from chatcore.cli import main
-from chatcore.cli.common import open_store
+from chatcore.cli.common import json_option, open_store
 from chatcore.users import AccountError, Accounts, check_name
 from storage import LOCAL_OWNER
 
@@ -42,7 +42,7 @@ def add(name: str, password: str) -> None:
 
 
 @users.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+@json_option
 def list_(as_json: bool) -> None:
     """Accounts, with how many API keys each has."""
     rows = _accounts().list()
