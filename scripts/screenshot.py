@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
 
     import app
+    from bench.soak import free_port
     from chatcore.manager import ModelManager
     from chatcore.settings import Settings
     from chatcore.workspace import Workspace
@@ -39,11 +39,8 @@ def main() -> None:
     manager = ModelManager(settings)
     manager.start()
     workspace = Workspace(manager, Store(settings.db_path))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True)

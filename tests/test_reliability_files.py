@@ -5,7 +5,6 @@ served; servers bind to 127.0.0.1 unless told otherwise; a model's chat template
 from __future__ import annotations
 
 import inspect
-import socket
 import urllib.parse
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bench.soak import free_port
 from chatcore.errors import ChatCoreError
 from chatcore.params import GenerationParams
 from chatcore.prompts import PromptLibrary, is_valid_name
@@ -86,12 +86,6 @@ def test_template_names_from_users_are_slugs_or_refused(name: str, tmp_path: Pat
 # -- what the web server serves ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, tiny_model_dir: Path) -> None:
     import app
 
@@ -103,7 +97,7 @@ def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, 
     cid = workspace.store.create_conversation("local", title="secret")
     workspace.store.add_message(cid, "user", "the secret is 4242")
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         assert demo.server_name == "127.0.0.1"
         targets = [db, Path(f"{db}-wal"), cache / "secret.safetensors", tiny_model_dir / "model.safetensors",

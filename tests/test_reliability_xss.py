@@ -9,7 +9,6 @@ another host is caught at the browser's network layer (and aborted): the count m
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from bench.soak import free_port
 from chatcore.events import Finished, Started, TextDelta
 from tests.reliability import record
 from tests.test_workspace import make_workspace
@@ -74,12 +74,6 @@ class Parrot:
                        ttft_ms=1.0, decode_tok_s=100.0, total_ms=10.0, model="parrot", seed=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     import app
@@ -100,7 +94,7 @@ def server(tmp_path_factory):
         for i, payload in enumerate(PAYLOADS)]}
     store.import_json("local", document)
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
 
