@@ -129,7 +129,8 @@ class LocalEngine:
                     repetition_penalty=params.repetition_penalty, generator=generator,
                 )
                 inputs = token.view(1, 1)
-                seen = torch.cat([seen, inputs], dim=1)
+                if params.repetition_penalty != 1.0:  # only the penalty reads it
+                    seen = torch.cat([seen, inputs], dim=1)
             token_id = int(token)
             if first_token_at is None:
                 first_token_at = time.perf_counter()
