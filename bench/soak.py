@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
             rounds = []
             for _ in range(args.rounds_of_chats):
                 outcome = concurrent_chats(server, args.chats, args.turns)
-                rss.append(_rss_kib(server.pid))
+                rss.append(rss_kib(server.pid))
                 rounds.append({k: v for k, v in outcome.items() if k != "conversation_ids"})
                 assert not outcome["errors"], outcome["errors"]
             counts = table_counts(workdir / "chats-home" / "chatcore.db")
@@ -551,7 +551,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
-def _rss_kib(pid: int) -> int:
+def rss_kib(pid: int | str = "self") -> int:
+    """Resident memory (``VmRSS``) of process ``pid`` (this one by default), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])

@@ -28,11 +28,3 @@ def record(scenario: str, **figures: Any) -> None:
         report = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
         report[scenario] = figures
         path.write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def rss_kib() -> int:
-    """This process's resident memory (``VmRSS``), in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0

@@ -24,7 +24,7 @@ from chatcore.params import GenerationParams
 from chatcore.settings import Settings
 from storage import Store
 from tests.apiserver import manager_for, serve
-from tests.reliability import record, rss_kib
+from tests.reliability import record
 from tests.test_workspace import endless, make_workspace
 
 # Generous: the allocator keeps freed arenas, and eight threads' stacks come and go. A leak per
@@ -59,11 +59,11 @@ def test_eight_concurrent_api_chats_of_three_turns_are_saved_once_and_searchable
         server = soak.Server(0, url, 0.0)
         soak.concurrent_chats(server, 2, 1, max_tokens=4, tag="warmup")  # warm-up: threads, allocator, tokenizer caches
         gc.collect()
-        baseline = rss_kib()
+        baseline = soak.rss_kib()
         outcome = soak.concurrent_chats(server, 8, 3, max_tokens=24)
         gc.collect()
         time.sleep(0.5)  # the workers release their turns and end
-        after = rss_kib()
+        after = soak.rss_kib()
     assert outcome["errors"] == []
     rows = [r for r in _rows(store) if "soakchat" in r["content"] or r["role"] == "assistant"]
     questions = [r["content"] for r in rows if r["role"] == "user" and "marker" in r["content"]]
