@@ -42,8 +42,8 @@ from chatcore.manager import ModelNotReadyError
 from chatcore.events import Finished, Started, TextDelta
 from chatcore.params import GenerationParams
 from chatcore.service import ChatService, Saved
+from storage import LOCAL_OWNER
 
-LOCAL_OWNER = "local"
 API_PREFIX = "/v1"
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop")
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
