@@ -65,12 +65,13 @@ def test_eight_concurrent_api_chats_of_three_turns_are_saved_once_and_searchable
         time.sleep(0.5)  # the workers release their turns and end
         after = soak.rss_kib()
     assert outcome["errors"] == []
-    rows = [r for r in _rows(store) if "soakchat" in r["content"] or r["role"] == "assistant"]
+    all_rows = _rows(store)
+    rows = [r for r in all_rows if "soakchat" in r["content"] or r["role"] == "assistant"]
     questions = [r["content"] for r in rows if r["role"] == "user" and "marker" in r["content"]]
     expected = {f"soakchat{i} turn{t} marker{i}x{t}" for i in range(8) for t in range(3)}
     assert sorted(questions) == sorted(expected)  # each exactly once
     by_conversation: dict[int, list[dict]] = {}
-    for r in _rows(store):
+    for r in all_rows:
         by_conversation.setdefault(r["conversation_id"], []).append(r)
     loaded = [c for c in by_conversation.values() if c[0]["content"].startswith("soakchat")]
     assert len(loaded) == 24
@@ -83,8 +84,9 @@ def test_eight_concurrent_api_chats_of_three_turns_are_saved_once_and_searchable
         result = runner.invoke(main, ["history", "search", f"soakchat{i}", "--json"])
         assert result.exit_code == 0, result.output
         hits = json.loads(result.output)
-        found += len({h["conversation_id"] for h in hits})
-        assert len({h["conversation_id"] for h in hits}) == 3, hits
+        conversations = {h["conversation_id"] for h in hits}
+        found += len(conversations)
+        assert len(conversations) == 3, hits
     growth_mib = (after - baseline) / 1024
     assert growth_mib < RSS_TOLERANCE_MIB, f"RSS grew {growth_mib:.1f} MiB"
     record("load: 8 concurrent API chats x 3 turns", streams=24, concurrent=8, errors=0,
