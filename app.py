@@ -376,10 +376,7 @@ class ChatApp:
         return username if isinstance(username, str) and username else LOCAL_OWNER
 
     def _sidebar(self, owner: str, query: str = "", selected: int | None = None) -> gr.Radio:
-        if query.strip():
-            choices = self.workspace.search(owner, query)
-        else:
-            choices = self.workspace.conversation_choices(owner)
+        choices = self.workspace.search(owner, query)  # a blank query lists the recent conversations
         value = selected if selected in {cid for _, cid in choices} else None
         return gr.Radio(choices=choices, value=value)
 
