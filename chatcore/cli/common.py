@@ -10,7 +10,7 @@ from typing import Any, Callable
 import click
 
 from chatcore.settings import Settings
-from storage import ImportValidationError, StorageError, Store
+from storage import ImportValidationError, StorageError, Store, render_snippet
 
 
 def storage_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,6 +47,11 @@ def echo_json(value: Any) -> None:
 def local_time(timestamp: str) -> str:
     """A stored UTC timestamp in the user's time zone, to the minute."""
     return datetime.fromisoformat(timestamp).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def snippet_line(snippet: str) -> str:
+    """A search hit's snippet on one line, its matches in bold."""
+    return " ".join(render_snippet(snippet, click.style("", bold=True, reset=False), "\x1b[0m").split())
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")

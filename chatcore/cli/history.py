@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 
 from chatcore.cli import main
-from chatcore.cli.common import echo_json, json_option, local_time, open_store, storage_errors
+from chatcore.cli.common import echo_json, json_option, local_time, open_store, snippet_line, storage_errors
 from chatcore.research import write_atomically
-from storage import LOCAL_OWNER, MAX_IMPORT_BYTES, ImportValidationError, render_snippet
+from storage import LOCAL_OWNER, MAX_IMPORT_BYTES, ImportValidationError
 from storage.transfer import message_heading
 
 
@@ -96,12 +96,10 @@ def search(query: str, limit: int, as_json: bool) -> None:
     if not hits:
         click.echo("No matches.")
         return
-    start, end = click.style("", bold=True, reset=False), "\x1b[0m"
     for hit in hits:
         where = f"message {hit['message_id']} ({hit['role']})" if hit["message_id"] else "title"
         click.echo(f"{hit['conversation_id']:>6}  {hit['conversation_title'] or 'Untitled'}  [{where}]")
-        snippet = " ".join(render_snippet(hit["snippet"], start, end).split())
-        click.echo(f"        {snippet}")
+        click.echo(f"        {snippet_line(hit['snippet'])}")
 
 
 @history.command()

@@ -13,8 +13,8 @@ import click
 
 from chatcore import research
 from chatcore.cli import main
-from chatcore.cli.common import echo_json, json_option, local_time, open_store, storage_errors
-from storage import LOCAL_OWNER, render_snippet
+from chatcore.cli.common import echo_json, json_option, local_time, open_store, snippet_line, storage_errors
+from storage import LOCAL_OWNER
 from storage import notes as store_notes
 
 body_help = "The note's Markdown text ('-' reads standard input)."
@@ -134,10 +134,9 @@ def search(query: str, limit: int, as_json: bool) -> None:
     if not hits:
         click.echo("No matches.")
         return
-    start, end = click.style("", bold=True, reset=False), "\x1b[0m"
     for hit in hits:
         click.echo(f"{hit['id']:>6}  {hit['title']}")
-        click.echo("        " + " ".join(render_snippet(hit["snippet"], start, end).split()))
+        click.echo("        " + snippet_line(hit["snippet"]))
 
 
 @notes.command()
