@@ -54,4 +54,11 @@ def snippet_line(snippet: str) -> str:
     return " ".join(render_snippet(snippet, click.style("", bold=True, reset=False), "\x1b[0m").split())
 
 
+def echo_next_page(page: int, limit: int, shown: int, total: int) -> None:
+    """Under a page of a listing: how far it got, and the flag for the next page, if there is one."""
+    shown_to = (page - 1) * limit + shown
+    if shown_to < total:
+        click.echo(f"({shown_to} of {total}; next: --page {page + 1})")
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")

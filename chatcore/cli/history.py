@@ -12,7 +12,9 @@ from pathlib import Path
 import click
 
 from chatcore.cli import main
-from chatcore.cli.common import echo_json, json_option, local_time, open_store, snippet_line, storage_errors
+from chatcore.cli.common import (
+    echo_json, echo_next_page, json_option, local_time, open_store, snippet_line, storage_errors,
+)
 from chatcore.research import write_atomically
 from storage import LOCAL_OWNER, MAX_IMPORT_BYTES, ImportValidationError
 from storage.transfer import message_heading
@@ -48,9 +50,7 @@ def list_(limit: int, page: int, archived: bool, as_json: bool) -> None:
             title += " (archived)"
         click.echo(f"{c['id']:>6}  {local_time(c['updated']):16}  {c['message_count']:>4}  {title}")
     total = store.count_conversations(LOCAL_OWNER, include_archived=archived)
-    shown_to = (page - 1) * limit + len(conversations)
-    if shown_to < total:
-        click.echo(f"({shown_to} of {total}; next: --page {page + 1})")
+    echo_next_page(page, limit, len(conversations), total)
 
 
 @history.command()

@@ -13,7 +13,9 @@ import click
 
 from chatcore import research
 from chatcore.cli import main
-from chatcore.cli.common import echo_json, json_option, local_time, open_store, snippet_line, storage_errors
+from chatcore.cli.common import (
+    echo_json, echo_next_page, json_option, local_time, open_store, snippet_line, storage_errors,
+)
 from storage import LOCAL_OWNER
 from storage import notes as store_notes
 
@@ -71,10 +73,8 @@ def list_(tag: str | None, conversation_id: int | None, limit: int, page: int, a
     store = open_store()
     if conversation_id is not None:
         found = store_notes.pinned_notes(store, LOCAL_OWNER, conversation_id)
-        total = len(found)
     else:
         found = store_notes.list_notes(store, LOCAL_OWNER, tag=tag, limit=limit, offset=(page - 1) * limit)
-        total = store_notes.count_notes(store, LOCAL_OWNER, tag=tag)
     if as_json:
         echo_json(found)
         return
@@ -84,9 +84,8 @@ def list_(tag: str | None, conversation_id: int | None, limit: int, page: int, a
     click.echo(f"{'ID':>6}  {'UPDATED':16}  TITLE")
     for note in found:
         _print_note_line(note)
-    shown_to = (page - 1) * limit + len(found)
-    if conversation_id is None and shown_to < total:
-        click.echo(f"({shown_to} of {total}; next: --page {page + 1})")
+    if conversation_id is None:  # the pinned notes come whole, on one page
+        echo_next_page(page, limit, len(found), store_notes.count_notes(store, LOCAL_OWNER, tag=tag))
 
 
 @notes.command()
