@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -247,11 +248,7 @@ def list_cached(settings: Settings) -> list[CachedModel]:
         parameters = 0
         for file in directory.glob("*.safetensors"):
             with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():
-                    numel = 1
-                    for dim in f.get_slice(key).get_shape():
-                        numel *= dim
-                    parameters += numel
+                parameters += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
         size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
         models.append(CachedModel(directory.name, directory, parameters, size, manifest.get("source", "")))
     return models
