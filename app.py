@@ -99,6 +99,11 @@ def _text_of(content: Any) -> str:
     return str(content)
 
 
+def _event_index(event: Any) -> int:
+    """The chat message an event (like, select, edit) is about; Gradio may send ``[row, column]``."""
+    return int(event.index[0] if isinstance(event.index, (list, tuple)) else event.index)
+
+
 def _plain(text: str) -> str:
     """Text shown inside Markdown exactly as written: no markup, no HTML."""
     import html
@@ -475,11 +480,11 @@ class ChatApp:
     def begin_edit(self, chatbot: list, stop_signal: StopSignal, event: gr.EditData) -> tuple:
         """An edited question: keep the chat up to it, remember what to ask, show Stop."""
         self.workspace.manager.get()
-        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        index = _event_index(event)
         text = _text_of(event.value)
         stop_signal.clear()
         shown = [*chatbot[:index], {"role": "user", "content": text}]
-        return shown, {"index": int(index), "text": text}, gr.Button(visible=False), gr.Button(visible=True)
+        return shown, {"index": index, "text": text}, gr.Button(visible=False), gr.Button(visible=True)
 
     @_user_errors
     def respond(self, text: str, conversation_id: int | None, stop_signal: StopSignal, system: str,
@@ -548,8 +553,8 @@ class ChatApp:
 
     @_user_errors
     def rate(self, conversation_id: int | None, event: gr.LikeData, request: gr.Request = None) -> None:
-        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        self.workspace.rate(self.owner(request), conversation_id, int(index), event.liked)
+        index = _event_index(event)
+        self.workspace.rate(self.owner(request), conversation_id, index, event.liked)
 
     # -- research handlers ---------------------------------------------------------------------
 
@@ -590,13 +595,13 @@ class ChatApp:
 
     def select_answer(self, conversation_id: int | None, event: gr.SelectData, request: gr.Request = None) -> tuple:
         """Clicking an answer makes it the one the answer tools work on; clicking a question does nothing."""
-        index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        index = _event_index(event)
         try:
-            answer = self.workspace.answer(self.owner(request), conversation_id, int(index))
+            answer = self.workspace.answer(self.owner(request), conversation_id, index)
         except _EXPECTED:
             return (gr.skip(), "Click one of the answers (a saved one) to save it as a note, comment on its rating "
                                "or re-run it.", *(gr.skip() for _ in range(6)))
-        selected = {"conversation_id": conversation_id, "index": int(index)}
+        selected = {"conversation_id": conversation_id, "index": index}
         preview = " ".join(answer["content"].split())
         preview = preview[:80] + ("…" if len(preview) > 80 else "")
         return (selected, "Selected answer: " + _plain(preview), answer["content"], "",
