@@ -18,7 +18,7 @@ import gradio as gr
 
 from chatcore.errors import ChatCoreError
 from chatcore.params import GenerationParams
-from chatcore.workspace import LOCAL_OWNER, ChatView, StopSignal, Workspace
+from chatcore.workspace import LOCAL_OWNER, ChatView, StopSignal, Workspace, model_label
 
 # Generation is the only expensive event; two at once lets two tabs chat while the engine interleaves steps.
 DEFAULT_CONCURRENCY = 2
@@ -640,7 +640,7 @@ class ChatApp:
         """Where a note came from and where it is pinned, as plain text inside Markdown."""
         parts = [f"Note {note['id']}", f"updated {note['updated'][:16].replace('T', ' ')}"]
         if note.get("model"):
-            parts.append(f"from {Path(note['model']).name if '/' in note['model'] else note['model']}")
+            parts.append(f"from {model_label(note['model'])}")
         if note["source_message_id"] is not None and not note["source_available"]:
             parts.append("its conversation is gone")
         pinned = note.get("pinned_to") or []
@@ -704,7 +704,7 @@ class ChatApp:
             id_vars="day", value_vars=["up", "down"], var_name="rating", value_name="answers")
         speed = pd.DataFrame(stats["speed"], columns=["model", "answers", "mean_tokens_per_s", "median_tokens_per_s"])
         speed = speed.rename(columns={"mean_tokens_per_s": "tokens_per_s"})
-        speed["model"] = [Path(m).name if "/" in m else m for m in speed["model"]]
+        speed["model"] = [model_label(m) for m in speed["model"]]
         ratings["day"] = pd.to_datetime(ratings["day"])  # a time axis; the bars keep one label per day
         return messages, ratings, speed[["model", "tokens_per_s"]]
 

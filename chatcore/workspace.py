@@ -64,11 +64,16 @@ class ChatView:
     pinned: str = ""  # plain text: the notes pinned to this conversation and the tokens they take
 
 
+def model_label(model: str) -> str:
+    """A model as shown under answers, on notes and in the stats: the last part of a path or Hugging Face id."""
+    return Path(model).name if "/" in model else model
+
+
 def stats_line(message: dict[str, Any]) -> str:
     """``model · 42 tokens · first token 120 ms · 31.5 tok/s · seed 7``: the facts under an answer."""
     parts = []
     if message.get("model"):
-        parts.append(Path(message["model"]).name if "/" in message["model"] else message["model"])
+        parts.append(model_label(message["model"]))
     if message.get("completion_tokens") is not None:
         parts.append(f"{message['completion_tokens']:,} tokens")
     if message.get("ttft_ms") is not None:
