@@ -100,7 +100,11 @@ def pinned_context(store: Store, owner: str, conversation_id: int) -> tuple[str,
 
 def pinned_context_tokens(store: Store, owner: str, conversation_id: int, count_tokens: CountTokens) -> int:
     """Tokens the pinned notes add to the prompt (``count_tokens`` is the backend's, e.g. ``engine.count_tokens``)."""
-    text, _ = pinned_context(store, owner, conversation_id)
+    return context_tokens(pinned_context(store, owner, conversation_id)[0], count_tokens)
+
+
+def context_tokens(text: str, count_tokens: CountTokens) -> int:
+    """Tokens ``pinned_context``'s text adds to the system prompt (it is joined after a blank line)."""
     return count_tokens("\n\n" + text) if text else 0
 
 

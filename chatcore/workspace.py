@@ -26,8 +26,7 @@ from chatcore.events import Finished, Started, TextDelta
 from chatcore.manager import ModelManager
 from chatcore.params import GenerationParams
 from chatcore.service import ChatService, Saved, check_user_text
-
-LOCAL_OWNER = "local"
+from storage import LOCAL_OWNER  # the owner of everything when no accounts exist; app.py takes it from here
 SIDEBAR_LIMIT = 200
 # At most 25 chat updates a second: the browser re-renders Markdown and LaTeX on each one, and on a
 # small CPU that rendering competes with decoding. The last text always arrives with the final view.
@@ -434,21 +433,19 @@ class Workspace:
 
     def pinned_line(self, owner: str, conversation_id: int | None) -> str:
         """``📌 2 notes pinned · 310 tokens of context`` (the tokens once a model is loaded), or ``""``."""
-        from chatcore.research import pinned_context_tokens
-        from storage import notes
+        from chatcore.research import context_tokens, pinned_context
 
         if conversation_id is None:
             return ""
-        count = len(notes.pinned_notes(self.store, owner, conversation_id))
-        if not count:
+        text, ids = pinned_context(self.store, owner, conversation_id)  # one read for the count and the tokens
+        if not ids:
             return ""
-        line = f"📌 {count} note{'s' if count != 1 else ''} pinned"
+        line = f"📌 {len(ids)} note{'s' if len(ids) != 1 else ''} pinned"
         try:
             count_tokens = self.manager.get().count_tokens
         except Exception:  # loading, failed, or a backend that cannot count (a remote server)
             return line
-        tokens = pinned_context_tokens(self.store, owner, conversation_id, count_tokens)
-        return f"{line} · {tokens:,} tokens of context"
+        return f"{line} · {context_tokens(text, count_tokens):,} tokens of context"
 
     def rerun(self, owner: str, conversation_id: int | None, index: int | None) -> tuple[str, bool]:
         """Answer ``index`` run again with its recorded settings and seed (nothing saved): the text, and
