@@ -89,6 +89,31 @@ def test_a_bad_input_is_a_clear_error(kernels):
         kernels.QLinear(4, torch.zeros(1, 256, dtype=torch.uint8), torch.zeros(32, dtype=torch.bfloat16), 16, 48)
 
 
+def test_linears_called_from_many_threads_at_once_give_their_serial_results(kernels):
+    """The worker pool under races: jobs from several threads (the GIL released) start and end while
+    workers join late, and every job must still see exactly its own chunks done once."""
+    import threading
+
+    layers = [quant.NativeLinear(torch.randn(160, 96, generator=_gen(i)) * 0.05, bits, kernels)
+              for i, bits in enumerate((4, 8, 4))]
+    inputs = [torch.randn(rows, 96, generator=_gen(10 + rows)) for rows in (1, 5, 8)]
+    expected = [[layer.kernel.forward(x) for x in inputs] for layer in layers]
+    wrong: list[str] = []
+
+    def hammer(index: int) -> None:
+        for round_ in range(150):
+            layer, x = index % 3, (index + round_) % 3
+            if not torch.equal(layers[layer].kernel.forward(inputs[x]), expected[layer][x]):
+                wrong.append(f"thread {index}, round {round_}")
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
+
+
 def _native_model(hf, kernels, mode: str = "int4", slots: int = 3, length: int = 64):
     model = quant.quantize(from_hf_state(hf.config, hf.state_dict(), torch.bfloat16), mode, kernels=kernels)
     model.setup_cache(slots, length)

@@ -14,10 +14,11 @@ to the step's length is zeroed where a slot's mark is below it.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -55,6 +56,23 @@ class Request:
     @property
     def stopped(self) -> bool:
         return self.abandoned.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run this thread's torch ops on itself alone (the setting is per thread; the others keep theirs).
+
+    Why: sampling is a few small ops a token. On torch's thread team each one wakes the team, whose
+    threads then spin for a while on the cores the decoder's own workers need; with a browser or
+    another busy process on the machine, a parallel op also waits for a team thread the OS has put
+    aside. One thread does the whole sampling in a fraction of a millisecond.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _plain_greedy(request: Request) -> bool:
@@ -185,8 +203,9 @@ class Scheduler:
             return
         p = request.params
         if chosen is None:
-            chosen = int(sample_next(logits, request.seen, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                                     repetition_penalty=p.repetition_penalty, generator=request.generator))
+            with _one_thread():
+                chosen = int(sample_next(logits, request.seen, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                         repetition_penalty=p.repetition_penalty, generator=request.generator))
         token_id = chosen
         request.produced += 1
         if token_id in request.eos_ids:

@@ -35,6 +35,11 @@ namespace {
 // Why not at::parallel_for: OpenMP teams started from a thread other than the main one (the
 // scheduler's) park between regions, and waking them costs ~50 us a region: 15 ms a token instead
 // of 4. These workers spin while work keeps coming and sleep after a short idle spell.
+//
+// The caller never waits for a worker that has not started: a job's chunks go to whoever takes them
+// first, the caller included, and once they are all taken the caller waits only for the workers
+// that joined. A worker the OS has put aside (a browser or another process busy on the same cores)
+// then costs the step its share of the work, not a time slice of the OS's for every loop.
 class SpinPool {
  public:
   explicit SpinPool(int threads) {
@@ -47,7 +52,7 @@ class SpinPool {
     for (auto& t : workers_) t.join();
   }
 
-  // fn(begin, end) over [0, n) in chunks of `grain`, on the caller and every worker.
+  // fn(begin, end) over [0, n) in chunks of `grain`, on the caller and whichever workers join.
   template <class F>
   void run(int64_t n, int64_t grain, const F& fn) {
     if (workers_.empty() || n <= grain) {
@@ -58,12 +63,15 @@ class SpinPool {
     job_ = [&fn](int64_t a, int64_t b) { fn(a, b); };
     n_ = n, grain_ = grain;
     next_.store(0, std::memory_order_relaxed);
-    pending_.store(int(workers_.size()), std::memory_order_relaxed);
-    epoch_.fetch_add(1, std::memory_order_release);
-    { std::lock_guard<std::mutex> hold(sleep_lock_); }
-    wake_.notify_all();
+    open_.store(true);  // publishes the job's fields to a worker that reads it open
+    epoch_.fetch_add(1);
+    if (sleeping_.load() > 0) {
+      { std::lock_guard<std::mutex> hold(sleep_lock_); }
+      wake_.notify_all();
+    }
     take_chunks();
-    while (pending_.load(std::memory_order_acquire) > 0) _mm_pause();
+    open_.store(false);  // a worker that joins from now on takes nothing
+    while (joined_.load() > 0) _mm_pause();  // those already in may still hold a chunk
   }
 
  private:
@@ -75,17 +83,26 @@ class SpinPool {
     uint64_t seen = 0;
     while (true) {
       auto idle_since = std::chrono::steady_clock::now();
-      for (int spins = 0; epoch_.load(std::memory_order_acquire) == seen && !stop_.load(); ++spins) {
+      for (int spins = 0; epoch_.load() == seen && !stop_.load(); ++spins) {
         _mm_pause();
-        if ((spins & 1023) == 1023 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(2)) {
+        if ((spins & 255) != 255) continue;
+        const auto idle = std::chrono::steady_clock::now() - idle_since;
+        if (idle > std::chrono::milliseconds(2)) {
           std::unique_lock<std::mutex> hold(sleep_lock_);
+          sleeping_.fetch_add(1);
           wake_.wait(hold, [&] { return epoch_.load() != seen || stop_.load(); });
+          sleeping_.fetch_sub(1);
+        } else if (idle > std::chrono::microseconds(50)) {
+          std::this_thread::yield();  // between steps: let whatever else wants this core run
         }
       }
       if (stop_.load()) return;
-      seen = epoch_.load(std::memory_order_acquire);
-      take_chunks();
-      pending_.fetch_sub(1, std::memory_order_release);
+      seen = epoch_.load();
+      // Join, then look: the caller closes the job before it waits for joined_ to drain, so a worker
+      // that finds the job open is counted, and the job's fields stay valid until it leaves.
+      joined_.fetch_add(1);
+      if (open_.load()) take_chunks();
+      joined_.fetch_sub(1);
     }
   }
 
@@ -93,7 +110,8 @@ class SpinPool {
   std::function<void(int64_t, int64_t)> job_;
   int64_t n_ = 0, grain_ = 1;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<bool> open_{false};
+  std::atomic<int> joined_{0}, sleeping_{0};
   std::atomic<uint64_t> epoch_{0};
   std::atomic<bool> stop_{false};
   std::mutex run_lock_, sleep_lock_;
