@@ -122,6 +122,14 @@ def test_template_fills_the_prompt(cli):
     assert json.loads(result.stdout)["prompt_tokens"] > len(template.body) // 2  # the byte tokenizer: ~1 token a char
 
 
+def test_reproduce_of_a_missing_answer_fails_before_loading_a_model(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATCORE_MODEL", str(tmp_path / "no-such-model"))  # loading it would fail otherwise
+    result = cli("reproduce", "424242")
+    assert result.exit_code == 1
+    assert "424242" in result.output and "no-such-model" not in result.output
+    assert "Traceback" not in result.output
+
+
 def test_reproduce_matches_the_saved_answer(cli):
     first = json.loads(cli("ask", "--json", "-t", "1.0", "--max-tokens", "10", "Sample something").stdout)
     from chatcore.settings import Settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -18,8 +19,12 @@ from chatcore.service import ChatService, Saved, check_user_text
 from chatcore.settings import Settings
 
 
-def _service(settings: Settings, save: bool) -> ChatService:
-    """A service over the local engine, with the history store unless saving is off."""
+def _service(settings: Settings, save: bool, *, lazy: bool = False) -> ChatService:
+    """A service over the local engine, with the history store unless saving is off.
+
+    The engine loads now, so that a chat starts ready, or with ``lazy`` at its first use, so that a
+    command whose input turns out wrong says so without a model load first.
+    """
     store = None
     if save:
         from storage import Store
@@ -29,8 +34,10 @@ def _service(settings: Settings, save: bool) -> ChatService:
 
     if settings.compile == "auto":  # a one-shot command would spend more time compiling than decoding
         settings = settings.with_overrides(compile="0")
-    engine = load_backend(settings, progress=lambda m: click.echo(m, err=True))
-    return ChatService(lambda: engine, store)
+    engine = functools.cache(lambda: load_backend(settings, progress=lambda m: click.echo(m, err=True)))
+    if not lazy:
+        engine()
+    return ChatService(engine, store)
 
 
 def _print_stats(final: Finished, conversation_id: int | None) -> None:
@@ -170,8 +177,8 @@ def chat(ctx: click.Context, no_save: bool, continue_id: int | None, **options: 
 @click.pass_context
 def reproduce(ctx: click.Context, message_id: int, **options: Any) -> None:
     """Re-run saved answer MESSAGE_ID with its recorded settings and seed; report whether it matches."""
-    service = _service(settings_from(ctx, options), save=True)
-    saved = service.store.get_message("local", message_id)
+    service = _service(settings_from(ctx, options), save=True, lazy=True)
+    saved = service.store.get_message("local", message_id)  # a wrong id fails here, before the model loads
     final = None
     for event in service.reproduce("local", message_id):
         if isinstance(event, TextDelta):
