@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-import torch
+from bench.bench_step import step_ms
 
 # (busy processes, share of each 10 ms period they spin)
 LOADS = ((0, 0.0), (1, 1.0), (1, 0.5), (2, 0.5), (2, 1.0))
@@ -36,18 +36,9 @@ def busy(duty: float) -> None:
             time.sleep(PERIOD_S * (1 - duty))
 
 
-def step_range_ms(decoder: Any, rows: int, rounds: int = 3, steps: int = 64) -> tuple[float, float]:
-    """Best and worst mean step time (ms) over `rounds` of `steps` steps from position 40."""
-    native = decoder.native_step
-    with torch.inference_mode():
-        for slot in range(rows):
-            decoder.prefill(torch.arange(100, 140)[None], slot)
-        means = []
-        for _ in range(rounds):
-            began = time.perf_counter()
-            for position in range(40, 40 + steps):
-                native.decode(torch.full((rows,), 7), torch.full((rows,), position))
-            means.append((time.perf_counter() - began) / steps * 1000)
+def step_range_ms(decoder: Any, rows: int, rounds: int = 3) -> tuple[float, float]:
+    """Best and worst mean step time (ms) over `rounds` of 64 steps from position 40."""
+    means = [step_ms(decoder, rows, 40, 64) for _ in range(rounds)]
     return min(means), max(means)
 
 

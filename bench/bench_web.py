@@ -10,6 +10,7 @@ through the engine in this process, with no server and no browser.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -67,11 +68,11 @@ def through_the_browser(home: Path) -> list[tuple[int, float, int]]:
     finally:
         server.terminate()
         server.wait()
-    with sqlite3.connect(home / "chatcore.db") as db:
+    from chatcore.settings import Settings
+
+    with sqlite3.connect(Settings(home=home).db_path) as db:
         rows = db.execute("SELECT completion_tokens, tokens_per_s, params FROM messages WHERE role = 'assistant'"
                           " ORDER BY id").fetchall()
-    import json
-
     return [(tokens, rate, json.loads(params)["seed"]) for tokens, rate, params in rows]
 
 
