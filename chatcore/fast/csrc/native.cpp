@@ -570,21 +570,31 @@ void key_scores(const float* query, float scale, const uint16_t* keys, int64_t n
   }
 }
 
-// p[0..n) <- exp(p - max p); returns their sum, and the max in *top_out.
+// p[0..n) <- exp(p - max p); returns their sum, and the max in *top_out. All in vectors of 16, the last
+// one masked: a scalar max is a chain of dependent compares, and scalar exps for a tail of up to 15
+// cost as much as the vectors (this runs once per query head, row and layer of every step).
 float softmax_numerators(float* p, int64_t n, float* top_out) {
-  float top = -INFINITY;
-  for (int64_t t = 0; t < n; ++t) top = std::max(top, p[t]);
+  const __m512 lowest = _mm512_set1_ps(-INFINITY);
+  const __mmask16 tail = __mmask16((1u << (n % 16)) - 1);
+  const int64_t whole = n - n % 16;
+  __m512 top16 = lowest;
+  for (int64_t t = 0; t < whole; t += 16) top16 = _mm512_max_ps(top16, _mm512_loadu_ps(p + t));
+  if (tail) top16 = _mm512_max_ps(top16, _mm512_mask_loadu_ps(lowest, tail, p + whole));
+  const float top = _mm512_reduce_max_ps(top16);
   *top_out = top;
   const __m512 shift = _mm512_set1_ps(top);
-  float total = 0.f;
-  int64_t t = 0;
-  for (; t + 16 <= n; t += 16) {
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t t = 0; t < whole; t += 16) {
     const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + t), shift));
     _mm512_storeu_ps(p + t, e);
-    total += _mm512_reduce_add_ps(e);
+    total = _mm512_add_ps(total, e);
   }
-  for (; t < n; ++t) total += p[t] = std::exp(p[t] - top);
-  return total;
+  if (tail) {  // lanes past n add e^-88 (exp16 clamps there), nothing next to a sum of at least 1
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(lowest, tail, p + whole), shift));
+    _mm512_mask_storeu_ps(p + whole, tail, e);
+    total = _mm512_add_ps(total, e);
+  }
+  return _mm512_reduce_add_ps(total);
 }
 
 // out[g] = weight[g] * sum_t p[g][t] v_t for t < n and each of `heads` query heads (p rows `stride`
