@@ -29,35 +29,36 @@ double seconds_since(Clock::time_point start) {
 #define PIN(a, b, c, d, e, f, g, h, i, j, k, l) \
   __asm__ volatile("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d), "+v"(e), "+v"(f), "+v"(g), "+v"(h), "+v"(i), "+v"(j), "+v"(k), "+v"(l))
 
-// vpdpbusd instructions per second (billions) over n rounds of 12.
-double vpdpbusd_rate(long n) {
-  const __m512i x = _mm512_set1_epi32(0x01010101), w = _mm512_set1_epi32(0x02020202);
-  __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a, e = a, f = a, g = a, h = a, i = a, j = a, k = a, l = a;
-  const auto start = Clock::now();
-  for (long r = 0; r < n; ++r) {
-#define DP(v) v = _mm512_dpbusd_epi32(v, x, w);
-    DP(a) DP(b) DP(c) DP(d) DP(e) DP(f) DP(g) DP(h) DP(i) DP(j) DP(k) DP(l)
-    PIN(a, b, c, d, e, f, g, h, i, j, k, l);
-  }
-  const double rate = 12.0 * n / seconds_since(start) / 1e9;
-  const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(a, f), l);
-  if (_mm512_reduce_add_epi32(sum) == 42) std::puts("");  // keeps the work observable
-  return rate;
+void observe(__m512i v) {  // keeps the work observable, so the compiler cannot drop it
+  if (_mm512_reduce_add_epi32(v) == 42) std::puts("");
+}
+void observe(__m512 v) {
+  if (_mm512_reduce_add_ps(v) == 42.f) std::puts("");
 }
 
-// 512-bit fused multiply-adds per second (billions) over n rounds of 12.
-double fma_rate(long n) {
-  const __m512 m = _mm512_set1_ps(1.0001f), s = _mm512_set1_ps(0.5f);
-  __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a, e = a, f = a, g = a, h = a, i = a, j = a, k = a, l = a;
+// Instructions per second (billions) of `step` (acc -> acc), over n rounds of 12 independent chains.
+template <class Vector, class Step>
+double rate(long n, Vector zero, Step step) {
+  Vector a = zero, b = a, c = a, d = a, e = a, f = a, g = a, h = a, i = a, j = a, k = a, l = a;
   const auto start = Clock::now();
   for (long r = 0; r < n; ++r) {
-#define FMA(v) v = _mm512_fmadd_ps(v, m, s);
-    FMA(a) FMA(b) FMA(c) FMA(d) FMA(e) FMA(f) FMA(g) FMA(h) FMA(i) FMA(j) FMA(k) FMA(l)
+    a = step(a), b = step(b), c = step(c), d = step(d), e = step(e), f = step(f);
+    g = step(g), h = step(h), i = step(i), j = step(j), k = step(k), l = step(l);
     PIN(a, b, c, d, e, f, g, h, i, j, k, l);
   }
-  const double rate = 12.0 * n / seconds_since(start) / 1e9;
-  if (_mm512_reduce_add_ps(_mm512_add_ps(a, l)) == 42.f) std::puts("");
-  return rate;
+  const double per_second = 12.0 * n / seconds_since(start) / 1e9;
+  observe(a), observe(l);
+  return per_second;
+}
+
+double vpdpbusd_rate(long n) {
+  const __m512i x = _mm512_set1_epi32(0x01010101), w = _mm512_set1_epi32(0x02020202);
+  return rate(n, _mm512_setzero_si512(), [&](__m512i acc) { return _mm512_dpbusd_epi32(acc, x, w); });
+}
+
+double fma_rate(long n) {
+  const __m512 m = _mm512_set1_ps(1.0001f), s = _mm512_set1_ps(0.5f);
+  return rate(n, _mm512_setzero_ps(), [&](__m512 acc) { return _mm512_fmadd_ps(acc, m, s); });
 }
 
 // Read GB/s of two threads, each streaming its half of `bytes` five times.
@@ -74,7 +75,7 @@ double read_bandwidth(size_t bytes) {
       for (int pass = 0; pass < 5; ++pass)
         for (size_t at = 0; at < bytes / 2; at += 64) acc = _mm512_add_epi32(acc, _mm512_load_si512(half + at));
       rates[t] = 5.0 * bytes / 2 / seconds_since(start) / 1e9;
-      if (_mm512_reduce_add_epi32(acc) == 42) std::puts("");
+      observe(acc);
     });
   for (auto& thread : threads) thread.join();
   std::free(buffer);
