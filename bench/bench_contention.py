@@ -15,15 +15,12 @@ import threading
 import time
 from typing import Any
 
+from bench import say
 from bench.bench_step import step_ms
 
 # (busy processes, share of each 10 ms period they spin)
 LOADS = ((0, 0.0), (1, 1.0), (1, 0.5), (2, 0.5), (2, 1.0))
 PERIOD_S = 0.01
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def busy(duty: float) -> None:
@@ -47,12 +44,12 @@ def main() -> int:
     from chatcore.fast.engine import FastEngine
     from chatcore.settings import Settings
 
-    engine = LocalEngine.load(Settings(), progress=_say)
+    engine = LocalEngine.load(Settings(), progress=say)
     if not isinstance(engine, FastEngine) or engine.kernels != "native":
         raise SystemExit("the default model did not load on the native kernels (see `chatcore models`)")
     print(f"{'busy processes':<22} {'1 row (ms)':>14} {'8 rows (ms)':>14}")
     for count, duty in LOADS:
-        _say(f"{count} busy process(es) at {duty:.0%}…")
+        say(f"{count} busy process(es) at {duty:.0%}…")
         others = [multiprocessing.Process(target=busy, args=(duty,), daemon=True) for _ in range(count)]
         for process in others:
             process.start()

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import say
+
 ENGINES = ("chatcore", "transformers", "llama.cpp")
 NEW_TOKENS = 128
 PROMPT_TOKENS = 1000
@@ -35,10 +37,6 @@ FILLER = (
 )
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _settings():
     from chatcore.settings import Settings
 
@@ -50,7 +48,7 @@ def _model_directory() -> Path:
     from chatcore import sources
 
     settings = _settings()
-    return sources.ensure_local(settings.model, settings, _say)
+    return sources.ensure_local(settings.model, settings, say)
 
 
 def _prompts(tokenizer: Any) -> tuple[list[int], list[int], list[list[int]]]:
@@ -77,7 +75,7 @@ def measure_chatcore() -> dict[str, float]:
     from chatcore.fast.scheduler import Done, Request
     from chatcore.params import GenerationParams
 
-    engine = LocalEngine.load(_settings(), progress=_say)
+    engine = LocalEngine.load(_settings(), progress=say)
     if not isinstance(engine, FastEngine):
         raise SystemExit("the default model did not load on the fast path")
     short, long_ids, variants = _prompts(engine.tokenizer)
@@ -201,12 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         order = engines if r % 2 == 0 else engines[::-1]  # alternate who goes first
         for engine in order:
-            _say(f"[round {r + 1}/{args.rounds}] {engine}: loading and measuring…")
+            say(f"[round {r + 1}/{args.rounds}] {engine}: loading and measuring…")
             started = time.perf_counter()
             result = _run_child(engine)
             runs[engine].append(result)
             summary = ", ".join(f"{k} {v:.1f}" for k, v in result.items() if isinstance(v, float))
-            _say(f"[round {r + 1}/{args.rounds}] {engine}: {summary} ({time.perf_counter() - started:.0f} s)")
+            say(f"[round {r + 1}/{args.rounds}] {engine}: {summary} ({time.perf_counter() - started:.0f} s)")
     medians: dict[str, dict[str, Any]] = {}
     for engine, results in runs.items():
         row: dict[str, Any] = {}

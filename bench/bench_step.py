@@ -16,9 +16,7 @@ from typing import Any
 
 import torch
 
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from bench import say
 
 
 def step_ms(decoder: Any, rows: int, start: int, steps: int) -> float:
@@ -57,7 +55,7 @@ def main() -> int:
     from chatcore.fast.engine import FastEngine
     from chatcore.settings import Settings
 
-    engine = LocalEngine.load(Settings(), progress=_say)
+    engine = LocalEngine.load(Settings(), progress=say)
     if not isinstance(engine, FastEngine) or engine.kernels != "native":
         raise SystemExit("the default model did not load on the native kernels (see `chatcore models`)")
     decoder = engine.decoder
@@ -66,14 +64,14 @@ def main() -> int:
     def in_worker_thread() -> None:  # where the scheduler runs it
         for rows in (1, 8):
             for start in (40, 400, 1000):
-                _say(f"step: {rows} row(s) from position {start}…")
+                say(f"step: {rows} row(s) from position {start}…")
                 results[f"step_ms rows={rows} from={start}"] = step_ms(decoder, rows, start, 64)
 
     worker = threading.Thread(target=in_worker_thread)
     worker.start()
     worker.join()
     for rows in (1, 8):
-        _say(f"linears: {rows} row(s)…")
+        say(f"linears: {rows} row(s)…")
         for name, ms in linears_ms(decoder, rows).items():
             results[f"linears_ms rows={rows} {name}"] = ms
     for key, value in results.items():

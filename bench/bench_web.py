@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import say
 from bench.soak import free_port
 
 QUESTIONS = (
@@ -29,10 +30,6 @@ QUESTIONS = (
     "Write a long paragraph about the history of statistics.",
 )
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def through_the_browser(home: Path) -> list[tuple[int, float, int]]:
@@ -59,7 +56,7 @@ def through_the_browser(home: Path) -> list[tuple[int, float, int]]:
                     time.sleep(1)
             page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
             for question in QUESTIONS:
-                _say(f"web: {question}")
+                say(f"web: {question}")
                 page.fill("#message textarea", question)
                 page.keyboard.press("Enter")
                 page.wait_for_selector("#stop", state="visible")
@@ -83,10 +80,10 @@ def in_process(seeds: list[int]) -> list[tuple[int, float]]:
     from chatcore.params import GenerationParams
     from chatcore.settings import Settings
 
-    engine = LocalEngine.load(Settings(), progress=_say)
+    engine = LocalEngine.load(Settings(), progress=say)
     out = []
     for question, seed in zip(QUESTIONS, seeds):
-        _say(f"engine: {question}")
+        say(f"engine: {question}")
         params = GenerationParams.create(seed=seed)
         for event in engine.stream([{"role": "user", "content": question}], params):
             if isinstance(event, Finished):
