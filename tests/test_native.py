@@ -67,7 +67,7 @@ def test_packing_round_trips_weights_already_on_the_grid(bits):
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-@pytest.mark.parametrize("rows", [1, 3, 8, 11, 17])  # from 4 rows q8 takes AMX tiles of 16
+@pytest.mark.parametrize("rows", [1, 3, 8, 11, 17])  # AMX tiles of 16 from 4 rows (q8) and 16 (q4)
 @pytest.mark.parametrize("shape", [(48, 64), (40, 96), (8, 32)])  # 40 and 8 leave a partial block of 16
 def test_quantized_linear_computes_its_dequantized_weight(kernels, bits, rows, shape):
     weight = torch.randn(*shape, generator=_gen(3)) * 0.05
@@ -79,6 +79,17 @@ def test_quantized_linear_computes_its_dequantized_weight(kernels, bits, rows, s
     # Activations are quantized to int8 per group of 32: about 0.5% relative error.
     assert ((got - expected).norm() / expected.norm()).item() < 0.02
     assert ((layer.dequantized() - weight).norm() / weight.norm()).item() < (0.1 if bits == 4 else 0.01)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_row_gets_the_same_bits_whatever_rows_share_its_product(kernels, bits):
+    """Batch invariance: alone (vpdpbusd), beside 7 others, or in a prompt chunk of 16+ rows (AMX tiles,
+    a partial last tile included), a row's product is the same to the bit."""
+    layer = quant.NativeLinear(torch.randn(40, 96, generator=_gen(5)) * 0.05, bits, kernels)
+    x = torch.randn(37, 96, generator=_gen(6))
+    alone = torch.cat([layer.kernel.forward(x[i : i + 1]) for i in range(37)])
+    for rows in (8, 16, 37):
+        assert torch.equal(layer.kernel.forward(x[:rows]), alone[:rows]), rows
 
 
 def test_a_bad_input_is_a_clear_error(kernels):

@@ -189,7 +189,8 @@ struct QuantizedRows {
 
   void resize(int64_t rows_, int64_t k_) {
     rows = rows_, k = k_, groups = k_ / GROUP;
-    q.resize(rows * k), scale.resize(rows * groups), sum.resize(rows * groups), offset.resize(rows);
+    // q has room for whole tiles of 16 rows: AMX loads them all, and the rows past `rows` are ignored.
+    q.resize((rows + 15) / 16 * 16 * k), scale.resize(rows * groups), sum.resize(rows * groups), offset.resize(rows);
   }
 
   // Row r from x[k] (resize first); rows are independent, so several threads may fill them at once.
@@ -335,6 +336,7 @@ void q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, 
 // already in the tile layout AMX wants for its second operand: 8 rows of 4 inputs x 16 outputs.
 constexpr int AMX_ROWS = 16;  // activation rows per tile
 constexpr int64_t AMX_MIN_ROWS = 4;  // below this the vpdpbusd kernels are faster
+constexpr int64_t AMX_Q4_MIN_ROWS = 16;  // q4 from here on: prompt chunks (decode steps carry 8 rows at most)
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -408,6 +410,66 @@ void amx_q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows&
   }
   _tile_release();
 }
+
+// Rows [0, x.rows) and weight blocks [b0, b1) of y = x @ W.T on AMX, q4 weights, for prompt chunks of
+// AMX_Q4_MIN_ROWS rows or more. Each block's codes are unpacked once into tiles (the same bytes as the
+// vpdpbusd kernel's operands) and serve every tile of 16 rows; each group's exact int32 sums are then
+// scaled with the very operations of q4_tile, so both kernels give the same bits for the same row.
+void amx_q4_rows(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, float* y, int64_t ldy, int64_t b0,
+                 int64_t b1, int64_t n_out) {
+  const int64_t K = x.k, G = x.groups;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  thread_local std::vector<__m512i> codes;  // [G][8]: group g's operand tile, 8 rows of 64 bytes
+  codes.resize(G * 8);
+  alignas(64) int32_t sums[2][AMX_ROWS * 16];
+  alignas(64) float acc[AMX_ROWS * 16], mins[AMX_ROWS * 16];
+  configure_tiles(AMX_ROWS);
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    for (int64_t g = 0; g < G; ++g) {
+      const uint8_t* w = qw + (blk * G + g) * 256;
+      prefetch_lines(w + PREFETCH_BLOCKS * G * 256, 4);
+      for (int i = 0; i < 4; ++i) {
+        const __m512i raw = _mm512_loadu_si512(w + 64 * i);
+        codes[g * 8 + i] = _mm512_and_si512(raw, low);
+        codes[g * 8 + i + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+      }
+    }
+    const uint16_t* scale_min = sm + blk * G * 2 * ROWS;
+    for (int64_t r0 = 0; r0 < x.rows; r0 += AMX_ROWS) {
+      const int rows = int(std::min<int64_t>(AMX_ROWS, x.rows - r0));
+      const int8_t* xq = x.q.data() + r0 * K;  // whole tiles: q has room for them
+      auto start = [&](int64_t g) {  // group g's product, on tile set g % 2
+        if (g & 1) CHATCORE_AMX_PRODUCT(3, 4, 5, xq + g * GROUP, K, &codes[g * 8]);
+        else CHATCORE_AMX_PRODUCT(0, 1, 2, xq + g * GROUP, K, &codes[g * 8]);
+      };
+      auto scale = [&](int64_t g) {  // q4_tile's arithmetic on group g's sums, stored in sums[g % 2]
+        const __m512 s = load_bf16x16(scale_min + g * 2 * ROWS), minimum = load_bf16x16(scale_min + g * 2 * ROWS + ROWS);
+        for (int i = 0; i < rows; ++i) {
+          const int64_t r = r0 + i;
+          const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(sums[g & 1] + 16 * i));
+          _mm512_store_ps(acc + 16 * i, _mm512_fmadd_ps(dot, _mm512_mul_ps(s, _mm512_set1_ps(x.scale[r * G + g])),
+                                                        _mm512_load_ps(acc + 16 * i)));
+          _mm512_store_ps(mins + 16 * i, _mm512_fmadd_ps(minimum, _mm512_set1_ps(x.sum[r * G + g]), _mm512_load_ps(mins + 16 * i)));
+        }
+      };
+      std::fill(acc, acc + rows * 16, 0.f);
+      std::fill(mins, mins + rows * 16, 0.f);
+      start(0);
+      for (int64_t g = 0; g < G; ++g) {
+        if (g + 1 < G) start(g + 1);
+        if (g & 1) _tile_stored(3, sums[1], 64);
+        else _tile_stored(0, sums[0], 64);
+        if (g > 0) scale(g - 1);  // a group late: its sums have long reached memory
+      }
+      scale(G - 1);
+      const int64_t n = blk * ROWS;
+      for (int i = 0; i < rows; ++i)
+        _mm512_mask_storeu_ps(y + (r0 + i) * ldy + n, block_mask(n, n_out),
+                              _mm512_add_ps(_mm512_load_ps(acc + 16 * i), _mm512_load_ps(mins + 16 * i)));
+    }
+  }
+  _tile_release();
+}
 #endif
 
 // fn(std::integral_constant<int, n>) for n in 1..TILE: the kernels keep their accumulators in
@@ -463,6 +525,11 @@ struct QLinear {
         for (int64_t r0 = 0; r0 < x.rows; r0 += AMX_ROWS)
           amx_q8_tile(qw, rs, x, r0, int(std::min<int64_t>(AMX_ROWS, x.rows - r0)), y, ldy, b0, b1, out_features);
       });
+      return;
+    }
+    if (bits == 4 && x.rows >= AMX_Q4_MIN_ROWS && amx_ready()) {
+      const auto* sm = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
+      pool().run(blocks, grain, [&](int64_t b0, int64_t b1) { amx_q4_rows(qw, sm, x, y, ldy, b0, b1, out_features); });
       return;
     }
 #endif
