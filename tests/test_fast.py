@@ -243,13 +243,13 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
     model.setup_cache(4, 512)
     _poison(model)
 
-    def prefill(tokens, slot):
+    def prefill(tokens, slot, start):
         with torch.inference_mode():
-            return model.prefill(tokens, slot)
+            return model.prefill(tokens, slot, start)
 
-    def decode(tokens, pos, length):
+    def decode(tokens, pos, slots, length):
         with torch.inference_mode():
-            return model.decode(tokens, pos, length)
+            return model.decode(tokens, pos, length, slots)
 
     g = torch.Generator().manual_seed(7)
     specs = [(300, 60), (12, 8), (40, 30), (25, 12), (7, 40), (90, 20)]  # (prompt length, new tokens)
@@ -306,6 +306,101 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
             continue
         assert done.reason == "length"
         assert tokens == expected, f"request {i} differs from transformers' greedy tokens"
+
+
+def test_held_prefixes_are_reused_and_answers_stay_exact(sharp_hf):
+    """A conversation's next turn, and a prompt that shares another's beginning, prefill only what is new.
+
+    Driven step by step over a NaN cache: the first answer's slot stays free while another request
+    decodes (those steps must leave its cache alone), then the next turn continues from it, and a third
+    prompt copies the shared beginning from a running slot. Every answer must equal transformers'
+    greedy tokens, and the scheduler must have run only the tokens no slot held.
+    """
+    from chatcore.fast.scheduler import Done, Request, Scheduler
+
+    model = from_hf_state(sharp_hf.config, sharp_hf.state_dict(), torch.float32)
+    model.setup_cache(3, 256)
+    _poison(model)
+
+    def prefill(tokens, slot, start):
+        with torch.inference_mode():
+            return model.prefill(tokens, slot, start)
+
+    def decode(tokens, pos, slots, length):
+        with torch.inference_mode():
+            return model.decode(tokens, pos, length, slots)
+
+    scheduler = Scheduler(prefill, decode, slots=3, length=256, clear=model.clear, device=torch.device("cpu"),
+                          copy=model.copy_prefix)
+    g = torch.Generator().manual_seed(11)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(3, sharp_hf.config.vocab_size, (n,), generator=g).tolist()
+
+    def submit(prompt: list[int], new: int) -> Request:
+        params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
+        request = Request(prompt, params, torch.Generator(), None, frozenset())
+        scheduler._waiting.put(request)
+        scheduler._admit()
+        return request
+
+    def run(steps: int = 100) -> None:
+        for _ in range(steps):
+            if not scheduler._running:
+                return
+            scheduler._step()
+
+    def answer(request: Request) -> list[int]:
+        items = []
+        while not isinstance(item := request.out.get_nowait(), Done):
+            items.append(item)
+        assert item.reason == "length", item
+        return items
+
+    def reference(prompt: list[int], new: int) -> list[int]:
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            for _ in range(new):
+                ids = torch.cat([ids, sharp_hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return ids[0, len(prompt):].tolist()
+
+    base, tail_a, tail_b = tokens(20), tokens(6), tokens(4)
+    tail_b[0] = tail_a[0] % (sharp_hf.config.vocab_size - 3) + 3 if tail_b[0] == tail_a[0] else tail_b[0]
+    first = base + tail_a
+    a = submit(first, 8)
+    run()
+    answer_a = answer(a)
+    other = submit(tokens(15), 12)
+    run(4)  # the first answer's slot is free now, and must keep its keys and values through these steps
+    turn_two = first + answer_a + tokens(5)
+    c = submit(turn_two, 10)
+    b = submit(base + tail_b, 10)  # its beginning is held by the running second turn
+    run()
+    assert answer(c) == reference(turn_two, 10)
+    assert answer(b) == reference(base + tail_b, 10)
+    assert answer(other) == reference(other.prompt, 12)
+    assert answer_a == reference(first, 8)
+    # The second turn reused the first prompt and the 7 answer tokens fed back (not the last, never fed);
+    # the third prompt the 20 shared tokens.
+    assert scheduler.reused == len(first) + 7 + 20
+    assert scheduler.prefilled == len(first) + 15 + (len(turn_two) - len(first) - 7) + len(tail_b)
+
+
+def test_the_next_turn_of_a_conversation_prefills_only_what_is_new(exact_engine):
+    scheduler = exact_engine.scheduler
+    params = GenerationParams.create(temperature=0, max_new_tokens=12)
+    first = _answer(exact_engine, params, QUESTIONS[4])
+    history = QUESTIONS[4] + [{"role": "assistant", "content": first.text},
+                              {"role": "user", "content": "And at sunset, why is it red?"}]
+    reused = scheduler.reused
+    warm = _answer(exact_engine, params, history)
+    assert scheduler.reused - reused >= first.prompt_tokens  # at least the whole first prompt
+    scheduler.reuse_prefixes = False
+    try:
+        cold = _answer(exact_engine, params, history)
+    finally:
+        scheduler.reuse_prefixes = True
+    assert warm.text == cold.text
 
 
 def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_streams(

@@ -240,7 +240,8 @@ class FastEngine:
         if kernels is not None and decoder.native_step is not None:
             argmax = lambda logits: kernels.argmax(logits).tolist()  # noqa: E731 - one line, one use
         self.scheduler = Scheduler(self._prefill, self._step, slots=decoder.slots, length=decoder.length,
-                                   clear=decoder.clear, device=decoder.device, argmax=argmax)
+                                   clear=decoder.clear, device=decoder.device, argmax=argmax,
+                                   copy=decoder.copy_prefix)
 
     @property
     def model(self) -> Any:
@@ -269,9 +270,9 @@ class FastEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _prefill(self, tokens: torch.Tensor, slot: int) -> torch.Tensor:
+    def _prefill(self, tokens: torch.Tensor, slot: int, start: int) -> torch.Tensor:
         with torch.inference_mode():
-            return self.decoder.prefill(tokens, slot)
+            return self.decoder.prefill(tokens, slot, start)
 
     def stream(
         self,
@@ -354,18 +355,18 @@ class _StepRunner:
     def warm_up(self) -> None:
         """Compile now, before any request holds a slot: one graph for a single row, one for several."""
         for rows in (1, 2):  # torch specialises size 1, so batches need their own (dynamic) graph
-            self(torch.zeros(rows, dtype=torch.long, device=self.decoder.device),
-                 torch.zeros(rows, dtype=torch.long, device=self.decoder.device), min(128, self.decoder.length))
+            zeros = torch.zeros(rows, dtype=torch.long, device=self.decoder.device)
+            self(zeros, zeros, torch.arange(rows, device=self.decoder.device), min(128, self.decoder.length))
 
-    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, length: int) -> torch.Tensor:
         if self.compiled and self.decoder.native_step is None:  # the C++ step wins over a compiled graph
             mask = self.decoder._mask(pos, length)
             with torch.inference_mode():
                 try:
-                    return self._fn(tokens, pos, mask)
+                    return self._fn(tokens, pos, slots, mask)
                 except Exception as exc:  # noqa: BLE001 - a failed compile must not cost the answer
                     print(f"chatcore: compiled decode step failed ({type(exc).__name__}: {exc}); "
                           "decoding eagerly", file=sys.stderr)
                     self.compiled = False
         with torch.inference_mode():
-            return self.decoder.decode(tokens, pos, length)
+            return self.decoder.decode(tokens, pos, length, slots)

@@ -99,6 +99,10 @@ class KVCache(nn.Module):
         self.k[slot, :, start:end].zero_()
         self.v[slot, :, start:end].zero_()
 
+    def copy(self, source: int, target: int, end: int) -> None:
+        self.k[target, :, :end] = self.k[source, :, :end]
+        self.v[target, :, :end] = self.v[source, :, :end]
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: FastConfig) -> None:
@@ -136,18 +140,17 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(1, s, self.q_size))
 
-    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor,
                mask: torch.Tensor) -> torch.Tensor:
-        """One new token for each of the first B slots. x: [B, 1, dim]; pos: [B]; mask: [B, 1, 1, L]."""
+        """One new token for each of B slots. x: [B, 1, dim]; pos, slots: [B]; mask: [B, 1, 1, L]."""
         b = x.shape[0]
         q, k, v = self._project(x, cos, sin)
         cache = self.cache
-        rows = torch.arange(b, device=x.device)
-        cache.k[rows, :, pos] = k[:, :, 0].to(cache.k.dtype)  # [B, Hkv, D] into each slot's position
-        cache.v[rows, :, pos] = v[:, :, 0].to(cache.v.dtype)
+        cache.k[slots, :, pos] = k[:, :, 0].to(cache.k.dtype)  # [B, Hkv, D] into each slot's position
+        cache.v[slots, :, pos] = v[:, :, 0].to(cache.v.dtype)
         length = mask.shape[-1]
-        keys = cache.k[:b, :, :length]
-        values = cache.v[:b, :, :length]
+        keys = cache.k[slots, :, :length]
+        values = cache.v[slots, :, :length]
         out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(b, 1, self.q_size))
 
@@ -231,6 +234,12 @@ class Transformer(nn.Module):
         for block in self.layers:
             block.attn.cache.clear(slot, start, end)
 
+    def copy_prefix(self, source: int, target: int, end: int) -> None:
+        """Copy cache positions 0..end-1 of slot ``source`` to slot ``target`` in every layer."""
+        with torch.inference_mode():
+            for block in self.layers:
+                block.attn.cache.copy(source, target, end)
+
     def score(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits at every position, without the cache (for perplexity). tokens: [1, S] -> [1, S, V]."""
         s = tokens.shape[1]
@@ -247,22 +256,26 @@ class Transformer(nn.Module):
         cos, sin = self.rope_source(s)  # no cache set up, or a longer text than it: compute the tables
         return cos.to(self.device, self.dtype)[None, None], sin.to(self.device, self.dtype)[None, None]
 
-    def decode(self, tokens: torch.Tensor, pos: torch.Tensor, length: int) -> torch.Tensor:
-        """One step for slots 0..B-1. tokens, pos: [B]; attends to cache positions < length -> logits [B, V]."""
+    def decode(self, tokens: torch.Tensor, pos: torch.Tensor, length: int,
+               slots: torch.Tensor | None = None) -> torch.Tensor:
+        """One step: row b feeds tokens[b] to slot slots[b] (default b) at position pos[b], attending to
+        cache positions < length. tokens, pos, slots: [B] -> logits [B, V]."""
+        if slots is None:
+            slots = torch.arange(tokens.shape[0], device=tokens.device)
         if self.native_step is not None:  # it reads exactly positions <= pos of each row
-            return self.native_step.decode(tokens, pos)
-        return self._decode(tokens, pos, self._mask(pos, length))
+            return self.native_step.forward(tokens, slots, pos, torch.arange(tokens.shape[0]))
+        return self._decode(tokens, pos, slots, self._mask(pos, length))
 
     def _mask(self, pos: torch.Tensor, length: int) -> torch.Tensor:
         # Each slot sees its own positions up to and including the new token: [B, 1, 1, L].
         return (torch.arange(length, device=pos.device)[None, :] <= pos[:, None])[:, None, None, :]
 
-    def _decode(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _decode(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         cos = self.cos[pos][:, None, None]  # [B, 1, 1, D]
         sin = self.sin[pos][:, None, None]
         x = self.embed(tokens[:, None])  # [B, 1, dim]
         for block in self.layers:
-            x = x + block.attn.decode(block.attn_norm(x), cos, sin, pos, mask)
+            x = x + block.attn.decode(block.attn_norm(x), cos, sin, pos, slots, mask)
             x = x + block.mlp(block.mlp_norm(x))
         return self.output(self.norm(x))[:, 0].float()
 

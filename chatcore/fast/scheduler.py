@@ -4,6 +4,12 @@ Each request holds a slot of the static KV cache. Every loop the worker admits w
 (prefilling each into a free slot), then runs one decode step for all running slots together and
 hands every request its next token. Cancelling or finishing frees the slot before the next step.
 
+Prefixes are reused. Each slot remembers which tokens its cache holds (a prompt and the answer fed
+after it), and a step only writes to the slots it decodes, so a finished request's keys and values
+stay valid. A new prompt is prefilled only from where it stops matching the longest of them: the next
+turn of a conversation resends its whole history, and requests share a system prompt and a chat
+template. The matching prefix is copied first when another slot holds it.
+
 The cache starts as uninitialised memory (``torch.empty``), and a step reads every one of its rows
 up to the batch's common length, past what a short request ever wrote. Masked-out positions still
 enter the arithmetic (a NaN key gives a NaN score, and 0 * NaN is NaN for a value), so before each
@@ -28,6 +34,9 @@ from chatcore.sampling import sample_next
 # Attention reads the cache up to the longest running sequence, rounded up to this many positions,
 # so the step's shapes change rarely.
 LENGTH_BUCKET = 128
+# A prefix held by another slot is copied when it saves at least this many tokens of prefill over the
+# new request's own slot (a copy is one small tensor copy per layer; a token's prefill costs more).
+MIN_COPIED_PREFIX = 4
 
 
 @dataclass
@@ -75,29 +84,44 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def _plain_greedy(request: Request) -> bool:
     """Greedy with no repetition penalty: the next token is the argmax of the logits."""
     return request.params.temperature == 0.0 and request.params.repetition_penalty == 1.0
 
 
 class Scheduler:
-    """Runs ``prefill(tokens [1, S], slot) -> logits [1, V]`` and ``decode(tokens [B], pos [B], length) ->
-    logits [B, V]`` for up to ``slots`` concurrent requests on one worker thread."""
+    """Runs ``prefill(tokens [1, S], slot, start) -> logits [1, V]`` (the tokens go to positions start..)
+    and ``decode(tokens [B], pos [B], slots [B], length) -> logits [B, V]`` for up to ``slots``
+    concurrent requests on one worker thread. ``copy(source, target, n)`` copies a slot's cache
+    positions below n to another; without it only a request's own slot's prefix is reused."""
 
     def __init__(self, prefill: Callable, decode: Callable, *, slots: int, length: int,
                  clear: Callable[[int, int, int], None], device: torch.device,
-                 argmax: Callable[[torch.Tensor], list[int]] | None = None) -> None:
-        self._prefill, self._decode, self._clear = prefill, decode, clear
+                 argmax: Callable[[torch.Tensor], list[int]] | None = None,
+                 copy: Callable[[int, int, int], None] | None = None, reuse_prefixes: bool = True) -> None:
+        self._prefill, self._decode, self._clear, self._copy = prefill, decode, clear, copy
         self._argmax = argmax or (lambda logits: logits.argmax(dim=-1).tolist())
         self.slots, self.length, self.device = slots, length, device
+        self.reuse_prefixes = reuse_prefixes
         self._waiting: "queue.SimpleQueue[Request]" = queue.SimpleQueue()
         self._running: dict[int, Request] = {}  # slot -> request
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._finite = [0] * slots  # cache positions below this in each slot hold finite numbers
+        self._held: list[list[int]] = [[] for _ in range(slots)]  # the tokens at each slot's positions 0..
+        self._started = [0] * slots  # when each slot's last request started, by _admitted
+        self._admitted = 0
         self.steps = 0  # decode steps run, and the rows they carried (for the batching tests)
         self.rows = 0
+        self.prefilled = 0  # prompt tokens run through the model, and those a held prefix spared
+        self.reused = 0
 
     def submit(self, request: Request) -> Request:
         """Queue a request; its tokens arrive on ``request.out``, ending with a ``Done``."""
@@ -134,52 +158,86 @@ class Scheduler:
             if request.stopped:
                 request.out.put(Done("cancelled"))
                 continue
-            slot = free.pop(0)
+            slot = self._pick_slot(request.prompt, free)
+            free.remove(slot)
             try:
                 self._start(request, slot)
             except Exception as exc:  # noqa: BLE001 - reported to the one request it broke
                 self._running.pop(slot, None)  # _emit (sampling) may fail after the slot was taken
                 request.out.put(Done("error", exc))
-                free.insert(0, slot)
+                free.append(slot)
+
+    def _pick_slot(self, prompt: list[int], free: list[int]) -> int:
+        """The free slot that holds the longest prefix of ``prompt``, else the one whose request started
+        longest ago: what the other free slots hold stays for the requests that continue it."""
+        def shared(slot: int) -> int:
+            n = common_prefix(self._held[slot], prompt) if self.reuse_prefixes else 0
+            return n if n >= MIN_COPIED_PREFIX else 0
+
+        return max(free, key=lambda slot: (shared(slot), -self._started[slot]))
 
     def _start(self, request: Request, slot: int) -> None:
         n = len(request.prompt)
-        tokens = torch.tensor([request.prompt], device=self.device)
-        request.seen = tokens
-        logits = self._prefill(tokens, slot)  # [1, V]
+        request.seen = torch.tensor([request.prompt], device=self.device)
+        start = self._reuse_prefix(request.prompt, slot) if self.reuse_prefixes else 0
+        self._held[slot] = request.prompt[:start]  # the prefill overwrites what the slot held past start
+        logits = self._prefill(request.seen[:, start:], slot, start)  # [1, V]
+        self._held[slot] = list(request.prompt)
+        self._admitted += 1
+        self._started[slot] = self._admitted
         self._finite[slot] = max(self._finite[slot], n)  # the prompt's positions are written now
+        self.prefilled += n - start
+        self.reused += start
         request.slot, request.pos = slot, n
         self._running[slot] = request
         self._emit(request, logits)
+
+    def _reuse_prefix(self, prompt: list[int], slot: int) -> int:
+        """Put the longest held prefix of ``prompt`` into ``slot``'s cache; returns its length.
+
+        The last prompt token is always run: its logits choose the first new token.
+        """
+        limit = max(0, len(prompt) - 1)
+        source, best = slot, min(limit, common_prefix(self._held[slot], prompt))
+        if self._copy is not None:
+            for other in range(self.slots):
+                shared = min(limit, common_prefix(self._held[other], prompt))
+                if other != slot and shared >= best + MIN_COPIED_PREFIX:
+                    source, best = other, shared
+        if source != slot:
+            self._held[slot] = []  # a copy that fails half-way leaves nothing known
+            self._copy(source, slot, best)  # positions below best of a running request never change
+        self._finite[slot] = max(self._finite[slot], best)
+        return best
 
     def _step(self) -> None:
         for slot in [s for s, r in self._running.items() if r.stopped]:
             self._finish(self._running[slot], "cancelled")
         if not self._running:
             return
-        rows = max(self._running) + 1  # slots 0..rows-1; free ones among them compute and are ignored
-        tokens = [0] * rows
-        positions = [0] * rows
-        for slot, request in self._running.items():
-            tokens[slot], positions[slot] = request.last, request.pos
+        # Only the running slots: a free slot's cache keeps the prefix it holds for a later request.
+        running = sorted(self._running.items())
+        positions = [request.pos for _, request in running]
         length = min(self.length, -(-(max(positions) + 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
         try:
-            for slot in range(rows):  # the step reads positions < length of every row, running or free
+            for slot, _ in running:  # the step may read positions < length of every row
                 self._make_finite(slot, length)
-            logits = self._decode(torch.tensor(tokens, device=self.device),
-                                  torch.tensor(positions, device=self.device), length)  # [rows, V]
+            logits = self._decode(torch.tensor([request.last for _, request in running], device=self.device),
+                                  torch.tensor(positions, device=self.device),
+                                  torch.tensor([slot for slot, _ in running], device=self.device), length)  # [B, V]
         except Exception as exc:  # noqa: BLE001 - every running request gets the error
             for request in list(self._running.values()):
                 self._finish(request, "error", exc)
             return
         self.steps += 1
-        self.rows += len(self._running)
+        self.rows += len(running)
         # Plain greedy rows (the common case) share one argmax instead of one sampling call each.
-        greedy = self._argmax(logits) if any(map(_plain_greedy, self._running.values())) else None
-        for slot, request in list(self._running.items()):
+        greedy = self._argmax(logits) if any(_plain_greedy(request) for _, request in running) else None
+        for row, (slot, request) in enumerate(running):
+            self._held[slot].append(request.last)  # the step wrote its keys and values at request.pos
             request.pos += 1
             try:
-                self._emit(request, logits[slot : slot + 1], greedy[slot] if greedy and _plain_greedy(request) else None)
+                self._emit(request, logits[row : row + 1], greedy[row] if greedy and _plain_greedy(request) else None)
             except Exception as exc:  # noqa: BLE001 - a dead decoder thread would leave every request hanging
                 self._finish(request, "error", exc)
 
