@@ -75,8 +75,18 @@ class SpinPool {
   }
 
  private:
+  // Guided: each chunk is a share of what is left (never under the grain), so the work starts in
+  // big chunks and ends in small ones, and whoever finishes first waits at most a small chunk.
   void take_chunks() {
-    for (int64_t a; (a = next_.fetch_add(grain_, std::memory_order_relaxed)) < n_;) job_(a, std::min(n_, a + grain_));
+    const int64_t team = int64_t(workers_.size()) + 1;
+    int64_t a = next_.load(std::memory_order_relaxed);
+    while (a < n_) {
+      const int64_t size = std::max(grain_, (n_ - a) / (2 * team));
+      if (next_.compare_exchange_weak(a, a + size, std::memory_order_relaxed)) {
+        job_(a, std::min(n_, a + size));
+        a = next_.load(std::memory_order_relaxed);
+      }
+    }
   }
 
   void work_loop() {
@@ -231,7 +241,7 @@ struct QuantizedRows {
 //   q8: per block and group, 512 bytes: load c (0..7) holds, in lane j, byte t, row j at k = 4c + t.
 constexpr int64_t ROWS = 16;
 constexpr int64_t PREFETCH_BLOCKS = 2;  // how far ahead the kernels prefetch weights (a hint: past the end is harmless)
-constexpr int64_t GRAIN_SPLIT = 4;  // chunks per thread in a linear (measured: 8 and 16 were slower, 4 balances well enough)
+constexpr int64_t GRAIN_SPLIT = 4;  // a linear's smallest chunk: 1 / (GRAIN_SPLIT x threads) of it (measured: 16 was slower)
 
 // Ask for `lines` cache lines from p on: the hardware prefetcher alone leaves the weight loads waiting.
 inline void prefetch_lines(const void* p, int lines) {
