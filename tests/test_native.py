@@ -164,6 +164,31 @@ def test_a_prompt_chunk_equals_the_same_tokens_one_at_a_time(hf, kernels):
     torch.testing.assert_close(mixed, torch.stack([singles[11], singles[5]]), atol=1e-4, rtol=1e-4)
 
 
+def test_the_cpp_step_reads_only_the_positions_requests_wrote(hf, kernels):
+    """The engine hands the C++ step a cache it never clears ahead (uninitialised memory): NaN in every
+    unwritten position must change nothing."""
+    model = _native_model(hf, kernels)  # every slot zeroed
+    ids = torch.randint(0, hf.config.vocab_size, (40,), generator=_gen(8))
+
+    def answer() -> torch.Tensor:
+        with torch.inference_mode():
+            logits = [model.prefill(ids[None, :20], slot=1)]
+            for p in range(20, 40):  # with slot 0 decoding beside it, from a shorter prompt
+                logits.append(model.decode(torch.stack([ids[p - 15], ids[p]]), torch.tensor([p - 15, p]), 64,
+                                           torch.tensor([0, 1]))[1:])
+        return torch.cat(logits)
+
+    with torch.inference_mode():
+        model.prefill(ids[None, :5], slot=0)
+    clean = answer()
+    for block in model.layers:
+        for cache in (block.attn.cache.k, block.attn.cache.v):
+            cache.fill_(float("nan"))
+    with torch.inference_mode():
+        model.prefill(ids[None, :5], slot=0)
+    assert torch.equal(answer(), clean)
+
+
 def test_a_long_context_cut_into_parts_attends_as_a_whole(hf, kernels):
     # One row over 300 positions is split into parts (flash-decoding) and merged; the 300 rows of a
     # prompt chunk are not. Both must give the last position the same logits.

@@ -239,9 +239,10 @@ class FastEngine:
         argmax = None
         if kernels is not None and decoder.native_step is not None:
             argmax = lambda logits: kernels.argmax(logits).tolist()  # noqa: E731 - one line, one use
+        # The C++ step reads exactly the positions requests wrote: nothing to clear ahead of it.
+        clear = decoder.clear if decoder.native_step is None else None
         self.scheduler = Scheduler(self._prefill, self._step, slots=decoder.slots, length=decoder.length,
-                                   clear=decoder.clear, device=decoder.device, argmax=argmax,
-                                   copy=decoder.copy_prefix)
+                                   clear=clear, device=decoder.device, argmax=argmax, copy=decoder.copy_prefix)
 
     @property
     def model(self) -> Any:

@@ -260,10 +260,10 @@ class Transformer(nn.Module):
                slots: torch.Tensor | None = None) -> torch.Tensor:
         """One step: row b feeds tokens[b] to slot slots[b] (default b) at position pos[b], attending to
         cache positions < length. tokens, pos, slots: [B] -> logits [B, V]."""
+        if self.native_step is not None:  # it reads exactly positions <= pos of each row
+            return self.native_step.decode(tokens, pos, slots)
         if slots is None:
             slots = torch.arange(tokens.shape[0], device=tokens.device)
-        if self.native_step is not None:  # it reads exactly positions <= pos of each row
-            return self.native_step.forward(tokens, slots, pos, torch.arange(tokens.shape[0]))
         return self._decode(tokens, pos, slots, self._mask(pos, length))
 
     def _mask(self, pos: torch.Tensor, length: int) -> torch.Tensor:

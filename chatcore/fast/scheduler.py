@@ -10,12 +10,13 @@ stay valid. A new prompt is prefilled only from where it stops matching the long
 turn of a conversation resends its whole history, and requests share a system prompt and a chat
 template. The matching prefix is copied first when another slot holds it.
 
-The cache starts as uninitialised memory (``torch.empty``), and a step reads every one of its rows
-up to the batch's common length, past what a short request ever wrote. Masked-out positions still
-enter the arithmetic (a NaN key gives a NaN score, and 0 * NaN is NaN for a value), so before each
-step the scheduler makes sure every position the step reads holds finite numbers: each slot keeps a
-high-water mark below which it is finite (written by a request, or zeroed once), and the range up
-to the step's length is zeroed where a slot's mark is below it.
+The cache starts as uninitialised memory (``torch.empty``), and torch's step reads every one of its
+rows up to the batch's common length, past what a short request ever wrote. Masked-out positions
+still enter the arithmetic (a NaN key gives a NaN score, and 0 * NaN is NaN for a value), so before
+each step the scheduler makes sure every position the step reads holds finite numbers: each slot
+keeps a high-water mark below which it is finite (written by a request, or zeroed once), and the
+range up to the step's length is zeroed where a slot's mark is below it. The C++ step reads only
+positions that requests wrote, so an engine on it passes no ``clear``.
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ def _plain_greedy(request: Request) -> bool:
 class Scheduler:
     """Runs ``prefill(tokens [1, S], slot, start) -> logits [1, V]`` (the tokens go to positions start..)
     and ``decode(tokens [B], pos [B], slots [B], length) -> logits [B, V]`` for up to ``slots``
-    concurrent requests on one worker thread. ``copy(source, target, n)`` copies a slot's cache
+    concurrent requests on one worker thread. ``clear(slot, start, end)`` zeroes cache positions ahead of
+    a step that reads them (``None``: it never does). ``copy(source, target, n)`` copies a slot's cache
     positions below n to another; without it only a request's own slot's prefix is reused."""
 
     def __init__(self, prefill: Callable, decode: Callable, *, slots: int, length: int,
-                 clear: Callable[[int, int, int], None], device: torch.device,
+                 clear: Callable[[int, int, int], None] | None, device: torch.device,
                  argmax: Callable[[torch.Tensor], list[int]] | None = None,
                  copy: Callable[[int, int, int], None] | None = None, reuse_prefixes: bool = True) -> None:
         self._prefill, self._decode, self._clear, self._copy = prefill, decode, clear, copy
@@ -222,9 +224,9 @@ class Scheduler:
         try:
             for slot, _ in running:  # the step may read positions < length of every row
                 self._make_finite(slot, length)
-            logits = self._decode(torch.tensor([request.last for _, request in running], device=self.device),
-                                  torch.tensor(positions, device=self.device),
-                                  torch.tensor([slot for slot, _ in running], device=self.device), length)  # [B, V]
+            tokens, positions, slots = torch.tensor([[request.last for _, request in running], positions,
+                                                     [slot for slot, _ in running]], device=self.device)
+            logits = self._decode(tokens, positions, slots, length)  # [B, V]
         except Exception as exc:  # noqa: BLE001 - every running request gets the error
             for request in list(self._running.values()):
                 self._finish(request, "error", exc)
@@ -249,6 +251,8 @@ class Scheduler:
         after it ends (stale, but masked out and harmless), so each position is cleared at most once
         over the cache's life.
         """
+        if self._clear is None:  # the step never reads past what requests wrote
+            return
         if end > self._finite[slot]:
             self._clear(slot, self._finite[slot], end)
             self._finite[slot] = end

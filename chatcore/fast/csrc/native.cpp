@@ -811,11 +811,11 @@ class Decoder {
     return logits;
   }
 
-  // One token for each of slots 0..B-1: tokens, positions int64 [B] -> logits [B, vocab].
-  at::Tensor decode(const at::Tensor& tokens, const at::Tensor& positions) {
+  // One token for each of B slots (default 0..B-1): tokens, positions, slots int64 [B] -> logits [B, vocab].
+  at::Tensor decode(const at::Tensor& tokens, const at::Tensor& positions, const c10::optional<at::Tensor>& slots) {
     const int64_t B = tokens.numel();
     at::Tensor rows = at::arange(B, at::kLong);
-    return forward(tokens, rows, positions, rows);
+    return forward(tokens, slots.has_value() ? *slots : rows, positions, rows);
   }
 
  private:
@@ -964,6 +964,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add_layer", &Decoder::add_layer)
       .def("forward", &Decoder::forward, py::arg("tokens"), py::arg("slots"), py::arg("positions"),
            py::arg("logit_rows"), py::call_guard<py::gil_scoped_release>())
-      .def("decode", &Decoder::decode, py::arg("tokens"), py::arg("positions"),
+      .def("decode", &Decoder::decode, py::arg("tokens"), py::arg("positions"), py::arg("slots") = py::none(),
            py::call_guard<py::gil_scoped_release>());
 }
