@@ -625,6 +625,11 @@ inline __m512 sum16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(lo, hi, 0x88), _mm512_shuffle_f32x4(lo, hi, 0xdd));
 }
 
+// How many positions ahead attention prefetches keys and values. Each task streams a short run of
+// them (a few kB), too short for the hardware prefetcher to get ahead; measured with both builds
+// alternating in one process, 8 rows: 8.14 -> 7.86 ms a step from position 100, 13.2 -> 12.7 from 400.
+constexpr int64_t ATTENTION_AHEAD = 16;
+
 // scores[t] = scale * q . k_t for t < n, with q rounded to bfloat16 and `vdpbf16ps` (32 products an
 // instruction), 16 positions at a time. scores must have room for n rounded up to 16.
 template <int HD>
@@ -639,6 +644,7 @@ void key_scores(const float* query, float scale, const uint16_t* keys, int64_t n
     const int count = int(std::min<int64_t>(16, n - t0));
     __m512 part[16];
     for (int j = 0; j < 16; ++j) {
+      prefetch_lines(keys + (t0 + ATTENTION_AHEAD + j) * HD, HD * 2 / 64);
       part[j] = _mm512_setzero_ps();
       if (j < count)
         for (int c = 0; c < CHUNKS; ++c)
@@ -687,6 +693,7 @@ void weighted_values(const float* p, int64_t stride, const float* weight, int64_
     for (int g = 0; g < BATCH; ++g)
       for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_setzero_ps();
     for (int64_t t = 0; t < n; ++t) {
+      prefetch_lines(values + (t + ATTENTION_AHEAD) * HD, HD * 2 / 64);
       __m512 v[CHUNKS];
       for (int c = 0; c < CHUNKS; ++c) v[c] = load_bf16x16(values + t * HD + 16 * c);
       for (int g = 0; g < count; ++g) {
