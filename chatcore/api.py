@@ -392,9 +392,12 @@ class _Reply:
         }
 
 
-def _usage(final: Finished) -> dict[str, int]:
-    return {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.completion_tokens,
-            "total_tokens": final.prompt_tokens + final.completion_tokens}
+def _usage(final: Finished) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.completion_tokens,
+                             "total_tokens": final.prompt_tokens + final.completion_tokens}
+    if "cached_tokens" in final.extra:  # OpenAI's name for prompt tokens served from a cache
+        usage["prompt_tokens_details"] = {"cached_tokens": final.extra["cached_tokens"]}
+    return usage
 
 
 def _backend_failed(final: Finished) -> APIError:

@@ -171,6 +171,7 @@ class RemoteBackend:
         yield Started(0, self._context_window, 0, seed)  # the server fits the prompt; usage comes at the end
         text, reason, error = "", None, None
         prompt_tokens = completion_tokens = 0
+        cached_tokens: int | None = None  # prompt tokens the server took from its cache, when it says
         chunks, first_at, stream = 0, None, None
         try:
             stream = self._client.chat.completions.create(**request)
@@ -181,6 +182,8 @@ class RemoteBackend:
                 if chunk.usage is not None:
                     prompt_tokens = chunk.usage.prompt_tokens or 0
                     completion_tokens = chunk.usage.completion_tokens or 0
+                    details = chunk.usage.prompt_tokens_details
+                    cached_tokens = details.cached_tokens if details is not None else None
                 for choice in chunk.choices[:1]:
                     delta = choice.delta.content if choice.delta else None
                     if delta:
@@ -207,7 +210,7 @@ class RemoteBackend:
             text=text, finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             ttft_ms=(first_at - start) * 1000 if first_at else None, decode_tok_s=rate,
             total_ms=(end - start) * 1000, model=self._model, seed=seed, error=error,
-            extra={"backend": self.base_url},
+            extra={"backend": self.base_url, **({} if cached_tokens is None else {"cached_tokens": cached_tokens})},
         )
 
 

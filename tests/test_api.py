@@ -92,6 +92,19 @@ def test_streaming_gives_the_same_text_in_several_chunks_and_usage_last(client: 
     assert len({c.id for c in chunks}) == 1
 
 
+def test_usage_reports_the_prompt_tokens_served_from_the_cache(client: openai.OpenAI, model: str) -> None:
+    """A conversation's next turn resends its history: those tokens come from the KV cache, and usage
+    says how many, under OpenAI's own name for them."""
+    turn = [{"role": "system", "content": "You answer questions about the weather, briefly."},
+            {"role": "user", "content": "Why is the sky blue at noon?"}]
+    first = client.chat.completions.create(model=model, messages=turn, temperature=0, max_tokens=5, store=False)
+    turn += [{"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And red at sunset?"}]
+    second = client.chat.completions.create(model=model, messages=turn, temperature=0, max_tokens=5, store=False)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
+
+
 def test_streaming_without_include_usage_sends_no_usage(client: openai.OpenAI, model: str) -> None:
     chunks = list(client.chat.completions.create(model=model, messages=HI, max_tokens=3, stream=True, store=False))
     assert all(c.usage is None and c.choices for c in chunks)

@@ -98,6 +98,7 @@ def test_chat_keeps_the_conversation(cli):
     result = cli("chat", "-t", "0", "--max-tokens", "5", input="Hello there\nAnd again\n/exit\n")
     assert result.exit_code == 0, result.output
     assert result.stdout.count("assistant> ") == 2
+    assert result.stderr.count("prompt tokens reused") == 1  # the second turn, from the first one's cache
     from chatcore.settings import Settings
     from storage import Store
 

@@ -45,6 +45,8 @@ def _print_stats(final: Finished, conversation_id: int | None) -> None:
     parts = [f"{final.completion_tokens} tokens", final.finish_reason]
     if final.ttft_ms is not None:
         parts.append(f"first token {final.ttft_ms:.0f} ms")
+    if final.extra.get("cached_tokens"):
+        parts.append(f"{final.extra['cached_tokens']} of {final.prompt_tokens} prompt tokens reused")
     if final.decode_tok_s is not None:
         parts.append(f"{final.decode_tok_s:.1f} tok/s")
     if final.dropped_messages:

@@ -321,7 +321,7 @@ class FastEngine:
             yield TextDelta(tail)
         yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
                              info=self.info, engine="chatcore.fast", quant=self.quant, compiled=self._step.compiled,
-                             kernels=self.kernels)
+                             kernels=self.kernels, cached_tokens=request.reused)
 
 
 class _GenerationConfigOnly:

@@ -61,6 +61,7 @@ class Request:
     pos: int = 0  # cache position the next fed token is written to
     last: int = 0  # the token to feed next
     produced: int = 0
+    reused: int = 0  # leading prompt tokens whose keys and values a slot already held
     seen: torch.Tensor | None = None  # [1, T] prompt and answer, for the repetition penalty
 
     @property
@@ -190,7 +191,7 @@ class Scheduler:
         self._finite[slot] = max(self._finite[slot], n)  # the prompt's positions are written now
         self.prefilled += n - start
         self.reused += start
-        request.slot, request.pos = slot, n
+        request.slot, request.pos, request.reused = slot, n, start
         self._running[slot] = request
         self._emit(request, logits)
 
