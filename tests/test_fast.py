@@ -100,6 +100,21 @@ def test_auto_quant_picks_a_quantization_and_remembers_it(tiny_model_dir, tmp_pa
     assert _answer(engine, GenerationParams.create(temperature=0, max_new_tokens=8)).extra["quant"] == engine.quant
 
 
+def test_lazy_state_reads_each_tensor_from_the_files_when_asked(tmp_path):
+    from safetensors.torch import save_file
+
+    from chatcore.fast.engine import LazyState
+
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5.0)}
+    save_file({"a": tensors["a"]}, str(tmp_path / "one.safetensors"))
+    save_file({"b": tensors["b"]}, str(tmp_path / "two.safetensors"))
+    state = LazyState(sorted(tmp_path.glob("*.safetensors")))
+    assert sorted(state) == ["a", "b"] and state.parameters() == 17 and "a" in state
+    assert torch.equal(state["a"], tensors["a"])
+    assert torch.equal(state.pop("b"), tensors["b"])
+    assert "b" not in state and len(state) == 1 and state.parameters() == 12
+
+
 def test_explicit_float32_means_exact_weights(tiny_model_dir, tmp_path):
     settings = Settings(home=tmp_path, cache=tmp_path, model=str(tiny_model_dir), device="cpu", dtype="float32")
     engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)

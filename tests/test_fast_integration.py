@@ -45,10 +45,10 @@ def test_float32_greedy_tokens_equal_transformers_generate(directory, tmp_path):
 def test_quantized_perplexity_within_two_percent_of_float32(directory, mode):
     from transformers import AutoConfig, AutoTokenizer
 
-    from chatcore.fast.engine import CALIBRATION_TEXT, _read_state, quantized_perplexity
+    from chatcore.fast.engine import CALIBRATION_TEXT, LazyState, quantized_perplexity
 
     config = AutoConfig.from_pretrained(directory)
-    state = _read_state(sorted(directory.glob("*.safetensors")))
+    state = LazyState(sorted(directory.glob("*.safetensors")))
     ids = torch.tensor([AutoTokenizer.from_pretrained(directory).encode(CALIBRATION_TEXT, add_special_tokens=False)])
     reference = quantized_perplexity(config, state, ids, "none")
     assert quantized_perplexity(config, state, ids, mode) <= reference * 1.02

@@ -8,11 +8,13 @@ request through one continuous-batching :class:`~chatcore.fast.scheduler.Schedul
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -66,14 +68,14 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
         raise ParameterError("quant", f"quant must be one of {', '.join(QUANT_CHOICES)}, got {mode!r}")
     if mode in ("int8", "int4") and device.type != "cpu":
         raise ModelError(f"--quant {mode} uses torch's CPU kernels; on {device.type} use --quant none (bfloat16)")
-    state = _read_state(files)
+    state = LazyState(files)
     weights_sha = sources.weights_hash(Path(directory))
     kernels = native.load(Path(settings.cache), progress) if device.type == "cpu" and mode != "none" else None
     if mode == "auto":
         mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress, kernels)
     compute = torch.bfloat16 if mode != "none" else dtype
-    parameters = sum(t.numel() for t in state.values())
-    model = from_hf_state(config, state, compute, consume=True)  # frees each float32 tensor once converted
+    parameters = state.parameters()
+    model = from_hf_state(config, state, compute, consume=True)  # reads each float32 tensor once, to convert it
     _quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors",
                      kernels)
     model.to(device)
@@ -144,16 +146,49 @@ def _quantize_cached(model: Transformer, mode: str, path: Path, kernels: Any = N
             pass  # a read-only cache only costs the packing time next start
 
 
-def _read_state(files: Sequence[Path]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+class LazyState(Mapping[str, torch.Tensor]):
+    """A state dict over safetensors files that reads each tensor when asked for it.
 
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    return state
+    Why: the float32 checkpoint (540 MB for the default model) was read whole before conversion, and
+    loading peaked at twice the memory the engine then keeps. ``pop`` forgets a tensor once converted.
+    """
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self._where: dict[str, Path] = {}
+        self._shapes: dict[str, list[int]] = {}
+        for file in files:
+            with _open(file) as handle:
+                for name in handle.keys():
+                    self._where[name], self._shapes[name] = file, handle.get_slice(name).get_shape()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        # Opened for each tensor: a mapping left open keeps every page read so far resident.
+        with _open(self._where[name]) as handle:
+            return handle.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def pop(self, name: str) -> torch.Tensor:
+        tensor = self[name]
+        del self._where[name]
+        return tensor
+
+    def parameters(self) -> int:
+        """How many numbers the tensors hold, from the files' headers."""
+        return sum(math.prod(self._shapes[name]) for name in self._where)
 
 
-def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, device: torch.device,
+def _open(file: Path) -> Any:
+    from safetensors import safe_open
+
+    return safe_open(str(file), framework="pt")
+
+
+def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any, device: torch.device,
                  dtype: torch.dtype, settings: Settings, weights_sha: str,
                  progress: Callable[[str], None] | None = None, kernels: Any = None) -> str:
     """``auto``: the fastest quantization whose perplexity stays within 2% of float32's.
@@ -186,7 +221,7 @@ def choose_quant(config: Any, state: dict[str, torch.Tensor], tokenizer: Any, de
     return chosen
 
 
-def quantized_perplexity(config: Any, state: dict[str, torch.Tensor], ids: torch.Tensor, mode: str,
+def quantized_perplexity(config: Any, state: Mapping[str, torch.Tensor], ids: torch.Tensor, mode: str,
                          kernels: Any = None) -> float:
     """Perplexity of ids [1, S] under the model quantized with ``mode`` (``none``: float32).
 

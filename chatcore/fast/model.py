@@ -8,6 +8,7 @@ float32 its greedy tokens equal transformers' ``generate``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,11 +291,12 @@ def rope_tables(hf_config: Any, length: int) -> tuple[torch.Tensor, torch.Tensor
     return cos[0].float(), sin[0].float()
 
 
-def from_hf_state(hf_config: Any, state: dict[str, torch.Tensor], dtype: torch.dtype,
+def from_hf_state(hf_config: Any, state: Mapping[str, torch.Tensor], dtype: torch.dtype,
                   consume: bool = False) -> Transformer:
     """Build the decoder from a transformers Llama state dict (weights renamed and fused).
 
-    ``consume`` empties ``state`` as it goes, so loading never holds two full copies of the weights.
+    ``consume`` pops each tensor from ``state`` (a dict, or the engine's ``LazyState``) as it goes, so
+    loading never holds two full copies of the weights.
     """
     cfg = FastConfig.from_hf(hf_config)
     with torch.device("meta"):
