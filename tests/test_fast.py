@@ -245,6 +245,26 @@ def sharp_hf():
     return model
 
 
+def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False):
+    """A Scheduler to drive by hand (no worker thread) over the float32 torch path, its cache all NaN."""
+    from chatcore.fast.scheduler import Scheduler
+
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    model.setup_cache(slots, length)
+    _poison(model)
+
+    def prefill(tokens, slot, start):
+        with torch.inference_mode():
+            return model.prefill(tokens, slot, start)
+
+    def decode(tokens, pos, rows, bucket):
+        with torch.inference_mode():
+            return model.decode(tokens, pos, bucket, rows)
+
+    return Scheduler(prefill, decode, slots=slots, length=length, clear=model.clear, device=torch.device("cpu"),
+                     copy=model.copy_prefix if copy else None)
+
+
 def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(sharp_hf):
     """A short request decoding next to a long one reads its slot up to the long one's length.
 
@@ -252,19 +272,7 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
     join mid-way, one is cancelled, and a slot freed by a finished request is reused. Every greedy answer
     must equal transformers' greedy tokens for its prompt, even though the cache memory started as NaN.
     """
-    from chatcore.fast.scheduler import Done, Request, Scheduler
-
-    model = from_hf_state(sharp_hf.config, sharp_hf.state_dict(), torch.float32)
-    model.setup_cache(4, 512)
-    _poison(model)
-
-    def prefill(tokens, slot, start):
-        with torch.inference_mode():
-            return model.prefill(tokens, slot, start)
-
-    def decode(tokens, pos, slots, length):
-        with torch.inference_mode():
-            return model.decode(tokens, pos, length, slots)
+    from chatcore.fast.scheduler import Done, Request
 
     g = torch.Generator().manual_seed(7)
     specs = [(300, 60), (12, 8), (40, 30), (25, 12), (7, 40), (90, 20)]  # (prompt length, new tokens)
@@ -289,7 +297,7 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
                 ids = torch.cat([ids, sharp_hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         return ids[0, len(prompts[i]):].tolist()
 
-    together = Scheduler(prefill, decode, slots=4, length=512, clear=model.clear, device=torch.device("cpu"))
+    together = _scheduler_over_nan_cache(sharp_hf, slots=4, length=512)
     reqs = [request(0), request(1)]
     cancel = threading.Event()
     reqs.append(request(2, cancel))
@@ -331,22 +339,9 @@ def test_held_prefixes_are_reused_and_answers_stay_exact(sharp_hf):
     prompt copies the shared beginning from a running slot. Every answer must equal transformers'
     greedy tokens, and the scheduler must have run only the tokens no slot held.
     """
-    from chatcore.fast.scheduler import Done, Request, Scheduler
+    from chatcore.fast.scheduler import Done, Request
 
-    model = from_hf_state(sharp_hf.config, sharp_hf.state_dict(), torch.float32)
-    model.setup_cache(3, 256)
-    _poison(model)
-
-    def prefill(tokens, slot, start):
-        with torch.inference_mode():
-            return model.prefill(tokens, slot, start)
-
-    def decode(tokens, pos, slots, length):
-        with torch.inference_mode():
-            return model.decode(tokens, pos, length, slots)
-
-    scheduler = Scheduler(prefill, decode, slots=3, length=256, clear=model.clear, device=torch.device("cpu"),
-                          copy=model.copy_prefix)
+    scheduler = _scheduler_over_nan_cache(sharp_hf, slots=3, length=256, copy=True)
     g = torch.Generator().manual_seed(11)
 
     def tokens(n: int) -> list[int]:
