@@ -399,7 +399,7 @@ class _StepRunner:
             mask = self.decoder._mask(pos, length)
             with torch.inference_mode():
                 try:
-                    return self._fn(tokens, pos, slots, mask)
+                    return self._fn(tokens, pos, self.decoder.gathered(slots), mask)
                 except Exception as exc:  # noqa: BLE001 - a failed compile must not cost the answer
                     print(f"chatcore: compiled decode step failed ({type(exc).__name__}: {exc}); "
                           "decoding eagerly", file=sys.stderr)

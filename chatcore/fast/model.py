@@ -141,17 +141,20 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(1, s, self.q_size))
 
-    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor,
-               mask: torch.Tensor) -> torch.Tensor:
-        """One new token for each of B slots. x: [B, 1, dim]; pos, slots: [B]; mask: [B, 1, 1, L]."""
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
+               slots: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """One new token for each of B slots (``None``: slots 0..B-1). x: [B, 1, dim]; pos, slots: [B];
+        mask: [B, 1, 1, L]."""
         b = x.shape[0]
         q, k, v = self._project(x, cos, sin)
         cache = self.cache
-        cache.k[slots, :, pos] = k[:, :, 0].to(cache.k.dtype)  # [B, Hkv, D] into each slot's position
-        cache.v[slots, :, pos] = v[:, :, 0].to(cache.v.dtype)
+        rows = torch.arange(b, device=x.device) if slots is None else slots
+        cache.k[rows, :, pos] = k[:, :, 0].to(cache.k.dtype)  # [B, Hkv, D] into each slot's position
+        cache.v[rows, :, pos] = v[:, :, 0].to(cache.v.dtype)
         length = mask.shape[-1]
-        keys = cache.k[slots, :, :length]
-        values = cache.v[slots, :, :length]
+        # The first B slots are a view of the cache; any others are gathered (a copy).
+        keys = cache.k[:b, :, :length] if slots is None else cache.k[slots, :, :length]
+        values = cache.v[:b, :, :length] if slots is None else cache.v[slots, :, :length]
         out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(b, 1, self.q_size))
 
@@ -263,15 +266,20 @@ class Transformer(nn.Module):
         cache positions < length. tokens, pos, slots: [B] -> logits [B, V]."""
         if self.native_step is not None:  # it reads exactly positions <= pos of each row
             return self.native_step.decode(tokens, pos, slots)
-        if slots is None:
-            slots = torch.arange(tokens.shape[0], device=tokens.device)
-        return self._decode(tokens, pos, slots, self._mask(pos, length))
+        return self._decode(tokens, pos, self.gathered(slots), self._mask(pos, length))
+
+    @staticmethod
+    def gathered(slots: torch.Tensor | None) -> torch.Tensor | None:
+        """``slots`` for torch's step, or ``None`` when they are 0..B-1: attention then reads a view of the
+        cache instead of a gathered copy."""
+        return None if slots is None or slots.tolist() == list(range(slots.shape[0])) else slots
 
     def _mask(self, pos: torch.Tensor, length: int) -> torch.Tensor:
         # Each slot sees its own positions up to and including the new token: [B, 1, 1, L].
         return (torch.arange(length, device=pos.device)[None, :] <= pos[:, None])[:, None, None, :]
 
-    def _decode(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _decode(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor | None,
+                mask: torch.Tensor) -> torch.Tensor:
         cos = self.cos[pos][:, None, None]  # [B, 1, 1, D]
         sin = self.sin[pos][:, None, None]
         x = self.embed(tokens[:, None])  # [B, 1, dim]
