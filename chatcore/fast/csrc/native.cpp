@@ -242,7 +242,10 @@ struct QuantizedRows {
 constexpr int64_t ROWS = 16;
 constexpr int64_t PREFETCH_BLOCKS = 1;  // how far ahead the kernels prefetch weights (a hint: past the end is harmless;
                                         // measured: 1 beat 2 by 1-5%, and 4 lost 3-7%)
-constexpr int64_t GRAIN_SPLIT = 4;  // a linear's smallest chunk: 1 / (GRAIN_SPLIT x threads) of it (measured: 16 was slower)
+// A linear's smallest chunk: 1 / (GRAIN_SPLIT x threads) of it. Measured (bench.bench_ab): 2 beat 4 by ~3%, 16 was
+// slower still; 1 (one chunk a thread) gained another 1-2% but leaves no chunk to take from a thread the OS has
+// put aside mid-step.
+constexpr int64_t GRAIN_SPLIT = 2;
 
 // Ask for `lines` cache lines from p on: the hardware prefetcher alone leaves the weight loads waiting.
 inline void prefetch_lines(const void* p, int lines) {
