@@ -13,6 +13,7 @@ from chatcore.events import Finished, TextDelta
 from chatcore.fast import quant
 from chatcore.fast.engine import CALIBRATION_TEXT, FastEngine, load_fast, perplexity, quantized_perplexity
 from chatcore.fast.model import from_hf_state, supports
+from chatcore.fast.scheduler import Done, Request, Scheduler
 from chatcore.params import GenerationParams
 from chatcore.settings import Settings
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -245,10 +246,25 @@ def sharp_hf():
     return model
 
 
+def _greedy_tokens(hf, prompt: list[int], new: int) -> list[int]:
+    """transformers' greedy continuation of ``prompt``, one token at a time with no cache."""
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        for _ in range(new):
+            ids = torch.cat([ids, hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, len(prompt):].tolist()
+
+
+def _drain(request: Request) -> tuple[list[int], Done]:
+    """The tokens a hand-driven request received, and the ``Done`` that ended them."""
+    items = []
+    while not isinstance(item := request.out.get_nowait(), Done):
+        items.append(item)
+    return items, item
+
+
 def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False):
     """A Scheduler to drive by hand (no worker thread) over the float32 torch path, its cache all NaN."""
-    from chatcore.fast.scheduler import Scheduler
-
     model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
     model.setup_cache(slots, length)
     _poison(model)
@@ -272,8 +288,6 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
     join mid-way, one is cancelled, and a slot freed by a finished request is reused. Every greedy answer
     must equal transformers' greedy tokens for its prompt, even though the cache memory started as NaN.
     """
-    from chatcore.fast.scheduler import Done, Request
-
     g = torch.Generator().manual_seed(7)
     specs = [(300, 60), (12, 8), (40, 30), (25, 12), (7, 40), (90, 20)]  # (prompt length, new tokens)
     prompts = [torch.randint(3, sharp_hf.config.vocab_size, (n,), generator=g).tolist() for n, _ in specs]
@@ -282,20 +296,8 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
         params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=specs[i][1])
         return Request(prompts[i], params, torch.Generator(), cancel, frozenset())
 
-    def drain(r: Request) -> tuple[list[int], Done]:
-        items = []
-        while True:
-            item = r.out.get_nowait()
-            if isinstance(item, Done):
-                return items, item
-            items.append(item)
-
-    def reference(i: int) -> list[int]:  # transformers, no cache: greedy one token at a time
-        ids = torch.tensor([prompts[i]])
-        with torch.inference_mode():
-            for _ in range(specs[i][1]):
-                ids = torch.cat([ids, sharp_hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-        return ids[0, len(prompts[i]):].tolist()
+    def reference(i: int) -> list[int]:
+        return _greedy_tokens(sharp_hf, prompts[i], specs[i][1])
 
     together = _scheduler_over_nan_cache(sharp_hf, slots=4, length=512)
     reqs = [request(0), request(1)]
@@ -319,7 +321,7 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
             break
         together._step()
     assert not together._running
-    results = [drain(r) for r in reqs]
+    results = [_drain(r) for r in reqs]
     assert results[2][1].reason == "cancelled"
     for i, (tokens, done) in enumerate(results):
         assert done.error is None, f"request {i}: {done.error}"
@@ -339,8 +341,6 @@ def test_held_prefixes_are_reused_and_answers_stay_exact(sharp_hf):
     prompt copies the shared beginning from a running slot. Every answer must equal transformers'
     greedy tokens, and the scheduler must have run only the tokens no slot held.
     """
-    from chatcore.fast.scheduler import Done, Request
-
     scheduler = _scheduler_over_nan_cache(sharp_hf, slots=3, length=256, copy=True)
     g = torch.Generator().manual_seed(11)
 
@@ -361,21 +361,16 @@ def test_held_prefixes_are_reused_and_answers_stay_exact(sharp_hf):
             scheduler._step()
 
     def answer(request: Request) -> list[int]:
-        items = []
-        while not isinstance(item := request.out.get_nowait(), Done):
-            items.append(item)
-        assert item.reason == "length", item
+        items, done = _drain(request)
+        assert done.reason == "length", done
         return items
 
     def reference(prompt: list[int], new: int) -> list[int]:
-        ids = torch.tensor([prompt])
-        with torch.inference_mode():
-            for _ in range(new):
-                ids = torch.cat([ids, sharp_hf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-        return ids[0, len(prompt):].tolist()
+        return _greedy_tokens(sharp_hf, prompt, new)
 
     base, tail_a, tail_b = tokens(20), tokens(6), tokens(4)
-    tail_b[0] = tail_a[0] % (sharp_hf.config.vocab_size - 3) + 3 if tail_b[0] == tail_a[0] else tail_b[0]
+    if tail_b[0] == tail_a[0]:  # the two prompts must part right after the shared base
+        tail_b[0] = tail_a[0] % (sharp_hf.config.vocab_size - 3) + 3
     first = base + tail_a
     a = submit(first, 8)
     run()
