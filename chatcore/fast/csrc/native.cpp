@@ -284,33 +284,47 @@ inline void store_q8_block(const __m512* acc, int rows, const float* row_scale, 
                           _mm512_mul_ps(rs, _mm512_sub_ps(acc[i], _mm512_set1_ps(x.offset[r0 + i]))));
 }
 
+// One q4 block's group of codes (256 bytes at w) as the 8 operands of 4 inputs x 16 rows that
+// `vpdpbusd` takes, which are also the 8 rows of 64 bytes of an AMX operand tile.
+inline void unpack_q4_group(const uint8_t* w, __m512i* op) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  for (int i = 0; i < 4; ++i) {
+    const __m512i raw = _mm512_loadu_si512(w + 64 * i);
+    op[i] = _mm512_and_si512(raw, low);
+    op[i + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+  }
+}
+
+// Adds one group to a q4 row's two sums: its int32 dot products times the group's scale and the row's
+// activation scale, and the group's minimum times the row's quantized sum. Both q4 kernels call this,
+// so a row gets the same bits from either.
+inline void add_q4_group(__m512& acc, __m512& mins, __m512i dot, __m512 scale, __m512 minimum, float x_scale,
+                         float x_sum) {
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_set1_ps(x_scale)), acc);
+  mins = _mm512_fmadd_ps(minimum, _mm512_set1_ps(x_sum), mins);
+}
+
 // Output rows [r0, r0 + NB) and weight blocks [b0, b1) of y = x @ W.T, q4 weights.
 template <int NB>
 void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
              int64_t b0, int64_t b1, int64_t n_out) {
   const int64_t K = x.k, G = x.groups;
-  const __m512i low = _mm512_set1_epi8(0x0f);
   for (int64_t blk = b0; blk < b1; ++blk) {
     __m512 acc[NB], mins[NB];
     for (int i = 0; i < NB; ++i) acc[i] = _mm512_setzero_ps(), mins[i] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; ++g) {
       const uint8_t* w = qw + (blk * G + g) * 256;
-      prefetch_lines(w + PREFETCH_BLOCKS * G * 256, 4);  // the block after next
+      prefetch_lines(w + PREFETCH_BLOCKS * G * 256, 4);  // the same group PREFETCH_BLOCKS blocks on
       prefetch_lines(sm + ((blk + PREFETCH_BLOCKS) * G + g) * 2 * ROWS, 1);
       __m512i op[8];
-      for (int i = 0; i < 4; ++i) {
-        __m512i raw = _mm512_loadu_si512(w + 64 * i);
-        op[i] = _mm512_and_si512(raw, low);
-        op[i + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
-      }
+      unpack_q4_group(w, op);
       const uint16_t* s = sm + (blk * G + g) * 2 * ROWS;
       const __m512 scale = load_bf16x16(s), minimum = load_bf16x16(s + ROWS);
 #pragma GCC unroll 8
       for (int i = 0; i < NB; ++i) {
         const int64_t r = r0 + i;
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot32(op, x.q.data() + r * K + g * GROUP)),
-                                 _mm512_mul_ps(scale, _mm512_set1_ps(x.scale[r * G + g])), acc[i]);
-        mins[i] = _mm512_fmadd_ps(minimum, _mm512_set1_ps(x.sum[r * G + g]), mins[i]);
+        add_q4_group(acc[i], mins[i], dot32(op, x.q.data() + r * K + g * GROUP), scale, minimum, x.scale[r * G + g],
+                     x.sum[r * G + g]);
       }
     }
     const int64_t n = blk * ROWS;
@@ -432,7 +446,6 @@ void amx_q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows&
 void amx_q4_rows(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, float* y, int64_t ldy, int64_t b0,
                  int64_t b1, int64_t n_out) {
   const int64_t K = x.k, G = x.groups;
-  const __m512i low = _mm512_set1_epi8(0x0f);
   thread_local std::vector<__m512i> codes;  // [G][8]: group g's operand tile, 8 rows of 64 bytes
   codes.resize(G * 8);
   alignas(64) int32_t sums[2][AMX_ROWS * 16];
@@ -442,11 +455,7 @@ void amx_q4_rows(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, 
     for (int64_t g = 0; g < G; ++g) {
       const uint8_t* w = qw + (blk * G + g) * 256;
       prefetch_lines(w + PREFETCH_BLOCKS * G * 256, 4);
-      for (int i = 0; i < 4; ++i) {
-        const __m512i raw = _mm512_loadu_si512(w + 64 * i);
-        codes[g * 8 + i] = _mm512_and_si512(raw, low);
-        codes[g * 8 + i + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
-      }
+      unpack_q4_group(w, &codes[g * 8]);
     }
     const uint16_t* scale_min = sm + blk * G * 2 * ROWS;
     for (int64_t r0 = 0; r0 < x.rows; r0 += AMX_ROWS) {
@@ -456,14 +465,14 @@ void amx_q4_rows(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, 
         if (g & 1) CHATCORE_AMX_PRODUCT(3, 4, 5, xq + g * GROUP, K, &codes[g * 8]);
         else CHATCORE_AMX_PRODUCT(0, 1, 2, xq + g * GROUP, K, &codes[g * 8]);
       };
-      auto scale = [&](int64_t g) {  // q4_tile's arithmetic on group g's sums, stored in sums[g % 2]
+      auto scale = [&](int64_t g) {  // add group g's sums, stored in sums[g % 2], as q4_tile does
         const __m512 s = load_bf16x16(scale_min + g * 2 * ROWS), minimum = load_bf16x16(scale_min + g * 2 * ROWS + ROWS);
         for (int i = 0; i < rows; ++i) {
           const int64_t r = r0 + i;
-          const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(sums[g & 1] + 16 * i));
-          _mm512_store_ps(acc + 16 * i, _mm512_fmadd_ps(dot, _mm512_mul_ps(s, _mm512_set1_ps(x.scale[r * G + g])),
-                                                        _mm512_load_ps(acc + 16 * i)));
-          _mm512_store_ps(mins + 16 * i, _mm512_fmadd_ps(minimum, _mm512_set1_ps(x.sum[r * G + g]), _mm512_load_ps(mins + 16 * i)));
+          __m512 a = _mm512_load_ps(acc + 16 * i), m = _mm512_load_ps(mins + 16 * i);
+          add_q4_group(a, m, _mm512_load_si512(sums[g & 1] + 16 * i), s, minimum, x.scale[r * G + g], x.sum[r * G + g]);
+          _mm512_store_ps(acc + 16 * i, a);
+          _mm512_store_ps(mins + 16 * i, m);
         }
       };
       std::fill(acc, acc + rows * 16, 0.f);
