@@ -42,18 +42,12 @@ def build(source: Path) -> Any:
 
 def decoder_for(module: Any, model: Any) -> Any:
     """``module``'s C++ step over ``model``'s packed weights and KV cache (shared, not copied)."""
-    def linear(layer: Any) -> Any:
+    from chatcore.fast import native
+
+    def kernel(layer: Any) -> Any:  # this build's own object over the layer's buffers
         return module.QLinear(layer.bits, layer.codes, layer.scales, layer.out_features, layer.in_features)
 
-    cfg = model.cfg
-    decoder = module.Decoder(model.embed.weight.detach(), model.norm.weight.detach(), linear(model.output),
-                             model.cos, model.sin, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.intermediate,
-                             cfg.norm_eps)
-    for block in model.layers:
-        decoder.add_layer(block.attn_norm.weight.detach(), block.mlp_norm.weight.detach(), linear(block.attn.wqkv),
-                          linear(block.attn.wo), linear(block.mlp.w13), linear(block.mlp.w2),
-                          block.attn.cache.k, block.attn.cache.v)
-    return decoder
+    return native.build_decoder(module, model, kernel)
 
 
 def main(argv: list[str] | None = None) -> int:

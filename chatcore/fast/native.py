@@ -224,17 +224,20 @@ def attach(module: ModuleType, model: Any) -> bool:
     return True
 
 
-def build_decoder(module: ModuleType, model: Any) -> Any:
+def build_decoder(module: ModuleType, model: Any, kernel: Callable[[Any], Any] | None = None) -> Any:
     """The C++ one-token step over ``model``'s native linears, norms and KV cache (shared, not copied).
 
-    The result's ``decode(tokens [B], positions [B])`` gives float32 logits [B, V].
+    ``kernel(linear)`` gives each ``NativeLinear``'s C++ object (default: its own ``kernel``; another
+    build of the module needs its own objects over the same buffers). The result's
+    ``decode(tokens [B], positions [B])`` gives float32 logits [B, V].
     """
+    kernel = kernel or (lambda linear: linear.kernel)
     cfg = model.cfg
-    decoder = module.Decoder(model.embed.weight.detach(), model.norm.weight.detach(), model.output.kernel,
+    decoder = module.Decoder(model.embed.weight.detach(), model.norm.weight.detach(), kernel(model.output),
                              model.cos, model.sin, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.intermediate,
                              cfg.norm_eps)
     for block in model.layers:
-        decoder.add_layer(block.attn_norm.weight.detach(), block.mlp_norm.weight.detach(), block.attn.wqkv.kernel,
-                          block.attn.wo.kernel, block.mlp.w13.kernel, block.mlp.w2.kernel,
+        decoder.add_layer(block.attn_norm.weight.detach(), block.mlp_norm.weight.detach(), kernel(block.attn.wqkv),
+                          kernel(block.attn.wo), kernel(block.mlp.w13), kernel(block.mlp.w2),
                           block.attn.cache.k, block.attn.cache.v)
     return decoder
