@@ -161,28 +161,31 @@ class Scheduler:
             if request.stopped:
                 request.out.put(Done("cancelled"))
                 continue
-            slot = self._pick_slot(request.prompt, free)
+            # How much of the prompt each slot holds (nothing, with reuse off), worked out once for
+            # choosing a slot and a prefix.
+            matched = [common_prefix(tokens, request.prompt) if self.reuse_prefixes else 0 for tokens in self._held]
+            slot = self._pick_slot(matched, free)
             free.remove(slot)
             try:
-                self._start(request, slot)
+                self._start(request, slot, matched)
             except Exception as exc:  # noqa: BLE001 - reported to the one request it broke
                 self._running.pop(slot, None)  # _emit (sampling) may fail after the slot was taken
                 request.out.put(Done("error", exc))
                 free.append(slot)
 
-    def _pick_slot(self, prompt: list[int], free: list[int]) -> int:
-        """The free slot that holds the longest prefix of ``prompt``, else the one whose request started
-        longest ago: what the other free slots hold stays for the requests that continue it."""
+    def _pick_slot(self, matched: list[int], free: list[int]) -> int:
+        """The free slot that holds the longest prefix of the prompt (``matched[slot]`` tokens of it),
+        else the one whose request started longest ago: what the other free slots hold stays for the
+        requests that continue it."""
         def shared(slot: int) -> int:
-            n = common_prefix(self._held[slot], prompt) if self.reuse_prefixes else 0
-            return n if n >= MIN_COPIED_PREFIX else 0
+            return matched[slot] if matched[slot] >= MIN_COPIED_PREFIX else 0
 
         return max(free, key=lambda slot: (shared(slot), -self._started[slot]))
 
-    def _start(self, request: Request, slot: int) -> None:
+    def _start(self, request: Request, slot: int, matched: list[int]) -> None:
         n = len(request.prompt)
         request.seen = torch.tensor([request.prompt], device=self.device)
-        start = self._reuse_prefix(request.prompt, slot) if self.reuse_prefixes else 0
+        start = self._reuse_prefix(n, slot, matched)
         self._held[slot] = request.prompt[:start]  # the prefill overwrites what the slot held past start
         logits = self._prefill(request.seen[:, start:], slot, start)  # [1, V]
         self._held[slot] = list(request.prompt)
@@ -195,16 +198,17 @@ class Scheduler:
         self._running[slot] = request
         self._emit(request, logits)
 
-    def _reuse_prefix(self, prompt: list[int], slot: int) -> int:
-        """Put the longest held prefix of ``prompt`` into ``slot``'s cache; returns its length.
+    def _reuse_prefix(self, n: int, slot: int, matched: list[int]) -> int:
+        """Put the longest held prefix of an n-token prompt (``matched[s]`` tokens of it in slot s) into
+        ``slot``'s cache; returns its length.
 
         The last prompt token is always run: its logits choose the first new token.
         """
-        limit = max(0, len(prompt) - 1)
-        source, best = slot, min(limit, common_prefix(self._held[slot], prompt))
+        limit = max(0, n - 1)
+        source, best = slot, min(limit, matched[slot])
         if self._copy is not None:
             for other in range(self.slots):
-                shared = min(limit, common_prefix(self._held[other], prompt))
+                shared = min(limit, matched[other])
                 if other != slot and shared >= best + MIN_COPIED_PREFIX:
                     source, best = other, shared
         if source != slot:
