@@ -13,8 +13,8 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
