@@ -16,7 +16,7 @@ from chatcore.fast.model import from_hf_state, supports
 from chatcore.fast.scheduler import Done, Request, Scheduler
 from chatcore.params import GenerationParams
 from chatcore.settings import Settings
-from tests.tiny import tiny_model, tiny_tokenizer
+from tests.tiny import poison_cache, tiny_model, tiny_tokenizer
 
 QUESTIONS = [[{"role": "user", "content": f"Question number {i}: why is the sky blue?"}] for i in range(6)]
 
@@ -224,13 +224,6 @@ def test_packed_weights_cache_round_trips(mode, tmp_path):
     assert torch.equal(first(x), second(x))
 
 
-def _poison(decoder) -> None:
-    """Fill every KV cache slot with NaN: what ``torch.empty`` may hand back when it reuses freed memory."""
-    for block in decoder.layers:
-        block.attn.cache.k.fill_(float("nan"))
-        block.attn.cache.v.fill_(float("nan"))
-
-
 @pytest.fixture(scope="module")
 def sharp_hf():
     """The tiny model with its weights scaled up: its greedy tokens depend on the whole context.
@@ -267,7 +260,7 @@ def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False):
     """A Scheduler to drive by hand (no worker thread) over the float32 torch path, its cache all NaN."""
     model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
     model.setup_cache(slots, length)
-    _poison(model)
+    poison_cache(model)
 
     def prefill(tokens, slot, start):
         with torch.inference_mode():
@@ -412,7 +405,7 @@ def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_s
         tiny_model_dir, tmp_path, exact_engine):
     """Eight streams of different lengths at once, some cancelled, on a fresh engine whose cache is NaN."""
     engine = _engine(tiny_model_dir, tmp_path, "none")
-    _poison(engine.decoder)
+    poison_cache(engine.decoder)
     long_history = [{"role": "user", "content": "Tell me everything about the sky. " * 12}]
     histories = [long_history] + QUESTIONS + [long_history]
     lengths = [120, 10, 25, 6, 40, 15, 30, 80]

@@ -18,7 +18,7 @@ from chatcore.fast import native, quant
 from chatcore.fast.engine import CALIBRATION_TEXT, load_fast, quantized_perplexity
 from chatcore.fast.model import from_hf_state
 from chatcore.settings import Settings
-from tests.tiny import tiny_model, tiny_tokenizer
+from tests.tiny import poison_cache, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +181,7 @@ def test_the_cpp_step_reads_only_the_positions_requests_wrote(hf, kernels):
     with torch.inference_mode():
         model.prefill(ids[None, :5], slot=0)
     clean = answer()
-    for block in model.layers:
-        for cache in (block.attn.cache.k, block.attn.cache.v):
-            cache.fill_(float("nan"))
+    poison_cache(model)
     with torch.inference_mode():
         model.prefill(ids[None, :5], slot=0)
     assert torch.equal(answer(), clean)

@@ -48,3 +48,10 @@ def save_tiny(directory: Path, window: int = 2048) -> Path:
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def poison_cache(decoder) -> None:
+    """Fill every KV cache slot with NaN: what ``torch.empty`` may hand back when it reuses freed memory."""
+    for block in decoder.layers:
+        block.attn.cache.k.fill_(float("nan"))
+        block.attn.cache.v.fill_(float("nan"))
