@@ -115,7 +115,9 @@ def test_cancel_closes_the_stream_and_stops_the_server(first: str, first_store: 
     backend = RemoteBackend(first, tiny_engine.model_name, api_key=KEY)
     cancel = threading.Event()
     events = []
-    params = GenerationParams.create(temperature=1.0, max_new_tokens=1500)
+    # Greedy: the tiny model then runs to max_new_tokens, so only the cancel can end it early. Sampled, it may
+    # reach its end-of-sequence token before the client has read four events.
+    params = GenerationParams.create(temperature=0, max_new_tokens=1500)
     before = first_store.count_conversations("local")
     for event in backend.stream([{"role": "user", "content": "stop me"}], params, cancel=cancel):
         events.append(event)
