@@ -391,6 +391,9 @@ void configure_tiles(int rows) {
     cfg.rows[3 * set + 1] = uint8_t(rows), cfg.colsb[3 * set + 1] = 32;
     cfg.rows[3 * set + 2] = 8, cfg.colsb[3 * set + 2] = 64;
   }
+  // GCC does not count the config's bytes as read by ldtilecfg and may drop the stores above as dead
+  // (it did, in an out-of-line copy of this function: ldtilecfg then faulted on stale stack bytes).
+  asm volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
 }
 
@@ -404,8 +407,10 @@ void configure_tiles(int rows) {
   } while (0)
 
 // Rows [r0, r0 + rows) and weight blocks [b0, b1) of y = x @ W.T on AMX, q8 weights (their blocks are
-// tiles as stored). For q4 weights AMX measured slower than vpdpbusd here: unpacking each group into
-// a tile and scaling every group's sums apart costs more than the multiply-adds it saves.
+// tiles as stored). For q4 weights in decode steps AMX measured slower than vpdpbusd here: a tile
+// product per group of 32, its sums kept in registers, made the whole step 1.2x (8 rows) to 1.4x
+// (2 rows) slower (bench.bench_ab); unpacking each group into a tile and storing every group's sums
+// apart costs more than the multiply-adds it saves.
 void amx_q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, int64_t r0, int rows, float* y,
                  int64_t ldy, int64_t b0, int64_t b1, int64_t n_out) {
   const int64_t K = x.k, G = x.groups;
