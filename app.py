@@ -739,6 +739,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quant", choices=["auto", "none", "int8", "int4"],
                         help="Weight quantization for Llama-family models: auto (default: fastest within 2%% "
                              "perplexity), none, int8 or int4.")
+    parser.add_argument("--kv-cache", choices=["int8", "bfloat16"],
+                        help="How the CPU decoder keeps keys and values: int8 (default: half the memory) or bfloat16.")
     parser.add_argument("--backend", choices=["local", "openai"],
                         help="local (default): decode here; openai: use the server at --base-url.")
     parser.add_argument("--base-url", help="An OpenAI-compatible server, e.g. http://gpu-host:8000/v1 "
@@ -752,7 +754,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str | None = None,
-          dtype: str | None = None, quant: str | None = None, backend: str | None = None,
+          dtype: str | None = None, quant: str | None = None, kv_cache: str | None = None, backend: str | None = None,
           base_url: str | None = None, backend_api_key: str | None = None, api_key: str | None = None,
           open_browser: bool = False, concurrency: int = DEFAULT_CONCURRENCY, settings: Any = None) -> None:
     """Start loading the model in the background, then serve the page and the API until interrupted.
@@ -765,7 +767,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 7860, model: str | None = None
     from chatcore.settings import Settings
 
     settings = (settings or Settings()).with_overrides(model=model, device=device, dtype=dtype, quant=quant,
-                                                       backend=backend, base_url=base_url,
+                                                       kv_cache=kv_cache, backend=backend, base_url=base_url,
                                                        backend_api_key=backend_api_key, api_key=api_key)
     demo = start(settings, host=host, port=port, open_browser=open_browser, concurrency=concurrency)
     print(f"OpenAI-compatible API at http://{host}:{port}/v1")
@@ -798,7 +800,7 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     serve(host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype, quant=args.quant,
-          backend=args.backend, base_url=args.base_url, backend_api_key=args.backend_api_key, api_key=args.api_key,
+          kv_cache=args.kv_cache, backend=args.backend, base_url=args.base_url, backend_api_key=args.backend_api_key, api_key=args.api_key,
           open_browser=args.open, concurrency=args.concurrency)
 
 

@@ -27,6 +27,9 @@ class Settings:
     # Weight quantization of the fast Llama decoder: auto, none, int8 or int4 (auto: the fastest that
     # keeps perplexity within 2% of float32).
     quant: str = field(default_factory=lambda: os.environ.get("CHATCORE_QUANT") or "auto")
+    # How the C++ decoder keeps keys and values: int8 (half the memory and of what attention reads) or
+    # bfloat16. Other decode paths keep the model's dtype.
+    kv_cache: str = field(default_factory=lambda: os.environ.get("CHATCORE_KV_CACHE") or "int8")
     # torch.compile of the fast decoder's one-token step: "1" on, "0" off, "auto" on for real models.
     # Compiling costs about a minute per start, so one-shot CLI commands turn "auto" off.
     compile: str = field(default_factory=lambda: os.environ.get("CHATCORE_COMPILE") or "auto")

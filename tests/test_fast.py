@@ -12,7 +12,7 @@ import torch
 from chatcore.events import Finished, TextDelta
 from chatcore.fast import quant
 from chatcore.fast.engine import CALIBRATION_TEXT, FastEngine, load_fast, perplexity, quantized_perplexity
-from chatcore.fast.model import from_hf_state, supports
+from chatcore.fast.model import KVCache, from_hf_state, supports
 from chatcore.fast.scheduler import Done, Request, Scheduler
 from chatcore.params import GenerationParams
 from chatcore.settings import Settings
@@ -62,6 +62,42 @@ def test_prefill_chunks_and_batched_decode_equal_transformers_logits(hf):
         for p in range(16, 24):  # slot 2 decodes next to slot 0 (another sequence) and slot 1 (free)
             logits = model.decode(torch.tensor([ids[0, 3].item(), 0, ids[0, p].item()]), torch.tensor([3, 0, p]), 32)
             torch.testing.assert_close(logits[2], reference[p], atol=1e-5, rtol=1e-5)
+
+
+def test_an_int8_cache_keeps_each_position_to_half_a_step_and_clears_and_copies_its_scales():
+    cache = KVCache(slots=2, n_kv_heads=2, length=8, head_dim=16, dtype=torch.float32, quantized=True)
+    k, v = torch.randn(2, 2, 5, 16, generator=torch.Generator().manual_seed(4)).unbind(0)
+    k[0, 1] = 0  # an all-zero head: scale 0, codes 128 (keys) and 0 (values)
+    index = (slice(1, 2), slice(None), slice(2, 7))
+    cache.write(index, k[None], v[None])
+    keys, values = cache.read(index, torch.float32)
+    for original, restored in ((k, keys[0]), (v, values[0])):
+        step = original.abs().amax(dim=-1, keepdim=True) / 127
+        assert ((restored - original).abs() <= step / 2 + 1e-6).all()
+    assert torch.equal(keys[0, 0, 1], torch.zeros(16)) and cache.k.dtype == torch.uint8 and cache.v.dtype == torch.int8
+    cache.copy(1, 0, 7)
+    assert torch.equal(torch.cat(cache.read((0, slice(None), slice(2, 7)), torch.float32)), torch.cat([keys[0], values[0]]))
+    cache.k_scale.fill_(float("nan"))  # clear must reach the scales too: they alone decide a position's value
+    cache.v_scale.fill_(float("nan"))
+    cache.clear(1, 0, 8)
+    assert not torch.cat(cache.read((1, slice(None), slice(None)), torch.float32)).any()
+
+
+def test_an_int8_cache_gives_the_torch_path_nearly_its_float_logits(hf):
+    ids = torch.randint(0, hf.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(5))
+    logits = {}
+    for quantized in (False, True):
+        model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+        model.setup_cache(2, 32, quantized=quantized)
+        model.clear(1, 0, 32)  # torch's step reads every position below its length (masked, but NaN-unsafe)
+        with torch.inference_mode():
+            model.prefill(ids[:, :10], slot=1)
+            model.prefill(ids[:, 10:16], slot=1, start=10)  # a later chunk reads the cache
+            logits[quantized] = torch.cat([model.decode(ids[0, p : p + 1], torch.tensor([p]), 32, torch.tensor([1]))
+                                           for p in range(16, 24)])
+    relative = (logits[True] - logits[False]).norm(dim=-1) / logits[False].norm(dim=-1)
+    assert relative.max() < 0.02 and relative.max() > 0  # close, and really quantized
+    assert torch.equal(logits[True].argmax(-1), logits[False].argmax(-1))
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])

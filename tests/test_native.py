@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from chatcore.errors import ParameterError
 from chatcore.fast import native, quant
 from chatcore.fast.engine import CALIBRATION_TEXT, load_fast, quantized_perplexity
-from chatcore.fast.model import from_hf_state
+from chatcore.fast.model import NATIVE_PREFILL_ROWS, from_hf_state
 from chatcore.settings import Settings
 from tests.tiny import poison_cache, tiny_model, tiny_tokenizer
 
@@ -32,8 +34,8 @@ def kernels(kernel_builds: Path):
 
 @pytest.fixture(scope="module", params=[16, 64], ids=["head_dim16", "head_dim64"])
 def hf(request):
-    """The tiny model (head_dim 16: the generic attention loop) and one with head_dim 64, whose
-    attention takes the vectorised bfloat16 path (64 and 128 do)."""
+    """The tiny model (head_dim 16: the generic attention loop over a bfloat16 cache) and one with
+    head_dim 64, whose attention takes the vectorised path over an int8 cache (64 and 128 do)."""
     if request.param == 16:
         return tiny_model(len(tiny_tokenizer()))
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -127,7 +129,7 @@ def test_linears_called_from_many_threads_at_once_give_their_serial_results(kern
 
 def _native_model(hf, kernels, mode: str = "int4", slots: int = 3, length: int = 64):
     model = quant.quantize(from_hf_state(hf.config, hf.state_dict(), torch.bfloat16), mode, kernels=kernels)
-    model.setup_cache(slots, length)
+    model.setup_cache(slots, length, quantized=native.int8_cache_fits(model.cfg.head_dim))  # as the engine does
     for slot in range(slots):
         model.clear(slot, 0, length)
     assert native.attach(kernels, model)
@@ -200,6 +202,33 @@ def test_a_long_context_cut_into_parts_attends_as_a_whole(hf, kernels):
     torch.testing.assert_close(parted, whole, atol=1e-4, rtol=1e-4)
 
 
+def test_the_torch_prefill_and_the_cpp_step_read_each_others_cache(hf, kernels):
+    """Prompts over NATIVE_PREFILL_ROWS tokens prefill through torch: what it writes, the C++ step must
+    read, and the reverse (int8 codes and scales at head_dim 64, bfloat16 at 16)."""
+    model = _native_model(hf, kernels, slots=4, length=200)
+    ids = torch.randint(0, hf.config.vocab_size, (151,), generator=_gen(9))
+    other = torch.randint(0, hf.config.vocab_size, (150,), generator=_gen(10))
+    step = model.native_step
+    assert NATIVE_PREFILL_ROWS < 150 - 20
+    with torch.inference_mode():
+        model.prefill(ids[None, :150], slot=0)  # torch writes all 150
+        step.forward(ids[:20], torch.ones(20, dtype=torch.long), torch.arange(20), torch.tensor([19]))
+        model.prefill(ids[None, 20:150], slot=1, start=20)  # torch reads the C++ step's 20, writes 130
+        step.forward(ids[:150], torch.full((150,), 2), torch.arange(150), torch.tensor([149]))  # C++ alone
+        step.forward(other, torch.full((150,), 3), torch.arange(150), torch.tensor([149]))  # another context
+        logits = model.decode(ids[150].repeat(4), torch.full((4,), 150), 160, torch.arange(4))
+    assert model.layers[0].attn.cache.quantized == (model.cfg.head_dim == 64)
+    relative = [((logits[row] - logits[2]).norm() / logits[2].norm()).item() for row in range(4)]
+    # The same context by either path: ~1% apart (bfloat16 GEMMs against the 4-bit kernels); another
+    # context, 30-70%: the logits do hang on what the cache holds.
+    assert relative[0] < 0.03 and relative[1] < 0.03 and relative[3] > 0.15, relative
+    assert logits[0].argmax() == logits[1].argmax() == logits[2].argmax()
+    for block in model.layers:  # and the bytes themselves: torch reads what either path wrote alike
+        torch_written, cpp_written = (torch.cat(block.attn.cache.read((slot, slice(None), slice(None, 150)), torch.float32))
+                                      for slot in (0, 2))
+        assert (torch_written - cpp_written).norm() / cpp_written.norm() < 0.05
+
+
 def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
     step = _native_model(hf, kernels).native_step
     with torch.inference_mode():
@@ -239,6 +268,27 @@ def test_the_engine_decodes_with_the_native_step(tiny_model_dir, tmp_path, kerne
     events = list(engine.stream([{"role": "user", "content": "hello"}],
                                 GenerationParams.create(temperature=0, max_new_tokens=12)))
     assert events[-1].extra["kernels"] == "native" and events[-1].completion_tokens >= 1
+
+
+@pytest.mark.parametrize("kv_cache", ["int8", "bfloat16"])
+def test_the_kv_cache_setting_picks_the_engines_cache(hf, kernels, kv_cache, tmp_path):
+    directory = tmp_path / "model"
+    hf.save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(directory), device="cpu",
+                        quant="int4", kv_cache=kv_cache)
+    engine = load_fast(settings, directory, tiny_tokenizer(), torch.device("cpu"), torch.float32)
+    cache = engine.decoder.layers[0].attn.cache
+    # int8 where the C++ step reads it (heads of 64 or 128; the other model's are 16)
+    assert engine.kernels == "native" and cache.quantized == (kv_cache == "int8" and hf.config.head_dim == 64)
+    assert cache.k.dtype == (torch.uint8 if cache.quantized else torch.bfloat16)
+    from chatcore.params import GenerationParams
+
+    final = list(engine.stream([{"role": "user", "content": "hello"}],
+                               GenerationParams.create(temperature=0, max_new_tokens=6)))[-1]
+    assert final.finish_reason in ("stop", "length") and final.completion_tokens >= 1
+    with pytest.raises(ParameterError, match="kv_cache must be one of int8, bfloat16"):
+        load_fast(replace(settings, kv_cache="fp8"), directory, tiny_tokenizer(), torch.device("cpu"), torch.float32)
 
 
 def test_argmax_picks_the_first_largest_value(kernels):

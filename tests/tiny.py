@@ -51,7 +51,8 @@ def save_tiny(directory: Path, window: int = 2048) -> Path:
 
 
 def poison_cache(decoder) -> None:
-    """Fill every KV cache slot with NaN: what ``torch.empty`` may hand back when it reuses freed memory."""
+    """Fill every KV cache slot with NaN (an int8 cache: its scales, and its codes with junk): what
+    ``torch.empty`` may hand back when it reuses freed memory."""
     for block in decoder.layers:
-        block.attn.cache.k.fill_(float("nan"))
-        block.attn.cache.v.fill_(float("nan"))
+        for tensor in block.attn.cache.buffers():
+            tensor.fill_(float("nan") if tensor.is_floating_point() else 77)

@@ -12,13 +12,15 @@ from chatcore.settings import Settings
 
 
 def model_options(command: Callable) -> Callable:
-    """--model --device --dtype --quant --allow-pickle --trust-remote-code."""
+    """--model --device --dtype --quant --kv-cache --allow-pickle --trust-remote-code."""
     decorators = [
         click.option("--model", "-m", help="Model: smollm2-135m-instruct (default), a Hugging Face id, a directory or a .gguf file."),
         click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps."),
         click.option("--dtype", help="auto (default), float32, bfloat16 or float16."),
         click.option("--quant", type=click.Choice(["auto", "none", "int8", "int4"]),
                      help="Weight quantization for Llama-family models: auto (default: fastest within 2% perplexity), none, int8 or int4."),
+        click.option("--kv-cache", type=click.Choice(["int8", "bfloat16"]),
+                     help="How the CPU decoder keeps keys and values: int8 (default: half the memory) or bfloat16."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow non-safetensors weights (runs pickle code from the model's author)."),
         click.option("--trust-remote-code", is_flag=True, default=None, help="Allow Python code shipped with a hub model."),
     ]
@@ -55,7 +57,7 @@ def sampling_options(command: Callable) -> Callable:
 
 def settings_from(ctx: click.Context, options: dict[str, Any]) -> Settings:
     """The context's settings with the model flags applied."""
-    keys = ("model", "device", "dtype", "quant", "allow_pickle", "trust_remote_code", "backend", "base_url", "backend_api_key")
+    keys = ("model", "device", "dtype", "quant", "kv_cache", "allow_pickle", "trust_remote_code", "backend", "base_url", "backend_api_key")
     return ctx.obj.with_overrides(**{k: options.get(k) for k in keys})
 
 

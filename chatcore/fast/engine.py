@@ -33,6 +33,7 @@ from chatcore.settings import Settings
 SLOTS = 8  # concurrent requests decoded together; more wait for a free slot
 PPL_TOLERANCE = 1.02  # a quantized model may lose at most 2% perplexity against float32
 QUANT_CHOICES = ("auto", "none", "int8", "int4")
+KV_CACHE_CHOICES = ("int8", "bfloat16")
 
 # Scored by ``auto`` to check a quantization against float32: plain prose of the kind users ask about.
 CALIBRATION_TEXT = (
@@ -66,13 +67,15 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
     mode = getattr(settings, "quant", "auto") or "auto"
     if mode not in QUANT_CHOICES:
         raise ParameterError("quant", f"quant must be one of {', '.join(QUANT_CHOICES)}, got {mode!r}")
+    int8_cache = _int8_cache(settings)
     if mode in ("int8", "int4") and device.type != "cpu":
         raise ModelError(f"--quant {mode} uses torch's CPU kernels; on {device.type} use --quant none (bfloat16)")
     state = LazyState(files)
     weights_sha = sources.weights_hash(Path(directory))
     kernels = native.load(Path(settings.cache), progress) if device.type == "cpu" and mode != "none" else None
     if mode == "auto":
-        mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress, kernels)
+        mode = choose_quant(config, state, tokenizer, device, dtype, settings, weights_sha, progress, kernels,
+                            int8_cache)
     compute = torch.bfloat16 if mode != "none" else dtype
     parameters = state.parameters()
     model = from_hf_state(config, state, compute, consume=True)  # reads each float32 tensor once, to convert it
@@ -80,9 +83,7 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
                      kernels)
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
-    model.setup_cache(SLOTS, window)
-    if kernels is not None:
-        native.attach(kernels, model)
+    setup_step(model, SLOTS, window, kernels, int8_cache)
     label = str(compute).removeprefix("torch.") + ("" if mode == "none" else f"+{mode}")
     info = ModelInfo(name=settings.model, device=str(device), dtype=label, context_window=window,
                      weights_sha256=weights_sha, parameters=parameters)
@@ -190,7 +191,7 @@ def _open(file: Path) -> Any:
 
 def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any, device: torch.device,
                  dtype: torch.dtype, settings: Settings, weights_sha: str,
-                 progress: Callable[[str], None] | None = None, kernels: Any = None) -> str:
+                 progress: Callable[[str], None] | None = None, kernels: Any = None, int8_cache: bool = True) -> str:
     """``auto``: the fastest quantization whose perplexity stays within 2% of float32's.
 
     Quantized weights compute in bfloat16, so an explicit float32 dtype (or a GPU) means ``none``.
@@ -198,7 +199,7 @@ def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any,
     """
     if device.type != "cpu" or dtype != torch.float32 or settings.dtype not in ("auto", "bfloat16"):
         return "none"
-    kind = f"-native-{native.source_digest()}" if kernels is not None else ""
+    kind = f"-native-{native.source_digest()}{'' if int8_cache else '-bf16cache'}" if kernels is not None else ""
     record = Path(settings.cache) / "fast" / f"quant-{weights_sha[:16]}{kind}.json"
     try:
         return json.loads(record.read_text())["quant"]
@@ -209,7 +210,7 @@ def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any,
     reference = quantized_perplexity(config, state, ids, "none")
     chosen, scores = "none", {"none": reference}
     for mode in ("int4", "int8"):  # fastest first
-        scores[mode] = quantized_perplexity(config, state, ids, mode, kernels)
+        scores[mode] = quantized_perplexity(config, state, ids, mode, kernels, int8_cache)
         if scores[mode] <= reference * PPL_TOLERANCE:
             chosen = mode
             break
@@ -222,18 +223,39 @@ def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any,
 
 
 def quantized_perplexity(config: Any, state: Mapping[str, torch.Tensor], ids: torch.Tensor, mode: str,
-                         kernels: Any = None) -> float:
+                         kernels: Any = None, int8_cache: bool = True) -> float:
     """Perplexity of ids [1, S] under the model quantized with ``mode`` (``none``: float32).
 
-    With ``kernels`` every position goes through the C++ one-token step, the path that answers use.
+    With ``kernels`` every position goes through the C++ one-token step and its KV cache (int8 with
+    ``int8_cache``), the path that answers use.
     """
     model = from_hf_state(config, state, torch.float32 if mode == "none" else torch.bfloat16)
     model = quantization.quantize(model, mode, kernels=kernels)
     if kernels is not None and mode != "none":
-        model.setup_cache(1, ids.shape[1])
-        if native.attach(kernels, model):
+        setup_step(model, 1, ids.shape[1], kernels, int8_cache)
+        if model.native_step is not None:
             return stepwise_perplexity(model, ids)
     return perplexity(model, ids)
+
+
+def _int8_cache(settings: Settings) -> bool:
+    """Whether ``settings`` ask the C++ step for an int8 KV cache (a clear error for a bad choice)."""
+    choice = getattr(settings, "kv_cache", "int8") or "int8"
+    if choice not in KV_CACHE_CHOICES:
+        raise ParameterError("kv_cache", f"kv_cache must be one of {', '.join(KV_CACHE_CHOICES)}, got {choice!r}")
+    return choice == "int8"
+
+
+def setup_step(model: Transformer, slots: int, length: int, kernels: Any, int8_cache: bool = True) -> None:
+    """Allocate the KV cache and attach the C++ step where it runs (``kernels``, not ``None``). With the
+    step and ``int8_cache`` the cache is int8 where the step can read it (half the bytes that attention
+    reads); otherwise in the model's dtype."""
+    if kernels is None:
+        model.setup_cache(slots, length)
+        return
+    model.setup_cache(slots, length, quantized=int8_cache and native.int8_cache_fits(model.cfg.head_dim))
+    if not native.attach(kernels, model) and model.layers[0].attn.cache.quantized:
+        model.setup_cache(slots, length)  # torch's step: its own dtype, not int8 to widen every step
 
 
 def stepwise_perplexity(model: Transformer, ids: torch.Tensor) -> float:

@@ -86,23 +86,51 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 class KVCache(nn.Module):
     """Preallocated keys and values for ``slots`` sequences of up to ``length`` tokens each.
 
-    k, v: [slots, n_kv_heads, length, head_dim]. A slot is one running request.
+    k, v: [slots, n_kv_heads, length, head_dim]. A slot is one running request. In ``dtype``, or with
+    ``quantized`` as int8 with a float32 scale per position and head (``k_scale``, ``v_scale``:
+    [slots, n_kv_heads, length]): keys as uint8 k + 128, values as int8, the layout the C++ step reads.
+    Half the bytes of bfloat16, which is what attention over a long context is bound by.
     """
 
     def __init__(self, slots: int, n_kv_heads: int, length: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, quantized: bool = False) -> None:
         super().__init__()
         shape = (slots, n_kv_heads, length, head_dim)
-        self.register_buffer("k", torch.empty(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+        self.quantized = quantized
+        self.register_buffer("k", torch.empty(shape, dtype=torch.uint8 if quantized else dtype, device=device),
+                             persistent=False)
+        self.register_buffer("v", torch.empty(shape, dtype=torch.int8 if quantized else dtype, device=device),
+                             persistent=False)
+        scales = (torch.empty(shape[:3], dtype=torch.float32, device=device) if quantized else None)
+        self.register_buffer("k_scale", scales, persistent=False)
+        self.register_buffer("v_scale", None if scales is None else scales.clone(), persistent=False)
 
     def clear(self, slot: int, start: int, end: int) -> None:
-        self.k[slot, :, start:end].zero_()
-        self.v[slot, :, start:end].zero_()
+        for tensor in self.buffers():  # a zero scale makes a quantized position zero
+            tensor[slot, :, start:end].zero_()
 
     def copy(self, source: int, target: int, end: int) -> None:
-        self.k[target, :, :end] = self.k[source, :, :end]
-        self.v[target, :, :end] = self.v[source, :, :end]
+        for tensor in self.buffers():
+            tensor[target, :, :end] = tensor[source, :, :end]
+
+    def write(self, index: tuple, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store keys and values [..., head_dim] at ``index`` (over the first three dimensions)."""
+        if not self.quantized:
+            self.k[index], self.v[index] = k.to(self.k.dtype), v.to(self.v.dtype)
+            return
+        for codes, scales, x, offset in ((self.k, self.k_scale, k, 128), (self.v, self.v_scale, v, 0)):
+            x = x.float()
+            top = x.abs().amax(dim=-1)
+            q = (x * torch.where(top > 0, 127 / top, 0)[..., None]).round() + offset  # as the C++ step does
+            codes[index], scales[index] = q.to(codes.dtype), top / 127
+
+    def read(self, index: tuple, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at ``index`` in ``dtype``."""
+        if not self.quantized:
+            return self.k[index].to(dtype), self.v[index].to(dtype)
+        keys = (self.k[index].float() - 128) * self.k_scale[index][..., None]
+        values = self.v[index].float() * self.v_scale[index][..., None]
+        return keys.to(dtype), values.to(dtype)
 
 
 class Attention(nn.Module):
@@ -129,13 +157,11 @@ class Attention(nn.Module):
         cache = self.cache
         end = start + s
         if slot >= 0:  # slot -1: score without touching the cache
-            cache.k[slot : slot + 1, :, start:end] = k.to(cache.k.dtype)
-            cache.v[slot : slot + 1, :, start:end] = v.to(cache.v.dtype)
+            cache.write((slice(slot, slot + 1), slice(None), slice(start, end)), k, v)
         if start == 0:
             out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=True, enable_gqa=True)
         else:  # a later chunk sees everything before it and itself causally
-            keys = cache.k[slot : slot + 1, :, :end].to(q.dtype)
-            values = cache.v[slot : slot + 1, :, :end].to(q.dtype)
+            keys, values = cache.read((slice(slot, slot + 1), slice(None), slice(None, end)), q.dtype)
             rows = torch.arange(start, end, device=x.device)[:, None]
             mask = torch.arange(end, device=x.device)[None, :] <= rows  # [S, end]
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
@@ -149,13 +175,12 @@ class Attention(nn.Module):
         q, k, v = self._project(x, cos, sin)
         cache = self.cache
         rows = torch.arange(b, device=x.device) if slots is None else slots
-        cache.k[rows, :, pos] = k[:, :, 0].to(cache.k.dtype)  # [B, Hkv, D] into each slot's position
-        cache.v[rows, :, pos] = v[:, :, 0].to(cache.v.dtype)
+        cache.write((rows, slice(None), pos), k[:, :, 0], v[:, :, 0])  # [B, Hkv, D] into each slot's position
         length = mask.shape[-1]
         # The first B slots are a view of the cache; any others are gathered (a copy).
-        keys = cache.k[:b, :, :length] if slots is None else cache.k[slots, :, :length]
-        values = cache.v[:b, :, :length] if slots is None else cache.v[slots, :, :length]
-        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask, enable_gqa=True)
+        keys, values = cache.read((slice(None, b) if slots is None else slots, slice(None), slice(None, length)),
+                                  q.dtype)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
         return self.wo(out.transpose(1, 2).reshape(b, 1, self.q_size))
 
 
@@ -206,14 +231,16 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
-    def setup_cache(self, slots: int, length: int) -> None:
-        """Allocate the KV cache for ``slots`` sequences of ``length`` tokens each, in the model's dtype.
+    def setup_cache(self, slots: int, length: int, quantized: bool = False) -> None:
+        """Allocate the KV cache for ``slots`` sequences of ``length`` tokens each, in the model's dtype or,
+        ``quantized``, in int8 (see :class:`KVCache`).
 
         The memory is left untouched (``torch.empty``), so the OS maps pages only as sequences fill
         them; ``clear`` makes a slot's range finite before a request uses it.
         """
         for block in self.layers:
-            block.attn.cache = KVCache(slots, self.cfg.n_kv_heads, length, self.cfg.head_dim, self.dtype, self.device)
+            block.attn.cache = KVCache(slots, self.cfg.n_kv_heads, length, self.cfg.head_dim, self.dtype, self.device,
+                                       quantized)
         cos, sin = self.rope_source(length)
         self.cos, self.sin = cos.to(self.device, self.dtype), sin.to(self.device, self.dtype)
         self.slots, self.length = slots, length

@@ -210,7 +210,8 @@ def supported_shape(weight: torch.Tensor) -> bool:
 def attach(module: ModuleType, model: Any) -> bool:
     """Give ``model`` (a :class:`chatcore.fast.model.Transformer` with its cache set up) the C++ step.
 
-    Only when every linear is a ``NativeLinear`` and the cache is bfloat16; returns whether it did.
+    Only when every linear is a ``NativeLinear`` and the cache is bfloat16, or int8 (see ``KVCache``)
+    with heads of 64 or 128; returns whether it did.
     """
     from chatcore.fast.quant import NativeLinear
 
@@ -219,6 +220,8 @@ def attach(module: ModuleType, model: Any) -> bool:
     if not all(isinstance(linear, NativeLinear) for linear in linears):  # the ones build_decoder reads
         return False
     if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not model.slots:
+        return False
+    if model.layers[0].attn.cache.quantized and not int8_cache_fits(model.cfg.head_dim):
         return False
     model.native_step = build_decoder(module, model)
     return True
@@ -239,5 +242,10 @@ def build_decoder(module: ModuleType, model: Any, kernel: Callable[[Any], Any] |
     for block in model.layers:
         decoder.add_layer(block.attn_norm.weight.detach(), block.mlp_norm.weight.detach(), kernel(block.attn.wqkv),
                           kernel(block.attn.wo), kernel(block.mlp.w13), kernel(block.mlp.w2),
-                          block.attn.cache.k, block.attn.cache.v)
+                          block.attn.cache.k, block.attn.cache.v, block.attn.cache.k_scale, block.attn.cache.v_scale)
     return decoder
+
+
+def int8_cache_fits(head_dim: int) -> bool:
+    """The C++ step reads an int8 cache in whole vectors of 64 bytes: heads of 64 or 128."""
+    return head_dim in (64, 128)

@@ -9,7 +9,9 @@
 // Formats (built by chatcore/fast/native.py, laid out as described above QLinear):
 //   q4: codes q in 0..15 per group of 32 along K, with a bf16 scale and minimum: w = q * scale + min.
 //   q8: codes u = w8 + 128 with w8 in -127..127 and a float scale per output row: w = w8 * scale.
-// Activations: float32 everywhere; the KV cache is bfloat16 [slots, kv_heads, length, head_dim].
+// Activations: float32 everywhere. The KV cache is [slots, kv_heads, length, head_dim], either bfloat16
+// or int8 with a float scale per position and head ([slots, kv_heads, length]): keys as uint8 k + 128
+// (`vpdpbusd` multiplies unsigned bytes by signed ones), values as int8.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>  // at::get_num_threads
@@ -726,10 +728,79 @@ void weighted_values(const float* p, int64_t stride, const float* weight, int64_
   }
 }
 
+// One head vector as int8 with a shared scale (max |x| / 127), the way the cache keeps it; returns the
+// scale. `flip` (0x80) stores a key as uint8 q + 128.
+inline float quantize_head(const float* x, int64_t d, uint8_t* dst, uint8_t flip) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  for (int64_t i = 0; i < d; ++i) dst[i] = uint8_t(int8_t(std::nearbyint(x[i] * inv))) ^ flip;
+  return amax / 127.f;
+}
+
+// key_scores over an int8 cache: the query is quantized to int8 once, and one `vpdpbusd` takes 64
+// products of a key (uint8 k + 128) with it; the +128 adds 128 * sum(query codes) to every dot product,
+// taken off before each position's scale. Integer sums below 2^24: exact in float32.
+template <int HD>
+void key_scores_int8(const float* query, float scale, const uint8_t* keys, const float* key_scale, int64_t n,
+                     float* scores) {
+  constexpr int CHUNKS = HD / 64;
+  alignas(64) uint8_t codes[HD];
+  const float query_scale = quantize_head(query, HD, codes, 0);
+  __m512i q[CHUNKS];
+  int32_t code_sum = 0;
+  for (int i = 0; i < HD; ++i) code_sum += int8_t(codes[i]);
+  for (int c = 0; c < CHUNKS; ++c) q[c] = _mm512_load_si512(codes + 64 * c);
+  const __m512 offset = _mm512_set1_ps(128.f * float(code_sum)), factor = _mm512_set1_ps(scale * query_scale);
+  for (int64_t t0 = 0; t0 < n; t0 += 16) {
+    const int count = int(std::min<int64_t>(16, n - t0));
+    __m512 part[16];
+    for (int j = 0; j < 16; ++j) {
+      prefetch_lines(keys + (t0 + ATTENTION_AHEAD + j) * HD, HD / 64);
+      __m512i sum = _mm512_setzero_si512();
+      if (j < count)
+        for (int c = 0; c < CHUNKS; ++c) sum = _mm512_dpbusd_epi32(sum, _mm512_loadu_si512(keys + (t0 + j) * HD + 64 * c), q[c]);
+      part[j] = _mm512_cvtepi32_ps(sum);
+    }
+    const __m512 positions = _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), key_scale + t0);
+    _mm512_storeu_ps(scores + t0, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(sum16(part), offset), positions), factor));
+  }
+}
+
+// weighted_values over an int8 cache: each position's scale joins its probability, and each value row
+// is widened from int8 once for up to 4 heads.
+template <int HD>
+void weighted_values_int8(const float* p, int64_t stride, const float* weight, int64_t heads, const int8_t* values,
+                          const float* value_scale, int64_t n, float* out) {
+  constexpr int CHUNKS = HD / 16, BATCH = 4;
+  for (int64_t g0 = 0; g0 < heads; g0 += BATCH) {
+    const int count = int(std::min<int64_t>(BATCH, heads - g0));
+    __m512 acc[BATCH][CHUNKS];
+    for (int g = 0; g < BATCH; ++g)
+      for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n; ++t) {
+      prefetch_lines(values + (t + ATTENTION_AHEAD) * HD, HD / 64);
+      __m512 v[CHUNKS];
+      for (int c = 0; c < CHUNKS; ++c)
+        v[c] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values + t * HD + 16 * c))));
+      for (int g = 0; g < count; ++g) {
+        const __m512 pt = _mm512_set1_ps(p[(g0 + g) * stride + t] * value_scale[t]);
+        for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_fmadd_ps(pt, v[c], acc[g][c]);
+      }
+    }
+    for (int g = 0; g < count; ++g) {
+      const __m512 w = _mm512_set1_ps(weight[g0 + g]);
+      for (int c = 0; c < CHUNKS; ++c) _mm512_storeu_ps(out + (g0 + g) * HD + 16 * c, _mm512_mul_ps(acc[g][c], w));
+    }
+  }
+}
+
 struct Layer {
   std::vector<float> attn_norm, mlp_norm;
   QLinear wqkv, wo, w13, w2;
-  at::Tensor k_cache, v_cache;  // bf16 [slots, kv_heads, length, head_dim]
+  at::Tensor k_cache, v_cache;  // [slots, kv_heads, length, head_dim]: bf16, or uint8 keys and int8 values
+  at::Tensor k_scale, v_scale;  // float32 [slots, kv_heads, length] for an int8 cache, else undefined
+  bool int8() const { return k_scale.defined(); }
 };
 
 // The whole decoder for one-token steps of up to `slots` sequences.
@@ -748,17 +819,32 @@ class Decoder {
   }
 
   void add_layer(at::Tensor attn_norm, at::Tensor mlp_norm, QLinear wqkv, QLinear wo, QLinear w13, QLinear w2,
-                 at::Tensor k_cache, at::Tensor v_cache) {
-    TORCH_CHECK(k_cache.scalar_type() == at::kBFloat16 && k_cache.is_contiguous() && k_cache.dim() == 4 &&
-                    k_cache.size(1) == n_kv_ && k_cache.size(3) == head_dim_ && v_cache.sizes() == k_cache.sizes() &&
-                    v_cache.scalar_type() == at::kBFloat16 && v_cache.is_contiguous(),
-                "caches: bfloat16 [slots, kv_heads, length, head_dim], contiguous");
+                 at::Tensor k_cache, at::Tensor v_cache, const c10::optional<at::Tensor>& k_scale,
+                 const c10::optional<at::Tensor>& v_scale) {
+    TORCH_CHECK(k_cache.is_contiguous() && k_cache.dim() == 4 && k_cache.size(1) == n_kv_ &&
+                    k_cache.size(3) == head_dim_ && v_cache.sizes() == k_cache.sizes() && v_cache.is_contiguous(),
+                "caches: [slots, kv_heads, length, head_dim], contiguous");
+    const bool int8 = k_scale.has_value();
+    TORCH_CHECK(int8 == v_scale.has_value(), "an int8 cache needs both scales");
+    if (int8) {
+      const at::IntArrayRef positions = k_cache.sizes().slice(0, 3);
+      TORCH_CHECK(k_cache.scalar_type() == at::kByte && v_cache.scalar_type() == at::kChar &&
+                      (head_dim_ == 64 || head_dim_ == 128),
+                  "int8 caches: uint8 keys and int8 values, for a head_dim of 64 or 128");
+      TORCH_CHECK(k_scale->scalar_type() == at::kFloat && k_scale->is_contiguous() && k_scale->sizes() == positions &&
+                      v_scale->scalar_type() == at::kFloat && v_scale->is_contiguous() && v_scale->sizes() == positions,
+                  "cache scales: float32 [slots, kv_heads, length], contiguous");
+    } else {
+      TORCH_CHECK(k_cache.scalar_type() == at::kBFloat16 && v_cache.scalar_type() == at::kBFloat16,
+                  "caches: bfloat16, or uint8 keys and int8 values with scales");
+    }
     TORCH_CHECK(wqkv.in_features == dim_ && wqkv.out_features == (n_heads_ + 2 * n_kv_) * head_dim_ &&
                     wo.in_features == n_heads_ * head_dim_ && wo.out_features == dim_ && w13.in_features == dim_ &&
                     w13.out_features == 2 * intermediate_ && w2.in_features == intermediate_ && w2.out_features == dim_,
                 "layer shapes do not match the decoder's");
     layers_.push_back(Layer{to_vector(attn_norm), to_vector(mlp_norm), std::move(wqkv), std::move(wo), std::move(w13),
-                            std::move(w2), k_cache, v_cache});
+                            std::move(w2), k_cache, v_cache, int8 ? *k_scale : at::Tensor(),
+                            int8 ? *v_scale : at::Tensor()});
   }
 
   // One step for rows of (token, cache slot, position): a batch of sequences one token each, a chunk
@@ -853,8 +939,14 @@ class Decoder {
   void attention(Layer& layer, float* qkv, const int64_t* slot, const int64_t* pos, int64_t B, float* out) {
     const int64_t H = n_heads_, Hkv = n_kv_, hd = head_dim_, group = H / Hkv;
     const int64_t qkv_width = (H + 2 * Hkv) * hd, length = layer.k_cache.size(2);
-    auto* kc = reinterpret_cast<uint16_t*>(layer.k_cache.data_ptr<at::BFloat16>());
-    auto* vc = reinterpret_cast<uint16_t*>(layer.v_cache.data_ptr<at::BFloat16>());
+    // Element offsets below are the same for either cache; an int8 cache's elements are bytes.
+    const bool int8 = layer.int8();
+    auto* kc = static_cast<uint16_t*>(layer.k_cache.data_ptr());
+    auto* vc = static_cast<uint16_t*>(layer.v_cache.data_ptr());
+    auto* kc8 = static_cast<uint8_t*>(layer.k_cache.data_ptr());
+    auto* vc8 = static_cast<int8_t*>(layer.v_cache.data_ptr());
+    float* ks = int8 ? layer.k_scale.data_ptr<float>() : nullptr;
+    float* vs = int8 ? layer.v_scale.data_ptr<float>() : nullptr;
     // Every row's key and value reach the cache before any row attends: rows of one prompt chunk
     // read each other's.
     pool().run(B, 1, [&](int64_t b0, int64_t b1) {
@@ -864,7 +956,12 @@ class Decoder {
         const float* s = sin_.data_ptr<float>() + pos[b] * hd;
         for (int64_t h = 0; h < H + Hkv; ++h) rotate(row + h * hd, c, s, hd);  // queries, then keys
         for (int64_t h = 0; h < Hkv; ++h) {
-          const int64_t at = ((slot[b] * Hkv + h) * length + pos[b]) * hd;
+          const int64_t position = (slot[b] * Hkv + h) * length + pos[b], at = position * hd;
+          if (int8) {
+            ks[position] = quantize_head(row + (H + h) * hd, hd, kc8 + at, 0x80);
+            vs[position] = quantize_head(row + (H + Hkv + h) * hd, hd, reinterpret_cast<uint8_t*>(vc8 + at), 0);
+            continue;
+          }
           for (int64_t i = 0; i < hd; ++i) {
             kc[at + i] = float_to_bf16(row[(H + h) * hd + i]);
             vc[at + i] = float_to_bf16(row[(H + Hkv + h) * hd + i]);
@@ -893,14 +990,17 @@ class Decoder {
         const int64_t kv = (task - first[b]) / parts[b], part = (task - first[b]) % parts[b];
         const int64_t n = pos[b] + 1, t0 = n * part / parts[b], count = n * (part + 1) / parts[b] - t0;
         const int64_t stride = count + 16;
-        const uint16_t* keys = kc + ((slot[b] * Hkv + kv) * length + t0) * hd;
-        const uint16_t* values = vc + ((slot[b] * Hkv + kv) * length + t0) * hd;
+        const int64_t position = (slot[b] * Hkv + kv) * length + t0;  // of the task's first key and value
+        const uint16_t* keys = kc + position * hd;
+        const uint16_t* values = vc + position * hd;
         const bool whole = parts[b] == 1;
         probs.resize(group * stride), weights.resize(group);
         for (int64_t g = 0; g < group; ++g) {
           const float* query = qkv + b * qkv_width + (kv * group + g) * hd;
           float* p = probs.data() + g * stride;
-          if (hd == 64) key_scores<64>(query, scale, keys, count, p);
+          if (int8 && hd == 64) key_scores_int8<64>(query, scale, kc8 + position * hd, ks + position, count, p);
+          else if (int8 && hd == 128) key_scores_int8<128>(query, scale, kc8 + position * hd, ks + position, count, p);
+          else if (hd == 64) key_scores<64>(query, scale, keys, count, p);
           else if (hd == 128) key_scores<128>(query, scale, keys, count, p);
           else for (int64_t t = 0; t < count; ++t) p[t] = dot_bf16(query, keys + t * hd, hd) * scale;
           const float total = softmax_numerators(p, count, &part_max[task * group + g]);
@@ -908,7 +1008,11 @@ class Decoder {
           weights[g] = whole ? 1.f / total : 1.f;  // a part stays unnormalized until the merge
         }
         float* o = whole ? out + (b * H + kv * group) * hd : &part_out[task * group * hd];  // heads adjacent
-        if (hd == 64) weighted_values<64>(probs.data(), stride, weights.data(), group, values, count, o);
+        if (int8 && hd == 64)
+          weighted_values_int8<64>(probs.data(), stride, weights.data(), group, vc8 + position * hd, vs + position, count, o);
+        else if (int8 && hd == 128)
+          weighted_values_int8<128>(probs.data(), stride, weights.data(), group, vc8 + position * hd, vs + position, count, o);
+        else if (hd == 64) weighted_values<64>(probs.data(), stride, weights.data(), group, values, count, o);
         else if (hd == 128) weighted_values<128>(probs.data(), stride, weights.data(), group, values, count, o);
         else
           for (int64_t g = 0; g < group; ++g) {
@@ -986,7 +1090,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("argmax", &argmax_rows, py::arg("logits"), py::call_guard<py::gil_scoped_release>());
   py::class_<Decoder>(m, "Decoder")
       .def(py::init<at::Tensor, at::Tensor, QLinear, at::Tensor, at::Tensor, int64_t, int64_t, int64_t, int64_t, double>())
-      .def("add_layer", &Decoder::add_layer)
+      .def("add_layer", &Decoder::add_layer, py::arg("attn_norm"), py::arg("mlp_norm"), py::arg("wqkv"),
+           py::arg("wo"), py::arg("w13"), py::arg("w2"), py::arg("k_cache"), py::arg("v_cache"),
+           py::arg("k_scale") = py::none(), py::arg("v_scale") = py::none())
       .def("forward", &Decoder::forward, py::arg("tokens"), py::arg("slots"), py::arg("positions"),
            py::arg("logit_rows"), py::call_guard<py::gil_scoped_release>())
       .def("decode", &Decoder::decode, py::arg("tokens"), py::arg("positions"), py::arg("slots") = py::none(),
