@@ -6,6 +6,8 @@ file is built once into ``/tmp/chatcore-ab/<digest>`` with the engine's own comp
 
     git show HEAD~1:chatcore/fast/csrc/native.cpp > /tmp/old.cpp
     python -m bench.bench_ab /tmp/old.cpp chatcore/fast/csrc/native.cpp --rows 1,8 --start 100
+
+``--caches bfloat16,int8`` gives each build its own KV cache of that kind (default: int8, as the engine).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=100, help="the position the steps start from")
     parser.add_argument("--steps", type=int, default=32, help="steps a timed block")
     parser.add_argument("--rounds", type=int, default=12, help="blocks per build and row count")
+    parser.add_argument("--caches", default="int8,int8", help="each build's KV cache, A then B: int8 or bfloat16")
     args = parser.parse_args(argv)
 
     from chatcore.engine import LocalEngine
@@ -67,16 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(engine, FastEngine) or engine.kernels != "native":
         raise SystemExit("the default model did not load on the native kernels (see `chatcore models`)")
     model = engine.decoder
-    decoders = [decoder_for(build(source), model) for source in args.sources]
     rows_list = [int(r) for r in args.rows.split(",")]
     if max(rows_list) > model.slots:
         raise SystemExit(f"at most {model.slots} rows")
+    decoders = []
+    for source, cache in zip(args.sources, args.caches.split(",")):
+        if cache not in ("int8", "bfloat16"):
+            raise SystemExit(f"--caches: int8 or bfloat16, got {cache!r}")
+        model.setup_cache(max(rows_list), args.start + args.steps + 1, quantized=cache == "int8")  # its own cache
+        decoders.append(decoder_for(build(source), model))
     times: dict[tuple[int, int], list[float]] = {(i, r): [] for i in range(2) for r in rows_list}
 
     def run() -> None:  # on a thread of its own, as the scheduler runs the step
         with torch.inference_mode():
-            for slot in range(max(rows_list)):
-                model.prefill(torch.arange(100, 100 + args.start)[None], slot)
+            prompt = torch.arange(100, 100 + args.start)
+            for decoder in decoders:
+                for slot in range(max(rows_list)):
+                    decoder.forward(prompt, torch.full_like(prompt, slot), torch.arange(args.start),
+                                    torch.tensor([args.start - 1]))
             for round_ in range(args.rounds):
                 for rows in rows_list:
                     for i in (0, 1) if round_ % 2 == 0 else (1, 0):
