@@ -18,7 +18,7 @@ import torch
 from chatcore.errors import ParameterError
 from chatcore.fast import native, quant
 from chatcore.fast.engine import CALIBRATION_TEXT, load_fast, quantized_perplexity
-from chatcore.fast.model import NATIVE_PREFILL_ROWS, from_hf_state
+from chatcore.fast.model import NATIVE_PREFILL_ROWS, KVCache, from_hf_state
 from chatcore.settings import Settings
 from tests.tiny import poison_cache, tiny_model, tiny_tokenizer
 
@@ -200,6 +200,20 @@ def test_a_long_context_cut_into_parts_attends_as_a_whole(hf, kernels):
         step.forward(ids[:299], torch.ones(299, dtype=torch.long), torch.arange(299), torch.tensor([298]))
         parted = step.forward(ids[299:], torch.tensor([1]), torch.tensor([299]), torch.tensor([0]))
     torch.testing.assert_close(parted, whole, atol=1e-4, rtol=1e-4)
+
+
+def test_the_cpp_quantizer_writes_the_bytes_of_torchs_arithmetic(kernels):
+    """The step's cache writes (quantize_heads) and KVCache's torch fallback: the same bytes, zero heads too."""
+    heads = torch.randn(50, 64, generator=_gen(11)) * torch.logspace(-3, 2, 50)[:, None]
+    heads[7] = 0
+    index = (0, slice(None), slice(None))
+    torch_side, cpp_side = (KVCache(1, 50, 1, 64, torch.float32, quantized=True) for _ in range(2))
+    cpp_side.quantize_heads = kernels.quantize_heads
+    for cache in (torch_side, cpp_side):
+        cache.write(index, heads[:, None], -heads[:, None])
+    for name in ("k", "v", "k_scale", "v_scale"):
+        assert torch.equal(getattr(torch_side, name), getattr(cpp_side, name)), name
+    assert torch_side.k[0, 7].eq(128).all() and torch_side.k_scale[0, 7].eq(0).all()
 
 
 def test_the_torch_prefill_and_the_cpp_step_read_each_others_cache(hf, kernels):

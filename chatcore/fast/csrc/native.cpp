@@ -28,6 +28,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -728,13 +729,19 @@ void weighted_values(const float* p, int64_t stride, const float* weight, int64_
   }
 }
 
-// One head vector as int8 with a shared scale (max |x| / 127), the way the cache keeps it; returns the
-// scale. `flip` (0x80) stores a key as uint8 q + 128.
+// One head vector (d a multiple of 16) as int8 with a shared scale (max |x| / 127), the way the cache
+// keeps it; returns the scale. `flip` (0x80) stores a key as uint8 q + 128. Rounds to nearest even, as
+// torch.round does.
 inline float quantize_head(const float* x, int64_t d, uint8_t* dst, uint8_t flip) {
-  float amax = 0.f;
-  for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float inv = amax > 0.f ? 127.f / amax : 0.f;
-  for (int64_t i = 0; i < d; ++i) dst[i] = uint8_t(int8_t(std::nearbyint(x[i] * inv))) ^ flip;
+  __m512 top = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 16) top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  const float amax = _mm512_reduce_max_ps(top);
+  const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+  const __m128i bias = _mm_set1_epi8(char(flip));
+  for (int64_t i = 0; i < d; i += 16) {
+    const __m128i q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), inv)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_xor_si128(q, bias));
+  }
   return amax / 127.f;
 }
 
@@ -1050,6 +1057,24 @@ class Decoder {
   float eps_;
 };
 
+// Head vectors float32 [N, D] -> their int8 cache form: codes uint8 [N, D] (with offset 128: keys as
+// uint8 k + 128; with 0: values, int8 bits) and scales float32 [N]. For torch's prefill, which writes
+// the cache for prompts too long for the step: the same bytes as the step's own writes, in one pass.
+std::tuple<at::Tensor, at::Tensor> quantize_heads(const at::Tensor& input, int64_t offset) {
+  TORCH_CHECK(input.dim() == 2 && input.size(1) % 16 == 0 && (offset == 0 || offset == 128),
+              "heads must be [N, head_dim] with head_dim a multiple of 16; offset 0 or 128");
+  const at::Tensor x = input.to(at::kFloat).contiguous();
+  const int64_t N = x.size(0), D = x.size(1);
+  at::Tensor codes = at::empty({N, D}, at::kByte), scales = at::empty({N}, at::kFloat);
+  const float* src = x.data_ptr<float>();
+  uint8_t* dst = codes.data_ptr<uint8_t>();
+  float* scale = scales.data_ptr<float>();
+  pool().run(N, std::max<int64_t>(1, N / (4 * at::get_num_threads())), [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) scale[n] = quantize_head(src + n * D, D, dst + n * D, uint8_t(offset));
+  });
+  return {codes, scales};
+}
+
 // The index of each row's largest value (the first of equals), float32 [R, V] -> int64 [R]: greedy
 // decoding's pick, without waking torch's thread team from the decoder thread.
 at::Tensor argmax_rows(const at::Tensor& input) {
@@ -1088,6 +1113,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_readonly("out_features", &QLinear::out_features)
       .def("forward", &QLinear::forward, py::call_guard<py::gil_scoped_release>());
   m.def("argmax", &argmax_rows, py::arg("logits"), py::call_guard<py::gil_scoped_release>());
+  m.def("quantize_heads", &quantize_heads, py::arg("heads"), py::arg("offset"), py::call_guard<py::gil_scoped_release>());
   py::class_<Decoder>(m, "Decoder")
       .def(py::init<at::Tensor, at::Tensor, QLinear, at::Tensor, at::Tensor, int64_t, int64_t, int64_t, int64_t, double>())
       .def("add_layer", &Decoder::add_layer, py::arg("attn_norm"), py::arg("mlp_norm"), py::arg("wqkv"),
