@@ -301,6 +301,7 @@ def test_the_kv_cache_setting_picks_the_engines_cache(hf, kernels, kv_cache, tmp
     final = list(engine.stream([{"role": "user", "content": "hello"}],
                                GenerationParams.create(temperature=0, max_new_tokens=6)))[-1]
     assert final.finish_reason in ("stop", "length") and final.completion_tokens >= 1
+    assert final.extra["kv_cache"] == ("int8" if cache.quantized else "bfloat16")  # saved with the answer
     with pytest.raises(ParameterError, match="kv_cache must be one of int8, bfloat16"):
         load_fast(replace(settings, kv_cache="fp8"), directory, tiny_tokenizer(), torch.device("cpu"), torch.float32)
 

@@ -317,6 +317,12 @@ class FastEngine:
         return self.info.context_window
 
     @property
+    def kv_cache(self) -> str:
+        """How the cache keeps keys and values: "int8", or the dtype's name ("bfloat16", "float32")."""
+        cache = self.decoder.layers[0].attn.cache
+        return "int8" if cache.quantized else str(cache.k.dtype).removeprefix("torch.")
+
+    @property
     def kernels(self) -> str:
         """Whose kernels decode: ChatCore's C++ step ("native") or torch's."""
         return "native" if self.decoder.native_step is not None else "torch"
@@ -378,7 +384,7 @@ class FastEngine:
             yield TextDelta(tail)
         yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
                              info=self.info, engine="chatcore.fast", quant=self.quant, compiled=self._step.compiled,
-                             kernels=self.kernels, cached_tokens=request.reused)
+                             kernels=self.kernels, kv_cache=self.kv_cache, cached_tokens=request.reused)
 
 
 class _GenerationConfigOnly:
