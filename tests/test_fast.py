@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -292,8 +293,10 @@ def _drain(request: Request) -> tuple[list[int], Done]:
     return items, item
 
 
-def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False):
-    """A Scheduler to drive by hand (no worker thread) over the float32 torch path, its cache all NaN."""
+def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False, together: Callable | None = None,
+                              together_rows: int = 0):
+    """A Scheduler to drive by hand (no worker thread) over the float32 torch path, its cache all NaN.
+    ``together(prompts, prefill)`` stands for a batched prefill call, given the one-prompt prefill."""
     model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
     model.setup_cache(slots, length)
     poison_cache(model)
@@ -307,7 +310,9 @@ def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False):
             return model.decode(tokens, pos, bucket, rows)
 
     return Scheduler(prefill, decode, slots=slots, length=length, clear=model.clear, device=torch.device("cpu"),
-                     copy=model.copy_prefix if copy else None)
+                     copy=model.copy_prefix if copy else None,
+                     prefill_together=None if together is None else lambda prompts: together(prompts, prefill),
+                     together_rows=together_rows)
 
 
 def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(sharp_hf):
@@ -473,3 +478,67 @@ def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_s
             assert expected[i].startswith(result.text)
         else:
             assert result.text == expected[i], f"stream {i} differs from the same request alone"
+
+
+def _by_hand(scheduler: Scheduler, prompts: list[list[int]], new: int) -> list[Request]:
+    """Queue greedy requests for ``prompts`` at once, then let the scheduler admit them in one go."""
+    params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
+    requests = [Request(prompt, params, torch.Generator(), None, frozenset()) for prompt in prompts]
+    for request in requests:
+        scheduler._waiting.put(request)
+    scheduler._admit()
+    return requests
+
+
+def _run_by_hand(scheduler: Scheduler, steps: int = 100) -> None:
+    for _ in range(steps):
+        if not scheduler._running:
+            return
+        scheduler._step()
+
+
+def test_prompts_that_arrive_together_share_prefill_calls_and_answers_stay_exact(sharp_hf):
+    """Five prompts at once, up to 40 tokens a call: the first two share a call; the third continues the
+    first's beginning, so it waits for it and copies it; the fourth joins the third; the fifth is too
+    long to join them. Every answer must equal transformers' greedy tokens."""
+    calls: list[list[tuple[int, int, int]]] = []
+
+    def together(prompts, prefill):
+        calls.append([(tokens.shape[1], slot, start) for tokens, slot, start in prompts])
+        return torch.cat([prefill(tokens, slot, start) for tokens, slot, start in prompts])
+
+    scheduler = _scheduler_over_nan_cache(sharp_hf, slots=5, length=128, copy=True, together=together,
+                                          together_rows=40)
+    g = torch.Generator().manual_seed(12)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(3, sharp_hf.config.vocab_size, (n,), generator=g).tolist()
+
+    base = tokens(20)
+    prompts = [base + tokens(5), tokens(12), base + tokens(4), tokens(10), tokens(30)]
+    if prompts[2][20] == prompts[0][20]:  # the two must part right after the shared base
+        prompts[2][20] = prompts[0][20] % (sharp_hf.config.vocab_size - 3) + 3
+    requests = _by_hand(scheduler, prompts, 6)
+    _run_by_hand(scheduler)
+    rows = [[n for n, _, _ in call] for call in calls]
+    assert rows == [[25, 12], [4, 10]] and scheduler.prefill_calls == 3  # the fifth alone, one prompt
+    assert scheduler.reused == 20 and scheduler.prefilled == 25 + 12 + 4 + 10 + 30
+    for prompt, request in zip(prompts, requests):
+        items, done = _drain(request)
+        assert done.reason == "length" and items == _greedy_tokens(sharp_hf, prompt, 6)
+
+
+def test_a_failed_shared_prefill_fails_its_requests_and_frees_their_slots(sharp_hf):
+    def together(prompts, prefill):
+        raise RuntimeError("the kernels broke")
+
+    scheduler = _scheduler_over_nan_cache(sharp_hf, slots=2, length=64, together=together, together_rows=64)
+    broken = _by_hand(scheduler, [[5, 6, 7], [8, 9]], 4)
+    for request in broken:
+        items, done = _drain(request)
+        assert items == [] and done.reason == "error" and "kernels broke" in str(done.error)
+    assert scheduler.running == 0
+    (alone,) = _by_hand(scheduler, [[5, 6, 7]], 4)  # one prompt alone takes the one-prompt call
+    _run_by_hand(scheduler)
+    items, done = _drain(alone)
+    assert done.reason == "length" and items == _greedy_tokens(sharp_hf, [5, 6, 7], 4)

@@ -243,6 +243,21 @@ def test_the_torch_prefill_and_the_cpp_step_read_each_others_cache(hf, kernels):
         assert (torch_written - cpp_written).norm() / cpp_written.norm() < 0.05
 
 
+def test_prompts_prefilled_together_get_the_bits_of_prompts_prefilled_alone(hf, kernels):
+    """One C++ call for three prompts (one continuing what its slot holds) against a call each."""
+    model = _native_model(hf, kernels, slots=6, length=64)
+    ids = torch.randint(0, hf.config.vocab_size, (30,), generator=_gen(12))
+    prompts = [(ids[None, :10], 0, 0), (ids[None, 15:22], 1, 5), (ids[None, 22:25], 2, 0)]
+    with torch.inference_mode():
+        for slot in (1, 4):
+            model.prefill(ids[None, 10:15], slot)  # what slot 1 (and its twin, 4) holds before
+        together = model.prefill_together(prompts)
+        alone = torch.cat([model.prefill(tokens, slot + 3, start) for tokens, slot, start in prompts])
+        assert torch.equal(together, alone)
+        later = model.decode(ids[25:28], torch.tensor([10, 12, 3]), 64, torch.tensor([0, 1, 2]))
+        assert torch.equal(later, model.decode(ids[25:28], torch.tensor([10, 12, 3]), 64, torch.tensor([3, 4, 5])))
+
+
 def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
     step = _native_model(hf, kernels).native_step
     with torch.inference_mode():

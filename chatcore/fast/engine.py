@@ -25,7 +25,7 @@ from chatcore.errors import ModelError, ParameterError
 from chatcore.events import Event, TextDelta
 from chatcore.fast import native
 from chatcore.fast import quant as quantization
-from chatcore.fast.model import Transformer, from_hf_state, supports
+from chatcore.fast.model import NATIVE_PREFILL_ROWS, Transformer, from_hf_state, supports
 from chatcore.fast.scheduler import Done, Request, Scheduler
 from chatcore.params import GenerationParams
 from chatcore.settings import Settings
@@ -298,8 +298,11 @@ class FastEngine:
             argmax = lambda logits: kernels.argmax(logits).tolist()  # noqa: E731 - one line, one use
         # The C++ step reads exactly the positions requests wrote: nothing to clear ahead of it.
         clear = decoder.clear if decoder.native_step is None else None
+        # Prompts that arrive together share one call of the C++ step (torch's path runs one at a time).
+        together = self._prefill_together if decoder.native_step is not None else None
         self.scheduler = Scheduler(self._prefill, self._step, slots=decoder.slots, length=decoder.length,
-                                   clear=clear, device=decoder.device, argmax=argmax, copy=decoder.copy_prefix)
+                                   clear=clear, device=decoder.device, argmax=argmax, copy=decoder.copy_prefix,
+                                   prefill_together=together, together_rows=NATIVE_PREFILL_ROWS)
 
     @property
     def model(self) -> Any:
@@ -337,6 +340,10 @@ class FastEngine:
     def _prefill(self, tokens: torch.Tensor, slot: int, start: int) -> torch.Tensor:
         with torch.inference_mode():
             return self.decoder.prefill(tokens, slot, start)
+
+    def _prefill_together(self, prompts: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.decoder.prefill_together(prompts)
 
     def stream(
         self,

@@ -268,6 +268,20 @@ class Transformer(nn.Module):
             x = x + block.mlp(block.mlp_norm(x))
         return self.output(self.norm(x[:, -1:]))[:, 0].float()
 
+    def prefill_together(self, prompts: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+        """Several prompts (``(tokens [1, S], slot, start)`` each, distinct slots) -> last logits [n, V].
+
+        Through the C++ step, prompts of NATIVE_PREFILL_ROWS tokens in all are one call: their rows share
+        each read of the weights, as a batch's tokens do. Otherwise one prefill each.
+        """
+        rows = sum(tokens.shape[1] for tokens, _, _ in prompts)
+        if self.native_step is None or rows > NATIVE_PREFILL_ROWS:
+            return torch.cat([self.prefill(tokens, slot, start) for tokens, slot, start in prompts])
+        slots = torch.cat([torch.full((tokens.shape[1],), slot) for tokens, slot, _ in prompts])
+        positions = torch.cat([torch.arange(start, start + tokens.shape[1]) for tokens, _, start in prompts])
+        last = torch.tensor([tokens.shape[1] for tokens, _, _ in prompts]).cumsum(0) - 1
+        return self.native_step.forward(torch.cat([tokens[0] for tokens, _, _ in prompts]), slots, positions, last)
+
     def clear(self, slot: int, start: int, end: int) -> None:
         """Zero cache positions start..end-1 of ``slot`` in every layer."""
         for block in self.layers:

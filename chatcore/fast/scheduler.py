@@ -102,13 +102,18 @@ class Scheduler:
     and ``decode(tokens [B], pos [B], slots [B], length) -> logits [B, V]`` for up to ``slots``
     concurrent requests on one worker thread. ``clear(slot, start, end)`` zeroes cache positions ahead of
     a step that reads them (``None``: it never does). ``copy(source, target, n)`` copies a slot's cache
-    positions below n to another; without it only a request's own slot's prefix is reused."""
+    positions below n to another; without it only a request's own slot's prefix is reused.
+    ``prefill_together([(tokens [1, S], slot, start), ...]) -> logits [n, V]`` prefills the prompts that
+    arrive together in one call, up to ``together_rows`` tokens in all; without it, one call each."""
 
     def __init__(self, prefill: Callable, decode: Callable, *, slots: int, length: int,
                  clear: Callable[[int, int, int], None] | None, device: torch.device,
                  argmax: Callable[[torch.Tensor], list[int]] | None = None,
-                 copy: Callable[[int, int, int], None] | None = None, reuse_prefixes: bool = True) -> None:
+                 copy: Callable[[int, int, int], None] | None = None, reuse_prefixes: bool = True,
+                 prefill_together: Callable[[list[tuple[torch.Tensor, int, int]]], torch.Tensor] | None = None,
+                 together_rows: int = 0) -> None:
         self._prefill, self._decode, self._clear, self._copy = prefill, decode, clear, copy
+        self._prefill_together, self.together_rows = prefill_together, together_rows
         self._argmax = argmax or (lambda logits: logits.argmax(dim=-1).tolist())
         self.slots, self.length, self.device = slots, length, device
         self.reuse_prefixes = reuse_prefixes
@@ -125,6 +130,7 @@ class Scheduler:
         self.rows = 0
         self.prefilled = 0  # prompt tokens run through the model, and those a held prefix spared
         self.reused = 0
+        self.prefill_calls = 0  # calls that prefilled prompts (several prompts may share one)
 
     def submit(self, request: Request) -> Request:
         """Queue a request; its tokens arrive on ``request.out``, ending with a ``Done``."""
@@ -152,26 +158,52 @@ class Scheduler:
             self._step()
 
     def _admit(self) -> None:
+        """Take waiting requests into free slots and prefill them: those that arrive together in as few
+        calls as ``prefill_together`` allows, except that a prompt sharing a beginning with one of them
+        waits for it, to copy what it computed."""
         free = [s for s in range(self.slots) if s not in self._running]
+        together: list[tuple[Request, int, int]] = []  # (request, slot, start): taken, not yet prefilled
         while free:
             try:
                 request = self._waiting.get_nowait()
             except queue.Empty:
-                return
+                break
             if request.stopped:
                 request.out.put(Done("cancelled"))
                 continue
-            # How much of the prompt each slot holds (nothing, with reuse off), worked out once for
-            # choosing a slot and a prefix.
-            matched = [common_prefix(tokens, request.prompt) if self.reuse_prefixes else 0 for tokens in self._held]
+            matched = self._matched(request)
+            if together and self._continues_one_of(request, together, max(matched)):
+                free += self._prefill_taken(together)
+                together, matched = [], self._matched(request)
             slot = self._pick_slot(matched, free)
             free.remove(slot)
             try:
-                self._start(request, slot, matched)
+                start = self._take(request, slot, matched)
             except Exception as exc:  # noqa: BLE001 - reported to the one request it broke
-                self._running.pop(slot, None)  # _emit (sampling) may fail after the slot was taken
                 request.out.put(Done("error", exc))
                 free.append(slot)
+                continue
+            rows = sum(len(r.prompt) - s for r, _, s in together) + len(request.prompt) - start
+            if together and rows > self.together_rows:
+                free += self._prefill_taken(together)
+                together = []
+            together.append((request, slot, start))
+            if self._prefill_together is None:
+                free += self._prefill_taken(together)
+                together = []
+        if together:
+            self._prefill_taken(together)
+
+    def _matched(self, request: Request) -> list[int]:
+        """How much of the prompt each slot holds (nothing, with reuse off), worked out once for choosing a
+        slot and a prefix."""
+        return [common_prefix(tokens, request.prompt) if self.reuse_prefixes else 0 for tokens in self._held]
+
+    def _continues_one_of(self, request: Request, together: list[tuple[Request, int, int]], held: int) -> bool:
+        """Whether the prompt shares more with a taken, not yet prefilled prompt than with any slot's
+        cache (``held`` tokens): then it is worth waiting for that prompt's keys and values."""
+        return self.reuse_prefixes and any(
+            common_prefix(other.prompt, request.prompt) >= held + MIN_COPIED_PREFIX for other, _, _ in together)
 
     def _pick_slot(self, matched: list[int], free: list[int]) -> int:
         """The free slot that holds the longest prefix of the prompt (``matched[slot]`` tokens of it),
@@ -182,12 +214,42 @@ class Scheduler:
 
         return max(free, key=lambda slot: (shared(slot), -self._started[slot]))
 
-    def _start(self, request: Request, slot: int, matched: list[int]) -> None:
-        n = len(request.prompt)
+    def _take(self, request: Request, slot: int, matched: list[int]) -> int:
+        """Give the request ``slot`` with the longest held prefix of its prompt in it; returns that
+        prefix's length, where its prefill starts."""
         request.seen = torch.tensor([request.prompt], device=self.device)
-        start = self._reuse_prefix(n, slot, matched)
+        start = self._reuse_prefix(len(request.prompt), slot, matched)
         self._held[slot] = request.prompt[:start]  # the prefill overwrites what the slot held past start
-        logits = self._prefill(request.seen[:, start:], slot, start)  # [1, V]
+        return start
+
+    def _prefill_taken(self, taken: list[tuple[Request, int, int]]) -> list[int]:
+        """Prefill taken requests (one call when there are several and ``prefill_together``), start them;
+        returns the slots of those that failed, free again."""
+        try:
+            self.prefill_calls += 1
+            if len(taken) > 1 and self._prefill_together is not None:
+                logits = self._prefill_together([(request.seen[:, start:], slot, start) for request, slot, start in taken])
+            else:
+                (request, slot, start), = taken
+                logits = self._prefill(request.seen[:, start:], slot, start)  # [1, V]
+        except Exception as exc:  # noqa: BLE001 - reported to the requests it broke
+            for request, _, _ in taken:
+                request.out.put(Done("error", exc))
+            return [slot for _, slot, _ in taken]
+        failed = []
+        for row, (request, slot, start) in enumerate(taken):
+            try:
+                self._start(request, slot, start, logits[row : row + 1])
+            except Exception as exc:  # noqa: BLE001 - _emit (sampling) may fail after the slot was taken
+                self._running.pop(slot, None)
+                request.out.put(Done("error", exc))
+                failed.append(slot)
+        return failed
+
+    def _start(self, request: Request, slot: int, start: int, logits: torch.Tensor) -> None:
+        """The request's prompt is in its slot's cache: it runs from the next step, with its first token
+        sampled from ``logits`` [1, V]."""
+        n = len(request.prompt)
         self._held[slot] = list(request.prompt)
         self._admitted += 1
         self._started[slot] = self._admitted
