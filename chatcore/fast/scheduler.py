@@ -1,8 +1,9 @@
 """Continuous batching: one worker thread owns the decoder; requests join the running batch.
 
 Each request holds a slot of the static KV cache. Every loop the worker admits waiting requests
-(prefilling each into a free slot), then runs one decode step for all running slots together and
-hands every request its next token. Cancelling or finishing frees the slot before the next step.
+(prefilling them into free slots: those that arrive together in one call where the decoder can), then
+runs one decode step for all running slots together and hands every request its next token.
+Cancelling or finishing frees the slot before the next step.
 
 Prefixes are reused. Each slot remembers which tokens its cache holds (a prompt and the answer fed
 after it), and a step only writes to the slots it decodes, so a finished request's keys and values
