@@ -229,9 +229,10 @@ class Scheduler:
         try:
             self.prefill_calls += 1
             if len(taken) > 1 and self._prefill_together is not None:
-                logits = self._prefill_together([(request.seen[:, start:], slot, start) for request, slot, start in taken])
+                logits = self._prefill_together([(request.seen[:, start:], slot, start)
+                                                 for request, slot, start in taken])
             else:
-                (request, slot, start), = taken
+                [(request, slot, start)] = taken
                 logits = self._prefill(request.seen[:, start:], slot, start)  # [1, V]
         except Exception as exc:  # noqa: BLE001 - reported to the requests it broke
             for request, _, _ in taken:
