@@ -702,23 +702,48 @@ float softmax_numerators(float* p, int64_t n, float* top_out) {
   return _mm512_reduce_add_ps(total);
 }
 
-// out[g] = weight[g] * sum_t p[g][t] v_t for t < n and each of `heads` query heads (p rows `stride`
-// apart, out rows HD apart): each value row is widened once for up to 4 heads.
+// Value rows as weighted_values reads them: the cache's bfloat16 rows, or its int8 rows and their
+// scales. A row is widened to float32 16 values at a time.
 template <int HD>
-void weighted_values(const float* p, int64_t stride, const float* weight, int64_t heads, const uint16_t* values,
+struct Bf16Values {
+  static constexpr int dim = HD;
+  const uint16_t* rows;
+  void prefetch(int64_t t) const { prefetch_lines(rows + t * HD, HD * 2 / 64); }
+  __m512 load(int64_t t, int i) const { return load_bf16x16(rows + t * HD + i); }
+  float scale(int64_t) const { return 1.f; }
+};
+
+template <int HD>
+struct Int8Values {
+  static constexpr int dim = HD;
+  const int8_t* rows;
+  const float* scales;  // one per row
+  void prefetch(int64_t t) const { prefetch_lines(rows + t * HD, HD / 64); }
+  __m512 load(int64_t t, int i) const {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + t * HD + i))));
+  }
+  float scale(int64_t t) const { return scales[t]; }
+};
+
+// out[g] = weight[g] * sum_t p[g][t] v_t for t < n and each of `heads` query heads (p rows `stride`
+// apart, out rows HD apart): each value row is widened once for up to 4 heads, and its scale (an int8
+// row's) joins each probability.
+template <class Values>
+void weighted_values(const float* p, int64_t stride, const float* weight, int64_t heads, const Values& values,
                      int64_t n, float* out) {
-  constexpr int CHUNKS = HD / 16, BATCH = 4;
+  constexpr int HD = Values::dim, CHUNKS = HD / 16, BATCH = 4;
   for (int64_t g0 = 0; g0 < heads; g0 += BATCH) {
     const int count = int(std::min<int64_t>(BATCH, heads - g0));
     __m512 acc[BATCH][CHUNKS];
     for (int g = 0; g < BATCH; ++g)
       for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_setzero_ps();
     for (int64_t t = 0; t < n; ++t) {
-      prefetch_lines(values + (t + ATTENTION_AHEAD) * HD, HD * 2 / 64);
+      values.prefetch(t + ATTENTION_AHEAD);
       __m512 v[CHUNKS];
-      for (int c = 0; c < CHUNKS; ++c) v[c] = load_bf16x16(values + t * HD + 16 * c);
+      for (int c = 0; c < CHUNKS; ++c) v[c] = values.load(t, 16 * c);
+      const float row_scale = values.scale(t);
       for (int g = 0; g < count; ++g) {
-        const __m512 pt = _mm512_set1_ps(p[(g0 + g) * stride + t]);
+        const __m512 pt = _mm512_set1_ps(p[(g0 + g) * stride + t] * row_scale);
         for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_fmadd_ps(pt, v[c], acc[g][c]);
       }
     }
@@ -771,34 +796,6 @@ void key_scores_int8(const float* query, float scale, const uint8_t* keys, const
     }
     const __m512 positions = _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), key_scale + t0);
     _mm512_storeu_ps(scores + t0, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(sum16(part), offset), positions), factor));
-  }
-}
-
-// weighted_values over an int8 cache: each position's scale joins its probability, and each value row
-// is widened from int8 once for up to 4 heads.
-template <int HD>
-void weighted_values_int8(const float* p, int64_t stride, const float* weight, int64_t heads, const int8_t* values,
-                          const float* value_scale, int64_t n, float* out) {
-  constexpr int CHUNKS = HD / 16, BATCH = 4;
-  for (int64_t g0 = 0; g0 < heads; g0 += BATCH) {
-    const int count = int(std::min<int64_t>(BATCH, heads - g0));
-    __m512 acc[BATCH][CHUNKS];
-    for (int g = 0; g < BATCH; ++g)
-      for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      prefetch_lines(values + (t + ATTENTION_AHEAD) * HD, HD / 64);
-      __m512 v[CHUNKS];
-      for (int c = 0; c < CHUNKS; ++c)
-        v[c] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values + t * HD + 16 * c))));
-      for (int g = 0; g < count; ++g) {
-        const __m512 pt = _mm512_set1_ps(p[(g0 + g) * stride + t] * value_scale[t]);
-        for (int c = 0; c < CHUNKS; ++c) acc[g][c] = _mm512_fmadd_ps(pt, v[c], acc[g][c]);
-      }
-    }
-    for (int g = 0; g < count; ++g) {
-      const __m512 w = _mm512_set1_ps(weight[g0 + g]);
-      for (int c = 0; c < CHUNKS; ++c) _mm512_storeu_ps(out + (g0 + g) * HD + 16 * c, _mm512_mul_ps(acc[g][c], w));
-    }
   }
 }
 
@@ -1015,12 +1012,12 @@ class Decoder {
           weights[g] = whole ? 1.f / total : 1.f;  // a part stays unnormalized until the merge
         }
         float* o = whole ? out + (b * H + kv * group) * hd : &part_out[task * group * hd];  // heads adjacent
-        if (int8 && hd == 64)
-          weighted_values_int8<64>(probs.data(), stride, weights.data(), group, vc8 + position * hd, vs + position, count, o);
-        else if (int8 && hd == 128)
-          weighted_values_int8<128>(probs.data(), stride, weights.data(), group, vc8 + position * hd, vs + position, count, o);
-        else if (hd == 64) weighted_values<64>(probs.data(), stride, weights.data(), group, values, count, o);
-        else if (hd == 128) weighted_values<128>(probs.data(), stride, weights.data(), group, values, count, o);
+        auto weigh = [&](const auto& rows) { weighted_values(probs.data(), stride, weights.data(), group, rows, count, o); };
+        const int8_t* value_codes = vc8 + position * hd;
+        if (int8 && hd == 64) weigh(Int8Values<64>{value_codes, vs + position});
+        else if (int8 && hd == 128) weigh(Int8Values<128>{value_codes, vs + position});
+        else if (hd == 64) weigh(Bf16Values<64>{values});
+        else if (hd == 128) weigh(Bf16Values<128>{values});
         else
           for (int64_t g = 0; g < group; ++g) {
             std::fill(o + g * hd, o + (g + 1) * hd, 0.f);
