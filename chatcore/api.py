@@ -49,8 +49,9 @@ _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
 # How often a non-streaming request checks whether its client has gone away (seconds).
 _DISCONNECT_POLL_S = 0.5
-# Answers decoding at once (the engine interleaves their steps) and answers allowed to wait for a turn.
-MAX_RUNNING = 4
+# Answers decoding at once and answers allowed to wait for a turn. As many run as the local decoder
+# batches in one step (chatcore.fast.engine.SLOTS): fewer would leave its slots idle while clients wait.
+MAX_RUNNING = 8
 MAX_WAITING = 32
 BUSY_RETRY_AFTER_S = 2
 

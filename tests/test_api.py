@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +104,31 @@ def test_usage_reports_the_prompt_tokens_served_from_the_cache(client: openai.Op
     second = client.chat.completions.create(model=model, messages=turn, temperature=0, max_tokens=5, store=False)
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
+
+
+def test_eight_clients_at_once_all_stream_before_any_finishes(client: openai.OpenAI, model: str) -> None:
+    """As many answers run as the decoder has slots (8): none of the eight waits for another to end."""
+    first: dict[int, float] = {}
+    ended: dict[int, float] = {}
+    reasons: list[str] = []
+
+    def ask(i: int) -> None:
+        stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"stream {i}"}],
+                                                max_tokens=600, temperature=0, stream=True, store=False)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                first.setdefault(i, time.monotonic())
+            if chunk.choices and chunk.choices[0].finish_reason:
+                reasons.append(chunk.choices[0].finish_reason)
+        ended[i] = time.monotonic()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reasons == ["length"] * 8, reasons  # greedy, the tiny model runs to max_tokens: only slots end it
+    assert max(first.values()) < min(ended.values())
 
 
 def test_streaming_without_include_usage_sends_no_usage(client: openai.OpenAI, model: str) -> None:
