@@ -20,8 +20,10 @@ from chatcore.errors import ChatCoreError
 from chatcore.params import GenerationParams
 from chatcore.workspace import LOCAL_OWNER, ChatView, StopSignal, Workspace, model_label
 
-# Generation is the only expensive event; two at once lets two tabs chat while the engine interleaves steps.
-DEFAULT_CONCURRENCY = 2
+# Generation is the only expensive event. As many run at once as the local decoder batches in one step
+# (chatcore.fast.engine.SLOTS): a tab that sends while others answer joins their batch instead of
+# waiting for a whole answer to end.
+DEFAULT_CONCURRENCY = 8
 # Events waiting for a turn; past this a browser is told the queue is full at once instead of waiting on
 # an ever longer line (Gradio answers the join with 503 and the page shows "Queue is full").
 MAX_QUEUE = 64

@@ -46,6 +46,11 @@ def test_generation_is_queued_with_a_shared_limit_and_cheap_events_are_not(chat_
     generating = [fn for name in ("respond", "retry", "edit") for fn in fn_named(demo, name)]
     assert len(generating) == 4  # Enter, Send, Retry, Edit
     assert all(fn.queue and fn.concurrency_limit == app.DEFAULT_CONCURRENCY for fn in generating)
+    # As many as the local decoder batches: a tab that sends while others answer joins their step.
+    from chatcore.api import MAX_RUNNING
+    from chatcore.fast.engine import SLOTS
+
+    assert app.DEFAULT_CONCURRENCY == MAX_RUNNING == SLOTS
     assert {fn.concurrency_id for fn in generating} == {"generate"}
     cheap = ["accept", "begin", "begin_edit", "finish", "stop_generation", "rate", "open_conversation",
              "search_conversations", "rename_conversation", "delete_conversation", "new_conversation",
