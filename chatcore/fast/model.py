@@ -101,11 +101,12 @@ class KVCache(nn.Module):
                              persistent=False)
         self.register_buffer("v", torch.empty(shape, dtype=torch.int8 if quantized else dtype, device=device),
                              persistent=False)
-        scales = (torch.empty(shape[:3], dtype=torch.float32, device=device) if quantized else None)
+        scales = torch.empty(shape[:3], dtype=torch.float32, device=device) if quantized else None
         self.register_buffer("k_scale", scales, persistent=False)
         self.register_buffer("v_scale", None if scales is None else scales.clone(), persistent=False)
-        # heads [N, D], offset -> (codes uint8 [N, D], scales [N]): the C++ step's quantizer, set when it
-        # is attached (one pass instead of ten torch ops a layer); else the same arithmetic in torch.
+        # heads [N, D], offset -> (codes uint8 [N, D], scales [N]): the C++ step's quantizer, set when the
+        # step is attached, so that torch's prefill writes the very bytes the step would; else the same
+        # arithmetic in torch.
         self.quantize_heads: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def clear(self, slot: int, start: int, end: int) -> None:
