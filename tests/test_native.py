@@ -203,16 +203,16 @@ def test_a_long_context_cut_into_parts_attends_as_a_whole(hf, kernels):
 
 
 def test_the_cpp_quantizer_writes_the_bytes_of_torchs_arithmetic(kernels):
-    """The step's cache writes (quantize_heads) and KVCache's torch fallback: the same bytes, zero heads too."""
+    """The step's cache writes (quantize_heads) and KVCache's torch ops (prefill's): the same bytes, zero heads too."""
     heads = torch.randn(50, 64, generator=_gen(11)) * torch.logspace(-3, 2, 50)[:, None]
     heads[7] = 0
-    index = (0, slice(None), slice(None))
-    torch_side, cpp_side = (KVCache(1, 50, 1, 64, torch.float32, quantized=True) for _ in range(2))
-    cpp_side.quantize_heads = kernels.quantize_heads
-    for cache in (torch_side, cpp_side):
-        cache.write(index, heads[:, None], -heads[:, None])
-    for name in ("k", "v", "k_scale", "v_scale"):
-        assert torch.equal(getattr(torch_side, name), getattr(cpp_side, name)), name
+    torch_side = KVCache(1, 50, 1, 64, torch.float32, quantized=True)
+    torch_side.write((0, slice(None), slice(None)), heads[:, None], -heads[:, None])
+    keys, key_scales = kernels.quantize_heads(heads, 128)
+    values, value_scales = kernels.quantize_heads(-heads, 0)
+    cpp_side = {"k": keys, "v": values.view(torch.int8), "k_scale": key_scales, "v_scale": value_scales}
+    for name, written in cpp_side.items():
+        assert torch.equal(getattr(torch_side, name)[0, :, 0], written), name
     assert torch_side.k[0, 7].eq(128).all() and torch_side.k_scale[0, 7].eq(0).all()
 
 

@@ -8,7 +8,7 @@ float32 its greedy tokens equal transformers' ``generate``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,10 +104,6 @@ class KVCache(nn.Module):
         scales = torch.empty(shape[:3], dtype=torch.float32, device=device) if quantized else None
         self.register_buffer("k_scale", scales, persistent=False)
         self.register_buffer("v_scale", None if scales is None else scales.clone(), persistent=False)
-        # heads [N, D], offset -> (codes uint8 [N, D], scales [N]): the C++ step's quantizer, set when the
-        # step is attached, so that torch's prefill writes the very bytes the step would; else the same
-        # arithmetic in torch.
-        self.quantize_heads: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def clear(self, slot: int, start: int, end: int) -> None:
         for tensor in self.buffers():  # a zero scale makes a quantized position zero
@@ -123,13 +119,10 @@ class KVCache(nn.Module):
             self.k[index], self.v[index] = k.to(self.k.dtype), v.to(self.v.dtype)
             return
         for codes, scales, x, offset in ((self.k, self.k_scale, k, 128), (self.v, self.v_scale, v, 0)):
-            if self.quantize_heads is not None:
-                q, scale = self.quantize_heads(x.reshape(-1, x.shape[-1]), offset)
-                codes[index], scales[index] = q.view(codes.dtype).view(x.shape), scale.view(x.shape[:-1])
-                continue
             x = x.to(torch.float32, copy=True)  # in place from here: a prompt's worth of keys per layer
             top = x.abs().amax(dim=-1, keepdim=True)
-            # The C++ step's arithmetic (x * (127 / max), rounded to even), so both write the same bytes.
+            # The C++ step's arithmetic (x * (127 / max), rounded to even): torch's prefill writes the very
+            # bytes the step would (tests hold it to the step's quantize_heads).
             codes[index] = x.mul_((127 / top).nan_to_num_(posinf=0.0)).round_().add_(offset).to(codes.dtype)
             scales[index] = top.squeeze(-1).div_(127)
 

@@ -224,9 +224,6 @@ def attach(module: ModuleType, model: Any) -> bool:
     if model.layers[0].attn.cache.quantized and not int8_cache_fits(model.cfg.head_dim):
         return False
     model.native_step = build_decoder(module, model)
-    for block in model.layers:  # torch's prefill writes the cache too: the step's own quantizer, same bytes
-        if block.attn.cache.quantized:
-            block.attn.cache.quantize_heads = module.quantize_heads
     return True
 
 

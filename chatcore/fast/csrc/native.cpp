@@ -1055,8 +1055,9 @@ class Decoder {
 };
 
 // Head vectors float32 [N, D] -> their int8 cache form: codes uint8 [N, D] (with offset 128: keys as
-// uint8 k + 128; with 0: values, int8 bits) and scales float32 [N]. For torch's prefill, which writes
-// the cache for prompts too long for the step: the same bytes as the step's own writes, in one pass.
+// uint8 k + 128; with 0: values, int8 bits) and scales float32 [N], as the step writes them. Torch's
+// prefill writes the cache for prompts too long for the step with its own ops; the tests hold those to
+// this, byte for byte.
 std::tuple<at::Tensor, at::Tensor> quantize_heads(const at::Tensor& input, int64_t offset) {
   TORCH_CHECK(input.dim() == 2 && input.size(1) % 16 == 0 && (offset == 0 || offset == 128),
               "heads must be [N, head_dim] with head_dim a multiple of 16; offset 0 or 128");
