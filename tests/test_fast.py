@@ -293,6 +293,24 @@ def _drain(request: Request) -> tuple[list[int], Done]:
     return items, item
 
 
+def _by_hand(scheduler: Scheduler, prompts: list[list[int]], new: int) -> list[Request]:
+    """Queue greedy requests for ``prompts`` at once, then let the scheduler admit them in one go."""
+    params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
+    requests = [Request(prompt, params, torch.Generator(), None, frozenset()) for prompt in prompts]
+    for request in requests:
+        scheduler._waiting.put(request)
+    scheduler._admit()
+    return requests
+
+
+def _run_by_hand(scheduler: Scheduler, steps: int = 100) -> None:
+    """Step the scheduler until nothing runs (at most ``steps`` steps)."""
+    for _ in range(steps):
+        if not scheduler._running:
+            return
+        scheduler._step()
+
+
 def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False, together: Callable | None = None,
                               together_rows: int = 0):
     """A Scheduler to drive by hand (no worker thread) over the float32 torch path, its cache all NaN.
@@ -382,17 +400,10 @@ def test_held_prefixes_are_reused_and_answers_stay_exact(sharp_hf):
         return torch.randint(3, sharp_hf.config.vocab_size, (n,), generator=g).tolist()
 
     def submit(prompt: list[int], new: int) -> Request:
-        params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
-        request = Request(prompt, params, torch.Generator(), None, frozenset())
-        scheduler._waiting.put(request)
-        scheduler._admit()
-        return request
+        return _by_hand(scheduler, [prompt], new)[0]
 
     def run(steps: int = 100) -> None:
-        for _ in range(steps):
-            if not scheduler._running:
-                return
-            scheduler._step()
+        _run_by_hand(scheduler, steps)
 
     def answer(request: Request) -> list[int]:
         items, done = _drain(request)
@@ -478,23 +489,6 @@ def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_s
             assert expected[i].startswith(result.text)
         else:
             assert result.text == expected[i], f"stream {i} differs from the same request alone"
-
-
-def _by_hand(scheduler: Scheduler, prompts: list[list[int]], new: int) -> list[Request]:
-    """Queue greedy requests for ``prompts`` at once, then let the scheduler admit them in one go."""
-    params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
-    requests = [Request(prompt, params, torch.Generator(), None, frozenset()) for prompt in prompts]
-    for request in requests:
-        scheduler._waiting.put(request)
-    scheduler._admit()
-    return requests
-
-
-def _run_by_hand(scheduler: Scheduler, steps: int = 100) -> None:
-    for _ in range(steps):
-        if not scheduler._running:
-            return
-        scheduler._step()
 
 
 def test_prompts_that_arrive_together_share_prefill_calls_and_answers_stay_exact(sharp_hf):
