@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from chatcore.engine import LocalEngine
-    from chatcore.fast.engine import FastEngine
+    from chatcore.fast.engine import KV_CACHE_CHOICES, FastEngine
     from chatcore.settings import Settings
 
     engine = LocalEngine.load(Settings(), progress=say)
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"at most {model.slots} rows")
     decoders = []
     for source, cache in zip(args.sources, args.caches.split(",")):
-        if cache not in ("int8", "bfloat16"):
-            raise SystemExit(f"--caches: int8 or bfloat16, got {cache!r}")
+        if cache not in KV_CACHE_CHOICES:
+            raise SystemExit(f"--caches: one of {', '.join(KV_CACHE_CHOICES)} for each build, got {cache!r}")
         model.setup_cache(max(rows_list), args.start + args.steps + 1, quantized=cache == "int8")  # its own cache
         decoders.append(decoder_for(build(source), model))
     times: dict[tuple[int, int], list[float]] = {(i, r): [] for i in range(2) for r in rows_list}
