@@ -30,7 +30,8 @@ class Settings:
     # How the C++ decoder keeps keys and values: int8 (half the memory and of what attention reads) or
     # bfloat16. Other decode paths keep the model's dtype.
     kv_cache: str = field(default_factory=lambda: os.environ.get("CHATCORE_KV_CACHE") or "int8")
-    # torch.compile of the fast decoder's one-token step: "1" on, "0" off, "auto" on for real models.
+    # torch.compile of the fast decoder's one-token step: "1" on, "0" off, "auto" on for real models
+    # (on CUDA the compiled step is then replayed through CUDA graphs, as the eager one is without it).
     # Compiling costs about a minute per start, so one-shot CLI commands turn "auto" off.
     compile: str = field(default_factory=lambda: os.environ.get("CHATCORE_COMPILE") or "auto")
     # Loading arbitrary pickles or repository code runs code from the model's author: opt-in only.

@@ -25,6 +25,7 @@ from chatcore.errors import ModelError, ParameterError
 from chatcore.events import Event, TextDelta
 from chatcore.fast import native
 from chatcore.fast import quant as quantization
+from chatcore.fast.graphs import GraphStep
 from chatcore.fast.model import NATIVE_PREFILL_ROWS, Transformer, from_hf_state, supports
 from chatcore.fast.scheduler import Done, Request, Scheduler
 from chatcore.params import GenerationParams
@@ -99,7 +100,9 @@ COMPILE_MIN_PARAMETERS = 10_000_000  # below this (test models) compiling costs 
 def _want_compile(model: Transformer, choice: str, progress: Callable[[str], None] | None) -> bool:
     """"1" forces compiling the decode step, "0" turns it off; "auto" compiles real models, not tiny ones.
 
-    A model with the C++ step attached has nothing left to compile.
+    A model with the C++ step attached has nothing left to compile. On CUDA the compiled step is what
+    the graphs capture: its fused kernels decoded 1.8-1.9x as fast as graphs of the eager step on an H200
+    (docs/performance.md).
     """
     if model.native_step is not None:
         return False
@@ -280,7 +283,7 @@ class FastEngine:
     """Streams answers from the fast decoder; the interface of ``chatcore.engine.LocalEngine``."""
 
     def __init__(self, decoder: Transformer, tokenizer: Any, info: Any, *, config: Any, directory: Path,
-                 quant: str, compile_step: bool = True, kernels: Any = None) -> None:
+                 quant: str, compile_step: bool = True, kernels: Any = None, graphs: bool | None = None) -> None:
         from chatcore.engine import _eos_token_ids
 
         self.decoder = decoder
@@ -292,7 +295,8 @@ class FastEngine:
         self._hf_model: Any = None
         self._hf_lock = threading.Lock()
         self._eos_ids = frozenset(_eos_token_ids(_GenerationConfigOnly(directory, config), tokenizer))
-        self._step = _StepRunner(decoder, compile_step)
+        # CUDA graphs wherever the step runs on CUDA, unless the caller says otherwise (a benchmark's baseline).
+        self._step = _StepRunner(decoder, compile_step, decoder.device.type == "cuda" if graphs is None else graphs)
         argmax = None
         if kernels is not None and decoder.native_step is not None:
             argmax = lambda logits: kernels.argmax(logits).tolist()  # noqa: E731 - one line, one use
@@ -327,8 +331,11 @@ class FastEngine:
 
     @property
     def kernels(self) -> str:
-        """Whose kernels decode: ChatCore's C++ step ("native") or torch's."""
-        return "native" if self.decoder.native_step is not None else "torch"
+        """Whose kernels decode: ChatCore's C++ step ("native"), torch's replayed through CUDA graphs
+        ("cuda-graphs"), or torch's ("torch")."""
+        if self.decoder.native_step is not None:
+            return "native"
+        return "cuda-graphs" if self._step.graphs is not None else "torch"
 
     @property
     def model_name(self) -> str:
@@ -407,21 +414,26 @@ class _GenerationConfigOnly:
 
 
 class _StepRunner:
-    """The one-token step: ``decoder.decode`` (the C++ step when attached, else torch eagerly), or the
-    torch step compiled with ``torch.compile`` when asked; eager again when compiling fails."""
+    """The one-token step: ``decoder.decode`` (the C++ step when attached, else torch eagerly), the torch
+    step compiled with ``torch.compile`` when asked, and on CUDA either of those replayed through CUDA
+    graphs. A failed compile or capture falls back to the eager step."""
 
-    def __init__(self, decoder: Transformer, compile_step: bool) -> None:
+    def __init__(self, decoder: Transformer, compile_step: bool, graphs: bool = False) -> None:
         self.decoder = decoder
         self.compiled = False
         self._fn: Callable[..., torch.Tensor] | None = None
+        self.graphs: GraphStep | None = None
         if compile_step:
             try:
                 self._fn = torch.compile(decoder._decode, dynamic=True)
                 self.compiled = True
             except Exception as exc:  # noqa: BLE001 - no compiler here: the eager step still works
                 print(f"chatcore: torch.compile unavailable ({exc}); decoding eagerly", file=sys.stderr)
-            else:
-                self.warm_up()
+        if graphs and decoder.native_step is None:
+            self.graphs = GraphStep(decoder, self._fn)
+            self._guarded(self.graphs.warm_up)
+        if self.graphs is None and self.compiled:
+            self.warm_up()
 
     def warm_up(self) -> None:
         """Compile now, before any request holds a slot: one graph for a single row, one for several."""
@@ -429,7 +441,21 @@ class _StepRunner:
             zeros = torch.zeros(rows, dtype=torch.long, device=self.decoder.device)
             self(zeros, zeros, torch.arange(rows, device=self.decoder.device), min(128, self.decoder.length))
 
+    def _guarded(self, run: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+        """``run()`` through the graphs; on failure, say so once and go on eagerly (``None``)."""
+        try:
+            return run()
+        except Exception as exc:  # noqa: BLE001 - a failed capture must not cost the answer
+            print(f"chatcore: CUDA graphs failed ({type(exc).__name__}: {exc}); decoding without them",
+                  file=sys.stderr)
+            self.graphs = None
+            return None
+
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, length: int) -> torch.Tensor:
+        if self.graphs is not None:
+            logits = self._guarded(lambda: self.graphs(tokens, pos, slots, length))
+            if logits is not None:
+                return logits
         if self.compiled and self.decoder.native_step is None:  # the C++ step wins over a compiled graph
             mask = self.decoder._mask(pos, length)
             with torch.inference_mode():
