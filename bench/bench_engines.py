@@ -122,6 +122,10 @@ def measure_chatcore() -> dict[str, float]:
     results["quant"] = engine.quant  # type: ignore[assignment]
     results["compiled"] = engine._step.compiled  # type: ignore[assignment]
     results["kernels"] = engine.kernels  # type: ignore[assignment]
+    if engine.kernels == "native":
+        from chatcore.fast import native
+
+        results["instruction_set"] = native.instruction_set()  # type: ignore[assignment]
     return results
 
 

@@ -353,3 +353,30 @@ def test_without_the_kernels_the_engine_keeps_torchs(tiny_model_dir, tmp_path, m
     engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)
     assert engine.kernels == "torch"
     assert native.unavailable_reason() == "turned off by CHATCORE_NATIVE=0"
+
+
+@pytest.mark.parametrize(("flags", "runs", "width"), [
+    ({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"}, True, "avx512"),
+    ({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}, True, "avx2"),  # no BF16
+    ({"avx2", "fma", "avx512f"}, True, "avx2"),  # AVX-512 without VNNI
+    ({"avx2", "fma"}, True, "avx2"),
+    ({"avx", "sse4_2"}, False, None),
+])
+def test_the_kernels_run_on_avx512_vnni_or_avx2_with_fma(monkeypatch, flags, runs, width):
+    monkeypatch.setattr(native, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(native, "_why_not", None)
+    reason = native.unavailable_reason()
+    assert (reason is None) == runs
+    if runs:
+        assert native.instruction_set() == width
+    else:
+        assert "AVX2 with FMA" in reason
+
+
+def test_the_build_key_covers_the_header_the_source_includes(monkeypatch, tmp_path):
+    flags = native.cpu_flags()
+    before = native.build_key(flags)
+    header = tmp_path / "avx512_on_avx2.h"
+    header.write_bytes(native.HEADERS[0].read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(native, "HEADERS", (header,))
+    assert native.build_key(flags) != before

@@ -1,5 +1,6 @@
 """ChatCore's C++ decode kernels (``csrc/native.cpp``): built once per machine with torch's extension
-builder, cached, and used where the CPU has AVX-512 VNNI; everything else keeps torch's kernels.
+builder, cached, and used where the CPU has AVX-512 VNNI, or AVX2 and FMA (``csrc/avx512_on_avx2.h``
+does each 512-bit operation as two 256-bit ones there); everything else keeps torch's kernels.
 
 The weight formats are defined here (``pack_q4`` / ``pack_q8``) and read by the C++ side:
 
@@ -23,10 +24,13 @@ from typing import Any, Callable, Iterator
 import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "native.cpp"
+HEADERS = (SOURCE.parent / "avx512_on_avx2.h",)  # what SOURCE includes: a change to them is a new build
 FORMAT_VERSION = 1  # of the packed layouts below: cached packed weights carry it in their file name
 GROUP = 32
-# What the kernels are written for; a CPU without any of these keeps torch's kernels.
-REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+# What the kernels are written for: AVX-512 with VNNI and BF16, or else AVX2 with FMA (half as wide; the
+# same source through csrc/avx512_on_avx2.h). A CPU with neither keeps torch's kernels.
+REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16")
+AVX2_FLAGS = ("avx2", "fma")
 # The /proc/cpuinfo flags that name instruction-set extensions (what -march=native compiles for).
 ISA_FLAG_PREFIXES = ("avx", "amx", "sse", "ssse", "fma", "f16c", "bmi", "abm", "aes", "vaes", "vpclmul", "pclmul",
                      "gfni", "sha", "adx", "movbe", "popcnt", "rdrand", "rdseed", "clflushopt", "clwb", "serialize",
@@ -37,9 +41,13 @@ _loaded: dict[Path, ModuleType | None] = {}
 _why_not: str | None = None
 
 
+def _source_bytes() -> bytes:
+    return b"".join(path.read_bytes() for path in (SOURCE, *HEADERS))
+
+
 def source_digest() -> str:
     """A short digest of the kernels' source: results that depend on their numerics are keyed by it."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(_source_bytes()).hexdigest()[:12]
 
 
 def cpu_flags() -> set[str]:
@@ -57,10 +65,17 @@ def unavailable_reason() -> str | None:
     """Why the kernels cannot run here, or ``None`` when they can be built."""
     if os.environ.get("CHATCORE_NATIVE", "1") == "0":
         return "turned off by CHATCORE_NATIVE=0"
-    missing = [flag for flag in REQUIRED_FLAGS if flag not in cpu_flags()]
-    if missing:
-        return f"the CPU lacks {', '.join(missing)}"
+    flags = cpu_flags()
+    missing = [flag for flag in REQUIRED_FLAGS if flag not in flags]
+    if missing and not all(flag in flags for flag in AVX2_FLAGS):
+        return f"the CPU lacks {', '.join(missing)}, and AVX2 with FMA"
     return _why_not
+
+
+def instruction_set() -> str:
+    """Which of the kernels' two widths this CPU runs: "avx512" or "avx2"."""
+    flags = cpu_flags()
+    return "avx512" if all(flag in flags for flag in REQUIRED_FLAGS) else "avx2"
 
 
 # The compiler flags: -march=native is safe because each machine compiles for itself (see build_key).
@@ -75,7 +90,7 @@ def build_key(flags: set[str]) -> str:
     needless rebuilds.
     """
     isa = sorted(flag for flag in flags if flag.startswith(ISA_FLAG_PREFIXES))
-    return hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode()
+    return hashlib.sha256(_source_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode()
                           + sys.version.encode() + " ".join(isa).encode()).hexdigest()[:16]
 
 

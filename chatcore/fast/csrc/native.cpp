@@ -16,6 +16,12 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>  // at::get_num_threads
 #include <immintrin.h>
+#if !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && \
+      defined(__AVX512VNNI__) && defined(__AVX512BF16__))
+// The same kernels on AVX2 and FMA, each 512-bit operation as two 256-bit ones (also on AVX-512 CPUs
+// that lack VNNI or BF16, which the kernels use).
+#include "avx512_on_avx2.h"
+#endif
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -132,8 +138,11 @@ class SpinPool {
 };
 
 SpinPool& pool() {
-  static SpinPool instance(std::max(1, at::get_num_threads()));
-  return instance;
+  // Never destroyed. At exit the scheduler's thread (a daemon) may still be inside a step when the
+  // library's statics are torn down; a pool destroyed under it ended the process in std::terminate
+  // (seen once in ~10 benchmark runs on an AVX2 machine). The OS ends the workers with the process.
+  static SpinPool* instance = new SpinPool(std::max(1, at::get_num_threads()));
+  return *instance;
 }
 
 constexpr int64_t GROUP = 32;  // quantization group along K, for weights and activations alike
@@ -272,6 +281,26 @@ inline __m512i dot32(const __m512i* op, const int8_t* xq) {
   return _mm512_add_epi32(even, odd);
 }
 
+// dot32 for q4 codes (below 16). With AVX-512 it is dot32. With AVX2 it multiplies 16 bytes of codes by
+// activations at once (vpmaddubsw): each int16 pair sum is at most 2 x 15 x 128, so a group's 8 of them
+// add up to at most 30,720 and cannot overflow int16; one vpmaddwd per half then widens them to int32.
+#ifdef CHATCORE_AVX2
+inline __m512i dot32_q4(const __m512i* op, const int8_t* xq) {
+  __m256i low = _mm256_setzero_si256(), high = _mm256_setzero_si256();  // rows 0..7 and 8..15
+  for (int c = 0; c < 8; ++c) {
+    int32_t four;
+    std::memcpy(&four, xq + 4 * c, sizeof four);
+    const __m256i x = _mm256_set1_epi32(four);
+    low = _mm256_add_epi16(low, _mm256_maddubs_epi16(chatcore_avx2::lo(op[c]), x));
+    high = _mm256_add_epi16(high, _mm256_maddubs_epi16(chatcore_avx2::hi(op[c]), x));
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  return chatcore_avx2::join(_mm256_madd_epi16(low, ones), _mm256_madd_epi16(high, ones));
+}
+#else
+inline __m512i dot32_q4(const __m512i* op, const int8_t* xq) { return dot32(op, xq); }
+#endif
+
 // The output rows of the block starting at n that exist (the last block may be partial).
 inline __mmask16 block_mask(int64_t n, int64_t n_out) {
   return n + ROWS <= n_out ? __mmask16(0xffff) : __mmask16((1u << (n_out - n)) - 1);
@@ -326,7 +355,7 @@ void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int6
 #pragma GCC unroll 8
       for (int i = 0; i < NB; ++i) {
         const int64_t r = r0 + i;
-        add_q4_group(acc[i], mins[i], dot32(op, x.q.data() + r * K + g * GROUP), scale, minimum, x.scale[r * G + g],
+        add_q4_group(acc[i], mins[i], dot32_q4(op, x.q.data() + r * K + g * GROUP), scale, minimum, x.scale[r * G + g],
                      x.sum[r * G + g]);
       }
     }
