@@ -31,8 +31,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 $(VENV)/.bench: $(VENV)/.installed
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-		$(BIN)/pip install -e ".[bench]"
+	CMAKE_ARGS="$$(bash scripts/llama-cpp-cmake-args.sh)" $(BIN)/pip install -e ".[bench]"
 	touch $@
 
 ## Benchmarks (llama.cpp build takes ~13 min on 2 cores the first time).
