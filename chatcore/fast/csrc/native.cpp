@@ -138,9 +138,10 @@ class SpinPool {
 };
 
 SpinPool& pool() {
-  // Never destroyed. At exit the scheduler's thread (a daemon) may still be inside a step when the
-  // library's statics are torn down; a pool destroyed under it ended the process in std::terminate
-  // (seen once in ~10 benchmark runs on an AVX2 machine). The OS ends the workers with the process.
+  // Never destroyed: at exit the scheduler's thread (a daemon) may still be inside a step when the
+  // library's statics are torn down. One benchmark run on an AVX2 machine ended in std::terminate at
+  // exit; a pool destroyed under that thread is the likely cause (not proven). The OS ends the
+  // workers with the process.
   static SpinPool* instance = new SpinPool(std::max(1, at::get_num_threads()));
   return *instance;
 }
