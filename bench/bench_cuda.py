@@ -24,7 +24,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from bench import say
+from bench.bench_engines import concurrent_streams, timed_request
 
 NEW_TOKENS = 128
 PROMPT_TOKENS = 1000
@@ -114,33 +114,13 @@ def _reset_peak(device: str) -> None:
 
 def measure_chatcore(engine: Any, device: str) -> dict[str, float]:
     """The engine's scheduler, as bench_engines measures it on the CPU: greedy, EOS ignored."""
-    from chatcore.fast.scheduler import Done, Request
-    from chatcore.params import GenerationParams
-
     short, long_ids, variants = _prompts()
 
     def run(ids: list[int], n: int) -> tuple[float, float, int]:
-        params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n)
-        request = Request(ids, params, torch.Generator(device=device), None, frozenset())
-        start = time.perf_counter()
-        engine.scheduler.submit(request)
-        first, count = None, 0
-        while not isinstance(item := request.out.get(), Done):
-            count += 1
-            first = first or time.perf_counter()
-        if item.error:
-            raise item.error
-        return first - start, time.perf_counter() - first, count
+        return timed_request(engine.scheduler, ids, n, device)
 
     def streams() -> float:
-        done: list[int] = []
-        start = time.perf_counter()
-        threads = [threading.Thread(target=lambda ids=ids: done.append(run(ids, NEW_TOKENS)[2])) for ids in variants]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return sum(done) / (time.perf_counter() - start)
+        return concurrent_streams(engine.scheduler, variants, NEW_TOKENS, device)
 
     scheduler = engine.scheduler
     scheduler.reuse_prefixes = False  # every prompt prefilled whole: cold numbers, comparable with the peer's

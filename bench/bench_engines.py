@@ -65,15 +65,45 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def timed_request(scheduler: Any, ids: list[int], n: int, device: str = "cpu") -> tuple[float, float, int]:
+    """Submit one greedy request to a fast engine's scheduler (EOS ignored, so exactly n tokens); returns
+    submit->first token, first->last token, and the tokens received."""
+    import torch
+
+    from chatcore.fast.scheduler import Done, Request
+    from chatcore.params import GenerationParams
+
+    params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n)
+    request = Request(ids, params, torch.Generator(device=device), None, frozenset())
+    start = time.perf_counter()
+    scheduler.submit(request)
+    first, count = None, 0
+    while not isinstance(item := request.out.get(), Done):
+        count += 1
+        first = first or time.perf_counter()
+    if item.error:
+        raise item.error
+    return first - start, time.perf_counter() - first, count
+
+
+def concurrent_streams(scheduler: Any, prompts: list[list[int]], n: int, device: str = "cpu") -> float:
+    """Aggregate tok/s of ``prompts`` submitted at once, n tokens each, one consumer thread per stream."""
+    done: list[int] = []
+    start = time.perf_counter()
+    threads = [threading.Thread(target=lambda ids=ids: done.append(timed_request(scheduler, ids, n, device)[2]))
+               for ids in prompts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
 # One engine per process --------------------------------------------------------------------------
 
 def measure_chatcore() -> dict[str, float]:
-    import torch
-
     from chatcore.engine import LocalEngine
     from chatcore.fast.engine import FastEngine
-    from chatcore.fast.scheduler import Done, Request
-    from chatcore.params import GenerationParams
 
     engine = LocalEngine.load(_settings(), progress=say)
     if not isinstance(engine, FastEngine):
@@ -81,29 +111,10 @@ def measure_chatcore() -> dict[str, float]:
     short, long_ids, variants = _prompts(engine.tokenizer)
 
     def run(ids: list[int], n: int) -> tuple[float, float, int]:
-        """Submit one request (EOS ignored, so exactly n tokens); returns submit->first, first->last, tokens."""
-        params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n)
-        request = Request(ids, params, torch.Generator(), None, frozenset())
-        start = time.perf_counter()
-        engine.scheduler.submit(request)
-        first, count = None, 0
-        while not isinstance(item := request.out.get(), Done):
-            count += 1
-            first = first or time.perf_counter()
-        if item.error:
-            raise item.error
-        return first - start, time.perf_counter() - first, count
+        return timed_request(engine.scheduler, ids, n)
 
     def streams() -> float:
-        """Aggregate tok/s of the 8 variants submitted at once."""
-        done: list[int] = []
-        start = time.perf_counter()
-        threads = [threading.Thread(target=lambda ids=ids: done.append(run(ids, NEW_TOKENS)[2])) for ids in variants]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return sum(done) / (time.perf_counter() - start)
+        return concurrent_streams(engine.scheduler, variants, NEW_TOKENS)
 
     run(short, 8)  # warm-up
     run(long_ids[:200], 2)
