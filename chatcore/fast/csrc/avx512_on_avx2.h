@@ -10,7 +10,7 @@
 // Two instructions have no AVX2 twin and are built from several:
 // - vpdpbusd (u8 x s8, 4 products into each int32 lane): vpmaddubsw saturates its int16 pair sums, so
 //   the unsigned bytes are split into their low 7 bits and their top bit, and each part summed exactly.
-//   q4 codes are below 16 and cannot saturate: chatcore_dot32_q4 in native.cpp takes a shorter way.
+//   The 4-bit product, the step's largest cost, has its own AVX2 kernel in native.cpp (q4_tile).
 // - vdpbf16ps (bfloat16 pairs into float32 lanes): each bfloat16 is widened to float32 by a shift,
 //   and the two products added by FMAs in order (the AVX-512 instruction may round differently).
 #pragma once
