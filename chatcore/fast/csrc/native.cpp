@@ -856,6 +856,7 @@ struct Int8Values {
 // out[g] = weight[g] * sum_t p[g][t] v_t for t < n and each of `heads` query heads (p rows `stride`
 // apart, out rows HD apart): each value row is widened once for up to 4 heads, and its scale (an int8
 // row's) joins each probability.
+#ifndef CHATCORE_AVX2
 template <class Values>
 void weighted_values(const float* p, int64_t stride, const float* weight, int64_t heads, const Values& values,
                      int64_t n, float* out) {
@@ -881,6 +882,36 @@ void weighted_values(const float* p, int64_t stride, const float* weight, int64_
     }
   }
 }
+#else
+// weighted_values on AVX2: its 512-bit form keeps 4 heads' sums of 4 vectors each, 32 AVX2 registers,
+// and spilled. Here the value rows are widened (and scaled) once into a buffer, and each head then
+// sums over it with its 8 vectors of sums in registers, 64 dimensions at a time.
+template <class Values>
+void weighted_values(const float* p, int64_t stride, const float* weight, int64_t heads, const Values& values,
+                     int64_t n, float* out) {
+  constexpr int HD = Values::dim, SLAB = 64;
+  thread_local std::vector<float> rows;
+  rows.resize(n * HD);
+  for (int64_t t = 0; t < n; ++t) {
+    values.prefetch(t + ATTENTION_AHEAD);
+    const __m512 row_scale = _mm512_set1_ps(values.scale(t));
+    for (int i = 0; i < HD; i += 16) _mm512_storeu_ps(rows.data() + t * HD + i, _mm512_mul_ps(values.load(t, i), row_scale));
+  }
+  for (int64_t g = 0; g < heads; ++g) {
+    for (int d0 = 0; d0 < HD; d0 += SLAB) {
+      __m256 acc[SLAB / 8];
+      for (auto& a : acc) a = _mm256_setzero_ps();
+      for (int64_t t = 0; t < n; ++t) {
+        const __m256 pt = _mm256_set1_ps(p[g * stride + t]);
+        const float* row = rows.data() + t * HD + d0;
+        for (int c = 0; c < SLAB / 8; ++c) acc[c] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 8 * c), acc[c]);
+      }
+      const __m256 w = _mm256_set1_ps(weight[g]);
+      for (int c = 0; c < SLAB / 8; ++c) _mm256_storeu_ps(out + g * HD + d0 + 8 * c, _mm256_mul_ps(acc[c], w));
+    }
+  }
+}
+#endif
 
 // One head vector (d a multiple of 16) as int8 with a shared scale (max |x| / 127), the way the cache
 // keeps it; returns the scale. `flip` (0x80) stores a key as uint8 q + 128. Rounds to nearest even, as
@@ -901,6 +932,7 @@ inline float quantize_head(const float* x, int64_t d, uint8_t* dst, uint8_t flip
 // key_scores over an int8 cache: the query is quantized to int8 once, and one `vpdpbusd` takes 64
 // products of a key (uint8 k + 128) with it; the +128 adds 128 * sum(query codes) to every dot product,
 // taken off before each position's scale. Integer sums below 2^24: exact in float32.
+#ifndef CHATCORE_AVX2
 template <int HD>
 void key_scores_int8(const float* query, float scale, const uint8_t* keys, const float* key_scale, int64_t n,
                      float* scores) {
@@ -926,6 +958,52 @@ void key_scores_int8(const float* query, float scale, const uint8_t* keys, const
     _mm512_storeu_ps(scores + t0, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(sum16(part), offset), positions), factor));
   }
 }
+#endif
+
+#ifdef CHATCORE_AVX2
+// key_scores_int8 on AVX2, 8 positions at a time. vpmaddubsw would saturate on the +128 keys, so each
+// key byte becomes its signed code again (xor 0x80) and |query code| times the key code with the
+// query code's sign is their product (pair sums within 2 x 127 x 128); no +128 share to take off.
+// Eight positions' int32 sums are reduced together by a tree of horizontal adds.
+template <int HD>
+void key_scores_int8(const float* query, float scale, const uint8_t* keys, const float* key_scale, int64_t n,
+                     float* scores) {
+  constexpr int CHUNKS = HD / 32;
+  alignas(64) uint8_t codes[HD];
+  const float query_scale = quantize_head(query, HD, codes, 0);
+  __m256i q[CHUNKS], magnitude[CHUNKS];
+  for (int c = 0; c < CHUNKS; ++c) {
+    q[c] = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + 32 * c));
+    magnitude[c] = _mm256_abs_epi8(q[c]);
+  }
+  const __m256i flip = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
+  const __m256 factor = _mm256_set1_ps(scale * query_scale);
+  for (int64_t t0 = 0; t0 < n; t0 += 8) {
+    const int count = int(std::min<int64_t>(8, n - t0));
+    __m256i sums[8];
+    for (int j = 0; j < 8; ++j) {
+      prefetch_lines(keys + (t0 + ATTENTION_AHEAD + j) * HD, HD / 64);
+      sums[j] = _mm256_setzero_si256();
+      if (j < count)
+        for (int c = 0; c < CHUNKS; ++c) {
+          const __m256i key = _mm256_xor_si256(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + (t0 + j) * HD + 32 * c)), flip);
+          sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(key, q[c])), ones));
+        }
+    }
+    // Lane j of the result: the sum of sums[j]'s lanes.
+    const __m256i h01 = _mm256_hadd_epi32(sums[0], sums[1]), h23 = _mm256_hadd_epi32(sums[2], sums[3]);
+    const __m256i h45 = _mm256_hadd_epi32(sums[4], sums[5]), h67 = _mm256_hadd_epi32(sums[6], sums[7]);
+    const __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
+    const __m256i total = _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                                           _mm256_permute2x128_si256(h0123, h4567, 0x31));
+    alignas(32) float out[8], positions[8] = {};
+    std::memcpy(positions, key_scale + t0, sizeof(float) * count);
+    _mm256_store_ps(out, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(total), _mm256_load_ps(positions)), factor));
+    std::memcpy(scores + t0, out, sizeof(float) * count);
+  }
+}
+#endif
 
 struct Layer {
   std::vector<float> attn_norm, mlp_norm;
