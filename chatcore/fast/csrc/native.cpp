@@ -958,9 +958,7 @@ void key_scores_int8(const float* query, float scale, const uint8_t* keys, const
     _mm512_storeu_ps(scores + t0, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(sum16(part), offset), positions), factor));
   }
 }
-#endif
-
-#ifdef CHATCORE_AVX2
+#else
 // key_scores_int8 on AVX2, 8 positions at a time. vpmaddubsw would saturate on the +128 keys, so each
 // key byte becomes its signed code again (xor 0x80) and |query code| times the key code with the
 // query code's sign is their product (pair sums within 2 x 127 x 128); no +128 share to take off.
