@@ -202,7 +202,10 @@ def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any,
     """
     if device.type != "cpu" or dtype != torch.float32 or settings.dtype not in ("auto", "bfloat16"):
         return "none"
-    kind = f"-native-{native.source_digest()}{'' if int8_cache else '-bf16cache'}" if kernels is not None else ""
+    # Keyed by the kernels' source and width: the AVX2 and AVX-512 builds round differently, and a cache
+    # directory may be shared between machines.
+    kind = (f"-native-{native.source_digest()}-{native.instruction_set()}{'' if int8_cache else '-bf16cache'}"
+            if kernels is not None else "")
     record = Path(settings.cache) / "fast" / f"quant-{weights_sha[:16]}{kind}.json"
     try:
         return json.loads(record.read_text())["quant"]
