@@ -347,12 +347,6 @@ void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int6
   }
 }
 #else
-// The same product on AVX2, written for its 8-lane registers rather than through the 512-bit emulation
-// (which measured ~45 cycles per row, group and block at 8 rows: its 64-byte values spill, AVX2 having
-// 16 registers). A block's 16 output rows are two independent halves, the 32-byte halves of each
-// 64-byte load, done one after the other. A group's codes times 4 activations go through vpmaddubsw
-// (codes below 16, so a group's 8 int16 pair sums stay below 2 x 15 x 128 x 8 = 30,720: no overflow),
-// then one vpmaddwd widens them to int32. The group's scale and minimum join one sum per row.
 // Rows r0.. r0 + rows - 1 of y, columns n.. n + 7 where `bits` has them: factor * acc[i].
 inline void store_half(float* y, int64_t ldy, int64_t r0, int rows, int64_t n, int bits, const __m256* acc,
                        __m256 factor) {
@@ -370,51 +364,72 @@ inline void store_half(float* y, int64_t ldy, int64_t r0, int rows, int64_t n, i
   }
 }
 
-inline __m256 load_bf16x8(const uint16_t* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-
-template <int NB>
-void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
-             int64_t b0, int64_t b1, int64_t n_out) {
-  const int64_t K = x.k, G = x.groups;
-  const __m256i low_nibbles = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+// The loop both AVX2 products share, written for AVX2's 8-lane registers rather than through the
+// 512-bit emulation (which measured ~45 cycles per row, group and block at 8 rows: its 64-byte values
+// spill, AVX2 having 16 registers). A block's 16 output rows are two independent halves, the 32-byte
+// halves of each 64-byte load, done one after the other. add_group(blk, h, g, acc) adds group g of
+// half h to the NB rows' sums; factor(column) gives the 8 columns' factor at the store.
+template <int NB, class AddGroup, class Factor>
+__attribute__((always_inline)) inline void by_halves(int64_t G, int64_t r0, float* y, int64_t ldy, int64_t b0, int64_t b1, int64_t n_out,
+                      const AddGroup& add_group, const Factor& factor) {
   for (int64_t blk = b0; blk < b1; ++blk) {
     const int64_t n = blk * ROWS;
     const __mmask16 valid = block_mask(n, n_out);
     for (int h = 0; h < 2; ++h) {  // output rows n + 8h .. n + 8h + 7
       __m256 acc[NB];
       for (int i = 0; i < NB; ++i) acc[i] = _mm256_setzero_ps();
-      for (int64_t g = 0; g < G; ++g) {
-        const uint8_t* w = qw + (blk * G + g) * 256;
-        if (h == 0) prefetch_lines(w + PREFETCH_BLOCKS * G * 256, 4);  // the second half reads the same lines
-        __m256i op[8];
-        for (int i = 0; i < 4; ++i) {
-          const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * i + 32 * h));
-          op[i] = _mm256_and_si256(raw, low_nibbles);
-          op[i + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_nibbles);
-        }
-        const uint16_t* s = sm + (blk * G + g) * 2 * ROWS + 8 * h;
-        const __m256 scale = load_bf16x8(s), minimum = load_bf16x8(s + ROWS);
-#pragma GCC unroll 8
-        for (int i = 0; i < NB; ++i) {
-          const int64_t r = r0 + i;
-          const int8_t* xq = x.q.data() + r * K + g * GROUP;
-          __m256i pairs = _mm256_setzero_si256();
-          for (int c = 0; c < 8; ++c) {
-            int32_t four;
-            std::memcpy(&four, xq + 4 * c, sizeof four);
-            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(op[c], _mm256_set1_epi32(four)));
-          }
-          const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-          acc[i] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scale, _mm256_set1_ps(x.scale[r * G + g])), acc[i]);
-          acc[i] = _mm256_fmadd_ps(minimum, _mm256_set1_ps(x.sum[r * G + g]), acc[i]);
-        }
-      }
-      store_half(y, ldy, r0, NB, n + 8 * h, (valid >> (8 * h)) & 0xff, acc, _mm256_set1_ps(1.f));
+      for (int64_t g = 0; g < G; ++g) add_group(blk, h, g, acc);
+      store_half(y, ldy, r0, NB, n + 8 * h, (valid >> (8 * h)) & 0xff, acc, factor(n + 8 * h));
     }
   }
+}
+
+// The int32 sums of 4 products in each lane of signed bytes a (|a| given too) and b: |a| times b
+// with a's sign (vpmaddubsw takes unsigned bytes first), pair sums within 2 x 128 x 127, widened.
+inline __m256i signed_dot4(__m256i magnitude, __m256i a, __m256i b) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(b, a)), _mm256_set1_epi16(1));
+}
+
+inline __m256 load_bf16x8(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+// q4 on AVX2. A group's codes times 4 activations go through vpmaddubsw (codes below 16, so a group's
+// 8 int16 pair sums stay below 2 x 15 x 128 x 8 = 30,720: no overflow), then one vpmaddwd widens them
+// to int32. The group's scale and minimum join one sum per row.
+template <int NB>
+void q4_tile(const uint8_t* qw, const uint16_t* sm, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
+             int64_t b0, int64_t b1, int64_t n_out) {
+  const int64_t K = x.k, G = x.groups;
+  const __m256i low_nibbles = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  auto add_group = [&](int64_t blk, int h, int64_t g, __m256* acc) __attribute__((always_inline)) {
+    const uint8_t* w = qw + (blk * G + g) * 256;
+    if (h == 0) prefetch_lines(w + PREFETCH_BLOCKS * G * 256, 4);  // the second half reads the same lines
+    __m256i op[8];
+    for (int i = 0; i < 4; ++i) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * i + 32 * h));
+      op[i] = _mm256_and_si256(raw, low_nibbles);
+      op[i + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_nibbles);
+    }
+    const uint16_t* s = sm + (blk * G + g) * 2 * ROWS + 8 * h;
+    const __m256 scale = load_bf16x8(s), minimum = load_bf16x8(s + ROWS);
+#pragma GCC unroll 8
+    for (int i = 0; i < NB; ++i) {
+      const int64_t r = r0 + i;
+      const int8_t* xq = x.q.data() + r * K + g * GROUP;
+      __m256i pairs = _mm256_setzero_si256();
+      for (int c = 0; c < 8; ++c) {
+        int32_t four;
+        std::memcpy(&four, xq + 4 * c, sizeof four);
+        pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(op[c], _mm256_set1_epi32(four)));
+      }
+      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+      acc[i] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scale, _mm256_set1_ps(x.scale[r * G + g])), acc[i]);
+      acc[i] = _mm256_fmadd_ps(minimum, _mm256_set1_ps(x.sum[r * G + g]), acc[i]);
+    }
+  };
+  by_halves<NB>(G, r0, y, ldy, b0, b1, n_out, add_group, [](int64_t) { return _mm256_set1_ps(1.f); });
 }
 #endif
 
@@ -443,48 +458,38 @@ void q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, 
   }
 }
 #else
-// The same product on AVX2, in halves of 8 output rows as q4_tile does there. The codes are stored
-// +128 for vpdpbusd's unsigned operand, which vpmaddubsw would saturate on (255 x 127 x 2 > 32,767).
-// So each code becomes its signed weight w (xor 0x80, |w| <= 127), and |w| times the activation with
-// w's sign is w times the activation: pair sums stay within 2 x 127 x 127. Two of them could overflow
-// int16, so each 4-input chunk is widened at once; and there is no +128 share to take off.
+// q8 on AVX2, through by_halves as q4_tile. The codes are stored +128 for vpdpbusd's unsigned operand,
+// which vpmaddubsw would saturate on (255 x 127 x 2 > 32,767). So each code becomes its signed weight
+// (xor 0x80, |w| <= 127) for signed_dot4; two of its pair sums could overflow int16, so each 4-input
+// chunk is widened at once; and there is no +128 share to take off.
 template <int NB>
 void q8_tile(const uint8_t* qw, const float* row_scale, const QuantizedRows& x, int64_t r0, float* y, int64_t ldy,
              int64_t b0, int64_t b1, int64_t n_out) {
   const int64_t K = x.k, G = x.groups;
-  const __m256i flip = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
-  for (int64_t blk = b0; blk < b1; ++blk) {
-    const int64_t n = blk * ROWS;
-    const __mmask16 valid = block_mask(n, n_out);
-    for (int h = 0; h < 2; ++h) {  // output rows n + 8h .. n + 8h + 7
-      __m256 acc[NB];
-      for (int i = 0; i < NB; ++i) acc[i] = _mm256_setzero_ps();
-      for (int64_t g = 0; g < G; ++g) {
-        const uint8_t* w = qw + (blk * G + g) * 512;
-        if (h == 0) prefetch_lines(w + PREFETCH_BLOCKS * G * 512, 8);  // the second half reads the same lines
-        __m256i weight[8], magnitude[8];
-        for (int c = 0; c < 8; ++c) {
-          weight[c] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32 * h)), flip);
-          magnitude[c] = _mm256_abs_epi8(weight[c]);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < NB; ++i) {
-          const int64_t r = r0 + i;
-          const int8_t* xq = x.q.data() + r * K + g * GROUP;
-          __m256i sum = _mm256_setzero_si256();
-          for (int c = 0; c < 8; ++c) {
-            int32_t four;
-            std::memcpy(&four, xq + 4 * c, sizeof four);
-            const __m256i signed_x = _mm256_sign_epi8(_mm256_set1_epi32(four), weight[c]);
-            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude[c], signed_x), ones));
-          }
-          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scale[r * G + g]), acc[i]);
-        }
-      }
-      const __m256 rs = _mm256_loadu_ps(row_scale + n + 8 * h);  // row_scale has N rounded up to 16
-      store_half(y, ldy, r0, NB, n + 8 * h, (valid >> (8 * h)) & 0xff, acc, rs);
+  const __m256i flip = _mm256_set1_epi8(char(0x80));
+  auto add_group = [&](int64_t blk, int h, int64_t g, __m256* acc) __attribute__((always_inline)) {
+    const uint8_t* w = qw + (blk * G + g) * 512;
+    if (h == 0) prefetch_lines(w + PREFETCH_BLOCKS * G * 512, 8);  // the second half reads the same lines
+    __m256i weight[8], magnitude[8];
+    for (int c = 0; c < 8; ++c) {
+      weight[c] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32 * h)), flip);
+      magnitude[c] = _mm256_abs_epi8(weight[c]);
     }
-  }
+#pragma GCC unroll 8
+    for (int i = 0; i < NB; ++i) {
+      const int64_t r = r0 + i;
+      const int8_t* xq = x.q.data() + r * K + g * GROUP;
+      __m256i sum = _mm256_setzero_si256();
+      for (int c = 0; c < 8; ++c) {
+        int32_t four;
+        std::memcpy(&four, xq + 4 * c, sizeof four);
+        sum = _mm256_add_epi32(sum, signed_dot4(magnitude[c], weight[c], _mm256_set1_epi32(four)));
+      }
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scale[r * G + g]), acc[i]);
+    }
+  };
+  // row_scale has N rounded up to 16: a half's 8 always exist.
+  by_halves<NB>(G, r0, y, ldy, b0, b1, n_out, add_group, [&](int64_t n) { return _mm256_loadu_ps(row_scale + n); });
 }
 #endif
 
@@ -960,8 +965,8 @@ void key_scores_int8(const float* query, float scale, const uint8_t* keys, const
 }
 #else
 // key_scores_int8 on AVX2, 8 positions at a time. vpmaddubsw would saturate on the +128 keys, so each
-// key byte becomes its signed code again (xor 0x80) and |query code| times the key code with the
-// query code's sign is their product (pair sums within 2 x 127 x 128); no +128 share to take off.
+// key byte becomes its signed code again (xor 0x80) for signed_dot4 with the query's codes; no +128
+// share to take off.
 // Eight positions' int32 sums are reduced together by a tree of horizontal adds.
 template <int HD>
 void key_scores_int8(const float* query, float scale, const uint8_t* keys, const float* key_scale, int64_t n,
@@ -974,7 +979,7 @@ void key_scores_int8(const float* query, float scale, const uint8_t* keys, const
     q[c] = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + 32 * c));
     magnitude[c] = _mm256_abs_epi8(q[c]);
   }
-  const __m256i flip = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
+  const __m256i flip = _mm256_set1_epi8(char(0x80));
   const __m256 factor = _mm256_set1_ps(scale * query_scale);
   for (int64_t t0 = 0; t0 < n; t0 += 8) {
     const int count = int(std::min<int64_t>(8, n - t0));
@@ -986,7 +991,7 @@ void key_scores_int8(const float* query, float scale, const uint8_t* keys, const
         for (int c = 0; c < CHUNKS; ++c) {
           const __m256i key = _mm256_xor_si256(
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + (t0 + j) * HD + 32 * c)), flip);
-          sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(key, q[c])), ones));
+          sums[j] = _mm256_add_epi32(sums[j], signed_dot4(magnitude[c], q[c], key));
         }
     }
     // Lane j of the result: the sum of sums[j]'s lanes.
