@@ -39,17 +39,13 @@ STREAMS = 8
 SHORT_TOKENS = 32
 RESULTS = Path(__file__).parent / "results" / "cuda.json"
 VOCAB = 32000
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def build_model(directory: Path, layers: int, device: str) -> Path:
     """Save a random Llama of TinyLlama-1.1B's shape (bfloat16) with a 32,000-token byte-level tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.tiny import tiny_tokenizer
 
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=2048, intermediate_size=5632, num_hidden_layers=layers,
                          num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096,
@@ -59,16 +55,7 @@ def build_model(directory: Path, layers: int, device: str) -> Path:
     with torch.device(device):  # random initialisation of a billion numbers is quick on the GPU
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(directory, safe_serialization=True)
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {token: i for i, token in enumerate(SPECIAL + alphabet)}
-    vocab.update({f"<x{i}>": len(vocab) + i for i in range(VOCAB - len(vocab))})  # decodable filler ids
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", bos_token="<|endoftext|>",
-                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL)
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(directory)
+    tiny_tokenizer(VOCAB).save_pretrained(directory)
     return directory
 
 

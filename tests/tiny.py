@@ -15,10 +15,12 @@ CHATML = (
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE with no merges: every byte is a token, so any text round-trips."""
+def tiny_tokenizer(vocab_size: int = 0) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with no merges: every byte is a token, so any text round-trips. ``vocab_size``
+    pads the vocabulary with decodable filler tokens up to a real model's size (bench/bench_cuda.py)."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {tok: i for i, tok in enumerate(SPECIAL + sorted(alphabet))}
+    vocab.update({f"<x{i}>": len(vocab) + i for i in range(max(0, vocab_size - len(vocab)))})
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
