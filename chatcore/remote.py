@@ -34,9 +34,10 @@ _FINISH = {"stop": "stop", "length": "length"}
 
 
 def _timeout(read_s: float) -> Any:
-    import httpx
+    # The client's own Timeout class: openai 1.x re-exports httpx's, 3.x httpx2's, and each refuses the other's.
+    import openai
 
-    return httpx.Timeout(read_s, connect=CONNECT_TIMEOUT_S)
+    return openai.Timeout(read_s, connect=CONNECT_TIMEOUT_S)
 
 
 def _client(base_url: str, api_key: str | None) -> Any:
