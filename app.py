@@ -28,6 +28,12 @@ DEFAULT_CONCURRENCY = 8
 # an ever longer line (Gradio answers the join with 503 and the page shows "Queue is full").
 MAX_QUEUE = 64
 STATUS_POLL_S = 1.0
+# The quick events (all but generating). Gradio shows a handler's gr.Error only for a queued event (an
+# unqueued one just marks its outputs "Error", without the message), so a handler that can refuse
+# (_user_errors) is queued, with no concurrency limit so that it never waits behind an answer. The
+# others stay out of the queue: Stop and an answer's end must get through even when it is full.
+REFUSABLE_EVENT = {"concurrency_limit": None, "show_progress": "hidden", "api_visibility": "private"}
+UNQUEUED_EVENT = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 LATEX = [
     {"left": "$$", "right": "$$", "display": True},
     {"left": "\\[", "right": "\\]", "display": True},
@@ -197,7 +203,7 @@ class ChatApp:
                                             elem_id="max-new-tokens")
             self.repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.01,
                                                 label="Repetition penalty", info="1 is off")
-            self.seed = gr.Textbox(label="Seed", placeholder="random", max_lines=1,
+            self.seed = gr.Textbox(label="Seed", placeholder="random", max_lines=1, elem_id="seed",
                                    info="Blank draws a fresh seed; the one used is shown under each answer")
             self.system = gr.Textbox(label="System prompt", lines=4, max_lines=12, placeholder="None")
 
@@ -278,33 +284,33 @@ class ChatApp:
     def _wire_events(self) -> None:
         # Every event is the page's own, not an API (that is /v1): kept out of the API page and the Gradio
         # clients. Defense in depth only: the browser can still call them, so each handler checks ownership.
-        unqueued = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         view = [self.conversation_id, self.chatbot, self.title, self.context, self.system]
         self.demo.load(self.on_load, None, [self.conversations, self.model, self.device, self.status,
-                                            self.status_timer], **unqueued)
-        self.status_timer.tick(self.poll_status, None, [self.status, self.status_timer], **unqueued)
+                                            self.status_timer], **REFUSABLE_EVENT)
+        self.status_timer.tick(self.poll_status, None, [self.status, self.status_timer], **UNQUEUED_EVENT)
 
-        # Sidebar: cheap database reads and writes, outside the queue.
+        # Sidebar: cheap database reads and writes, never waiting behind an answer.
         for trigger in (self.new_chat.click, self.chatbot.clear):  # the chat's own Clear starts a new chat too
             trigger(self.new_conversation, None, [*view, self.conversations, self.export_file, self.pinned],
-                    **unqueued)
+                    **UNQUEUED_EVENT)
         self.conversations.input(self.open_conversation, [self.conversations],
-                                 [*view, self.export_file, self.pinned], **unqueued)
+                                 [*view, self.export_file, self.pinned], **REFUSABLE_EVENT)
         self.search.change(self.search_conversations, [self.search, self.conversation_id], [self.conversations],
-                           **unqueued)
+                           **REFUSABLE_EVENT)
         for trigger in (self.title.submit, self.rename.click):
             trigger(self.rename_conversation, [self.conversation_id, self.title, self.search],
-                    [self.conversations], **unqueued)
+                    [self.conversations], **REFUSABLE_EVENT)
         self.delete.click(self.delete_conversation, [self.conversation_id, self.search],
-                          [*view, self.conversations, self.deleted_id, self.undo, self.pinned], **unqueued)
+                          [*view, self.conversations, self.deleted_id, self.undo, self.pinned], **REFUSABLE_EVENT)
         self.undo.click(self.undo_delete, [self.deleted_id, self.search],
-                        [*view, self.conversations, self.deleted_id, self.undo, self.pinned], **unqueued)
-        self.export_md.click(self.export_markdown, [self.conversation_id], [self.export_file], **unqueued)
-        self.export_json.click(self.export_json_file, [self.conversation_id], [self.export_file], **unqueued)
+                        [*view, self.conversations, self.deleted_id, self.undo, self.pinned], **REFUSABLE_EVENT)
+        self.export_md.click(self.export_markdown, [self.conversation_id], [self.export_file], **REFUSABLE_EVENT)
+        self.export_json.click(self.export_json_file, [self.conversation_id], [self.export_file], **REFUSABLE_EVENT)
 
         # Settings: switching model or device loads in the background; the timer shows progress.
         for picker in (self.model, self.device):
-            picker.input(self.switch_model, [self.model, self.device], [self.status, self.status_timer], **unqueued)
+            picker.input(self.switch_model, [self.model, self.device], [self.status, self.status_timer],
+                         **REFUSABLE_EVENT)
 
         # The chat: validate and show the question at once, answer in the queue, then tidy up.
         generating = {"concurrency_limit": self.concurrency_limit, "concurrency_id": "generate",
@@ -313,62 +319,62 @@ class ChatApp:
         busy_out = [self.send, self.stop]
         for trigger in (self.message.submit, self.send.click):
             (trigger(self.accept, [self.message, self.chatbot, self.stop_signal, *self._params],
-                     [self.message, self.chatbot, self.pending, *busy_out], **unqueued)
+                     [self.message, self.chatbot, self.pending, *busy_out], **REFUSABLE_EVENT)
              .success(self.respond, [self.pending, self.conversation_id, self.stop_signal, self.system, *self._params],
                       answer_out, **generating)
-             .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **unqueued))
-        (self.chatbot.retry(self.begin, [self.stop_signal], busy_out, **unqueued)
+             .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **UNQUEUED_EVENT))
+        (self.chatbot.retry(self.begin, [self.stop_signal], busy_out, **REFUSABLE_EVENT)
          .success(self.retry, [self.conversation_id, self.stop_signal, self.system, *self._params], answer_out,
                   **generating)
-         .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **unqueued))
+         .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **UNQUEUED_EVENT))
         (self.chatbot.edit(self.begin_edit, [self.chatbot, self.stop_signal], [self.chatbot, self.pending, *busy_out],
-                           **unqueued)
+                           **REFUSABLE_EVENT)
          .success(self.edit, [self.pending, self.conversation_id, self.stop_signal, self.system, *self._params],
                   answer_out, **generating)
-         .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **unqueued))
+         .then(self.finish, [self.conversation_id, self.search], [*busy_out, self.conversations], **UNQUEUED_EVENT))
         # Stop sets the session's signal: the decoder ends at its next token and the partial answer is saved.
-        self.stop.click(self.stop_generation, [self.stop_signal], None, **unqueued)
-        self.chatbot.like(self.rate, [self.conversation_id], None, **unqueued)
+        self.stop.click(self.stop_generation, [self.stop_signal], None, **UNQUEUED_EVENT)
+        self.chatbot.like(self.rate, [self.conversation_id], None, **REFUSABLE_EVENT)
 
     def _wire_research(self) -> None:
         """Templates, answer tools, the Notes and Stats tabs."""
-        unqueued = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
-        self.demo.load(self.load_templates, None, [self.template], **unqueued)
+        self.demo.load(self.load_templates, None, [self.template], **REFUSABLE_EVENT)
         self.template.input(self.choose_template, [self.template],
-                            [self.template_about, self.template_variables, *self.template_fields], **unqueued)
+                            [self.template_about, self.template_variables, *self.template_fields], **REFUSABLE_EVENT)
         self.use_template.click(self.apply_template, [self.template, self.template_variables, *self.template_fields],
-                                [self.message, self.system, *self._params[:-1]], **unqueued)
+                                [self.message, self.system, *self._params[:-1]], **REFUSABLE_EVENT)
 
         self.chatbot.select(self.select_answer, [self.conversation_id],
                             [self.selected, self.selected_line, self.note_text, self.note_title, self.rating_comment,
-                             self.tools, self.rerun_verdict, self.rerun_text], **unqueued)
+                             self.tools, self.rerun_verdict, self.rerun_text], **UNQUEUED_EVENT)
         self.save_note.click(self.save_answer_note, [self.selected, self.note_text, self.note_title, self.note_tags],
-                             [self.note_title, self.note_tags], **unqueued)
-        self.save_comment.click(self.save_rating_comment, [self.selected, self.rating_comment], None, **unqueued)
+                             [self.note_title, self.note_tags], **REFUSABLE_EVENT)
+        self.save_comment.click(self.save_rating_comment, [self.selected, self.rating_comment], None, **REFUSABLE_EVENT)
         self.rerun.click(self.rerun_answer, [self.selected], [self.rerun_verdict, self.rerun_text],
                          concurrency_limit=self.concurrency_limit, concurrency_id="generate", show_progress="minimal",
                          api_visibility="private")
 
         editor = [self.note_id, self.note_edit_title, self.note_edit_tags, self.note_edit_body, self.note_meta]
-        self.notes_tab.select(self.list_notes, [self.notes_search, self.note_id], [self.notes_list], **unqueued)
-        self.notes_search.change(self.list_notes, [self.notes_search, self.note_id], [self.notes_list], **unqueued)
-        self.notes_list.input(self.open_note, [self.notes_list, self.conversation_id], editor, **unqueued)
+        self.notes_tab.select(self.list_notes, [self.notes_search, self.note_id], [self.notes_list], **REFUSABLE_EVENT)
+        self.notes_search.change(self.list_notes, [self.notes_search, self.note_id], [self.notes_list],
+                                 **REFUSABLE_EVENT)
+        self.notes_list.input(self.open_note, [self.notes_list, self.conversation_id], editor, **REFUSABLE_EVENT)
         self.note_save.click(self.save_edited_note, [self.note_id, self.note_edit_title, self.note_edit_tags,
                                                      self.note_edit_body, self.notes_search, self.conversation_id],
-                             [self.notes_list, self.note_meta], **unqueued)
+                             [self.notes_list, self.note_meta], **REFUSABLE_EVENT)
         self.note_delete.click(self.delete_note, [self.note_id, self.notes_search], [self.notes_list, *editor],
-                               **unqueued)
-        self.export_notes.click(self.export_all_notes, None, [self.notes_file], **unqueued)
+                               **REFUSABLE_EVENT)
+        self.export_notes.click(self.export_all_notes, None, [self.notes_file], **REFUSABLE_EVENT)
         self.note_open.click(self.open_note_source, [self.note_id, self.search],
                              [self.conversation_id, self.chatbot, self.title, self.context, self.system,
-                              self.export_file, self.pinned, self.conversations, self.tabs], **unqueued)
+                              self.export_file, self.pinned, self.conversations, self.tabs], **REFUSABLE_EVENT)
         self.note_pin.click(self.pin_note, [self.note_id, self.conversation_id], [self.pinned, self.note_meta],
-                            **unqueued)
+                            **REFUSABLE_EVENT)
         self.note_unpin.click(self.unpin_note, [self.note_id, self.conversation_id], [self.pinned, self.note_meta],
-                              **unqueued)
+                              **UNQUEUED_EVENT)
 
         for trigger in (self.stats_tab.select, self.stats_refresh.click):
-            trigger(self.show_stats, None, [self.messages_plot, self.ratings_plot, self.speed_plot], **unqueued)
+            trigger(self.show_stats, None, [self.messages_plot, self.ratings_plot, self.speed_plot], **REFUSABLE_EVENT)
 
     # -- handlers: each is a thin call into the workspace --------------------------------------
 
@@ -464,7 +470,7 @@ class ChatApp:
     @_user_errors
     def accept(self, text: str, chatbot: list, stop_signal: StopSignal, temperature: float, top_p: float,
                top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str) -> tuple:
-        """Check the message and settings, then show the question at once (unqueued)."""
+        """Check the message and settings, then show the question at once."""
         self.workspace.check_send(text, **self._values(temperature, top_p, top_k, max_new_tokens,
                                                        repetition_penalty, seed))
         stop_signal.clear()

@@ -41,7 +41,7 @@ def ask(chat_app: app.ChatApp, text: str, conversation_id=None, **params):
     return outputs
 
 
-def test_generation_is_queued_with_a_shared_limit_and_cheap_events_are_not(chat_app):
+def test_generation_is_queued_with_a_shared_limit_and_cheap_events_never_wait(chat_app):
     demo = chat_app.demo
     generating = [fn for name in ("respond", "retry", "edit") for fn in fn_named(demo, name)]
     assert len(generating) == 4  # Enter, Send, Retry, Edit
@@ -52,10 +52,16 @@ def test_generation_is_queued_with_a_shared_limit_and_cheap_events_are_not(chat_
 
     assert app.DEFAULT_CONCURRENCY == MAX_RUNNING == SLOTS
     assert {fn.concurrency_id for fn in generating} == {"generate"}
-    cheap = ["accept", "begin", "begin_edit", "finish", "stop_generation", "rate", "open_conversation",
-             "search_conversations", "rename_conversation", "delete_conversation", "new_conversation",
-             "poll_status", "on_load", "switch_model", "export_markdown", "export_json_file"]
-    for name in cheap:
+    # Cheap events never wait behind an answer. Those that can refuse are queued with no limit (Gradio
+    # shows a gr.Error's message only for a queued event); the rest stay out of the queue.
+    refusing = ["accept", "begin", "begin_edit", "rate", "open_conversation", "search_conversations",
+                "rename_conversation", "delete_conversation", "on_load", "switch_model", "export_markdown",
+                "export_json_file"]
+    for name in refusing:
+        fns = fn_named(demo, name)
+        assert fns, name
+        assert all(fn.queue and fn.concurrency_limit is None for fn in fns), name
+    for name in ["finish", "stop_generation", "new_conversation", "poll_status"]:
         fns = fn_named(demo, name)
         assert fns, name
         assert all(fn.queue is False for fn in fns), name
@@ -374,11 +380,14 @@ def test_stats_are_dataframes_for_the_plots(chat_app):
     assert list(speed.columns) == ["model", "tokens_per_s"] and speed["tokens_per_s"].iloc[0] > 0
 
 
-def test_research_events_are_wired_and_cheap_ones_are_unqueued(chat_app):
+def test_research_events_are_wired_and_cheap_ones_never_wait(chat_app):
     demo = chat_app.demo
-    for name in ("load_templates", "choose_template", "apply_template", "select_answer", "save_answer_note",
-                 "save_rating_comment", "list_notes", "open_note", "save_edited_note", "delete_note",
-                 "export_all_notes", "open_note_source", "pin_note", "unpin_note", "show_stats"):
+    for name in ("load_templates", "choose_template", "apply_template", "save_answer_note", "save_rating_comment",
+                 "list_notes", "open_note", "save_edited_note", "delete_note", "export_all_notes",
+                 "open_note_source", "pin_note", "show_stats"):
+        fns = fn_named(demo, name)
+        assert fns and all(fn.queue and fn.concurrency_limit is None for fn in fns), name  # can refuse
+    for name in ("select_answer", "unpin_note"):
         fns = fn_named(demo, name)
         assert fns and all(fn.queue is False for fn in fns), name
     [rerun] = fn_named(demo, "rerun_answer")

@@ -255,3 +255,14 @@ def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, serv
     assert page.evaluate("window.__pwned") is None
     [note] = [n for n in workspace.store.db["notes"].rows if n["title"].startswith("Entropy")]
     assert note["body"] == NOTE_BODY and note["source_message_id"] is not None
+
+
+def test_a_refused_message_says_why_on_the_page_and_keeps_the_text(page):
+    # A bad seed is refused before anything is sent: the page must show the reason, not a bare "Error".
+    page.click("#settings-panel .toggle-button")
+    page.fill("#seed input, #seed textarea", "abc")
+    page.click("#settings-panel .toggle-button")
+    _send(page, "A question that must not be lost")
+    page.wait_for_selector("text=seed must be an integer, got 'abc'", timeout=15_000)
+    assert page.input_value("#message textarea") == "A question that must not be lost"
+    assert page.locator(USER).count() == 0
