@@ -258,6 +258,22 @@ def test_prompts_prefilled_together_get_the_bits_of_prompts_prefilled_alone(hf, 
         assert torch.equal(later, model.decode(ids[25:28], torch.tensor([10, 12, 3]), 64, torch.tensor([3, 4, 5])))
 
 
+def test_a_long_row_decoded_beside_others_gets_the_bits_it_gets_alone(hf, kernels):
+    """Attention cuts a long context into parts and merges them, which rounds differently from one pass.
+    The cut must follow the row's own context, not how many rows share the step: an answer served beside
+    other requests has to reproduce when it is re-run alone."""
+    rows, start = 8, 800  # past the first cut (768 positions)
+    model = _native_model(hf, kernels, slots=rows, length=start + 16)
+    ids = torch.randint(0, hf.config.vocab_size, (start + 1,), generator=_gen(14))
+    with torch.inference_mode():
+        for slot in range(rows):
+            model.prefill(ids[None, :start], slot)
+        token, position = ids[start:], torch.tensor([start])
+        alone = model.decode(token, position, start + 16, torch.tensor([0]))
+        beside = model.decode(token.repeat(rows), position.repeat(rows), start + 16, torch.arange(rows))
+    assert torch.equal(beside[0], alone[0]) and torch.equal(beside[rows - 1], alone[0])
+
+
 def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
     step = _native_model(hf, kernels).native_step
     with torch.inference_mode():
