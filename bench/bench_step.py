@@ -1,8 +1,9 @@
 """The fast engine's one-token step on its own: how it scales with rows and context, and its linears.
 
 What `make bench` cannot separate: the raw C++ step (no scheduler, sampling or Python around it) at
-1 and 8 rows, at several context lengths, and the time of each kind of linear over all layers. The
-figures behind docs/performance.md.
+1 and 8 rows, at several context lengths, and the time of each kind of linear over all layers, both
+streamed and with one layer's weights kept hot (arithmetic alone). The figures behind
+docs/performance.md.
 
     python -m bench.bench_step
 """
@@ -32,11 +33,15 @@ def step_ms(decoder: Any, rows: int, start: int, steps: int) -> float:
         return (time.perf_counter() - began) / steps * 1000
 
 
-def linears_ms(decoder: Any, rows: int, repeats: int = 10) -> dict[str, float]:
-    """Best-of-`repeats` ms of each kind of linear over every layer, for `rows` rows of input."""
+def linears_ms(decoder: Any, rows: int, repeats: int = 10, hot: bool = False) -> dict[str, float]:
+    """Best-of-`repeats` ms of each kind of linear over every layer, for `rows` rows of input. With
+    ``hot``, the first layer's linear as many times instead: its weights stay in cache, so the time is
+    the kernel's arithmetic alone, and the difference from the streamed figure what reading costs."""
     kinds = {name: [layer.get_submodule(name).kernel for layer in decoder.layers]
              for name in ("attn.wqkv", "attn.wo", "mlp.w13", "mlp.w2")}
     kinds["head"] = [decoder.output.kernel]
+    if hot:
+        kinds = {name: kernels[:1] * len(kernels) for name, kernels in kinds.items() if name != "head"}
     out = {}
     for name, kernels in kinds.items():
         inputs = [torch.randn(rows, k.in_features) for k in kernels]
@@ -74,6 +79,8 @@ def main() -> int:
         say(f"linears: {rows} row(s)…")
         for name, ms in linears_ms(decoder, rows).items():
             results[f"linears_ms rows={rows} {name}"] = ms
+        for name, ms in linears_ms(decoder, rows, hot=True).items():
+            results[f"linears_hot_ms rows={rows} {name}"] = ms
     for key, value in results.items():
         print(f"{key:<40} {value:8.2f}")
     return 0
