@@ -29,9 +29,10 @@ DEFAULT_CONCURRENCY = 8
 MAX_QUEUE = 64
 STATUS_POLL_S = 1.0
 # The quick events (all but generating). Gradio shows a handler's gr.Error only for a queued event (an
-# unqueued one just marks its outputs "Error", without the message), so a handler that can refuse
-# (_user_errors) is queued, with no concurrency limit so that it never waits behind an answer. The
-# others stay out of the queue: Stop and an answer's end must get through even when it is full.
+# unqueued one just marks its outputs "Error", without the message, and CSS hides that mark), so a
+# handler that can refuse (_user_errors) is queued, with no concurrency limit so that it never waits
+# behind an answer. The others stay out of the queue: Stop and an answer's end must get through even
+# when it is full.
 REFUSABLE_EVENT = {"concurrency_limit": None, "show_progress": "hidden", "api_visibility": "private"}
 UNQUEUED_EVENT = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 LATEX = [
@@ -54,6 +55,9 @@ CSS = """
 #conversations label { width: 100%; }
 #model-status, #context-line { font-size: 0.85rem; opacity: 0.85; }
 .message sub { opacity: 0.7; }
+/* A refused action leaves the page as it was, and its toast says why. Gradio also covers each of the
+   event's outputs with an "Error" badge on white: a refused message hid the whole conversation. */
+.wrap:has(> .error) { display: none !important; }
 """
 
 

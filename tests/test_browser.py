@@ -257,6 +257,15 @@ def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, serv
     assert note["body"] == NOTE_BODY and note["source_message_id"] is not None
 
 
+def _seen(page, selector: str) -> bool:
+    """Whether what the user sees at the middle of the (first) element is the element itself: nothing
+    covers it."""
+    element = page.locator(selector).first
+    element.scroll_into_view_if_needed()
+    return element.evaluate("""e => { const r = e.getBoundingClientRect();
+        return e.contains(document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)); }""")
+
+
 def test_a_refused_message_says_why_on_the_page_and_keeps_the_text(page):
     # A bad seed is refused before anything is sent: the page must show the reason, not a bare "Error".
     page.click("#settings-panel .toggle-button")
@@ -266,3 +275,23 @@ def test_a_refused_message_says_why_on_the_page_and_keeps_the_text(page):
     page.wait_for_selector("text=seed must be an integer, got 'abc'", timeout=15_000)
     assert page.input_value("#message textarea") == "A question that must not be lost"
     assert page.locator(USER).count() == 0
+
+
+def test_a_refusal_leaves_the_conversation_and_the_sidebar_in_view(page):
+    # Gradio covers each output of a refused event with an "Error" badge on white: a refused message hid
+    # the whole conversation, a refused title the whole sidebar. What was on the page must stay in view.
+    _set_max_tokens(page, 16)
+    _send(page, "A first question")
+    page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop()?.innerText.includes('16 tokens')")
+    _wait_for_send_button(page)
+    page.click("#settings-panel .toggle-button")
+    page.fill("#seed input, #seed textarea", "abc")
+    page.click("#settings-panel .toggle-button")
+    _send(page, "A refused question")
+    page.wait_for_selector("text=seed must be an integer, got 'abc'", timeout=15_000)
+    assert _seen(page, USER) and _seen(page, BOT), "the refusal covered the conversation"
+    title = page.locator("#chat-title input, #chat-title textarea")
+    title.fill("")
+    title.press("Enter")
+    page.wait_for_selector("text=A title cannot be empty.", timeout=15_000)
+    assert _seen(page, "#conversations label"), "the refusal covered the sidebar"
