@@ -96,6 +96,12 @@ def _set_max_tokens(page, value: int) -> None:
     page.click("#settings-panel .toggle-button")
 
 
+def _set_seed(page, value: str) -> None:
+    page.click("#settings-panel .toggle-button")
+    page.fill("#seed input, #seed textarea", value)
+    page.click("#settings-panel .toggle-button")
+
+
 def _send(page, text: str) -> None:
     page.fill("#message textarea", text)
     page.keyboard.press("Enter")
@@ -268,9 +274,7 @@ def _seen(page, selector: str) -> bool:
 
 def test_a_refused_message_says_why_on_the_page_and_keeps_the_text(page):
     # A bad seed is refused before anything is sent: the page must show the reason, not a bare "Error".
-    page.click("#settings-panel .toggle-button")
-    page.fill("#seed input, #seed textarea", "abc")
-    page.click("#settings-panel .toggle-button")
+    _set_seed(page, "abc")
     _send(page, "A question that must not be lost")
     page.wait_for_selector("text=seed must be an integer, got 'abc'", timeout=15_000)
     assert page.input_value("#message textarea") == "A question that must not be lost"
@@ -284,9 +288,7 @@ def test_a_refusal_leaves_the_conversation_and_the_sidebar_in_view(page):
     _send(page, "A first question")
     page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop()?.innerText.includes('16 tokens')")
     _wait_for_send_button(page)
-    page.click("#settings-panel .toggle-button")
-    page.fill("#seed input, #seed textarea", "abc")
-    page.click("#settings-panel .toggle-button")
+    _set_seed(page, "abc")
     _send(page, "A refused question")
     page.wait_for_selector("text=seed must be an integer, got 'abc'", timeout=15_000)
     assert _seen(page, USER) and _seen(page, BOT), "the refusal covered the conversation"
