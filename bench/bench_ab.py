@@ -4,8 +4,8 @@ The host these run on drifts by more between two runs than a kernel change gains
 step is timed in blocks that alternate (A B, then B A, ...) and the medians are compared. Each source
 file is built once into ``/tmp/chatcore-ab/<digest>`` with the engine's own compiler flags.
 
-    git show HEAD~1:chatcore/fast/csrc/native.cpp > /tmp/old.cpp
-    python -m bench.bench_ab /tmp/old.cpp chatcore/fast/csrc/native.cpp --rows 1,8 --start 100
+    git show HEAD~1:chatcore/engine/fast/csrc/native.cpp > /tmp/old.cpp
+    python -m bench.bench_ab /tmp/old.cpp chatcore/engine/fast/csrc/native.cpp --rows 1,8 --start 100
 
 ``--caches bfloat16,int8`` gives each build its own KV cache of that kind (default: int8, as the engine).
 """
@@ -32,7 +32,7 @@ def build(source: Path) -> Any:
     """The extension module compiled from ``source`` (cached by its digest)."""
     from torch.utils.cpp_extension import load
 
-    from chatcore.fast import native
+    from chatcore.engine.fast import native
 
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     directory = BUILDS / digest
@@ -44,7 +44,7 @@ def build(source: Path) -> Any:
 
 def decoder_for(module: Any, model: Any) -> Any:
     """``module``'s C++ step over ``model``'s packed weights and KV cache (shared, not copied)."""
-    from chatcore.fast import native
+    from chatcore.engine.fast import native
 
     def kernel(layer: Any) -> Any:  # this build's own object over the layer's buffers
         return module.QLinear(layer.bits, layer.codes, layer.scales, layer.out_features, layer.in_features)
@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caches", default="int8,int8", help="each build's KV cache, A then B: int8 or bfloat16")
     args = parser.parse_args(argv)
 
-    from chatcore.engine import LocalEngine
-    from chatcore.fast.engine import KV_CACHE_CHOICES, FastEngine
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
+    from chatcore.engine.fast.engine import KV_CACHE_CHOICES, FastEngine
+    from chatcore.engine.loader import load_engine
 
-    engine = LocalEngine.load(Settings(), progress=say)
+    engine = load_engine(Settings(), progress=say)
     if not isinstance(engine, FastEngine) or engine.kernels != "native":
         raise SystemExit("the default model did not load on the native kernels (see `chatcore models`)")
     model = engine.decoder

@@ -40,11 +40,11 @@ def step_range_ms(decoder: Any, rows: int, rounds: int = 3) -> tuple[float, floa
 
 
 def main() -> int:
-    from chatcore.engine import LocalEngine
-    from chatcore.fast.engine import FastEngine
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
+    from chatcore.engine.fast.engine import FastEngine
+    from chatcore.engine.loader import load_engine
 
-    engine = LocalEngine.load(Settings(), progress=say)
+    engine = load_engine(Settings(), progress=say)
     if not isinstance(engine, FastEngine) or engine.kernels != "native":
         raise SystemExit("the default model did not load on the native kernels (see `chatcore models`)")
     print(f"{'busy processes':<22} {'1 row (ms)':>14} {'8 rows (ms)':>14}")

@@ -2,7 +2,7 @@
 
 No model hub is reachable, so the model is TinyLlama-1.1B's shape with random weights (throughput does
 not depend on what the weights say). It is saved to a directory and loaded the way users' models are,
-through ``LocalEngine.load`` with ``--device cuda``. Measured in one process, rounds interleaved:
+through ``load_engine`` with ``--device cuda``. Measured in one process, rounds interleaved:
 
 - ChatCore as served (the step compiled with ``torch.compile`` and replayed through CUDA graphs; the
   load time includes the compile), the same decoder with graphs of the eager step, and stepping eagerly;
@@ -45,7 +45,7 @@ def build_model(directory: Path, layers: int, device: str) -> Path:
     """Save a random Llama of TinyLlama-1.1B's shape (bfloat16) with a 32,000-token byte-level tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.tiny import tiny_tokenizer
+    from chatcore.testing.tiny import tiny_tokenizer
 
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=2048, intermediate_size=5632, num_hidden_layers=layers,
                          num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096,
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench_cuda needs a CUDA GPU (--device cpu for a dry run)")
     from transformers import AutoModelForCausalLM
 
-    from chatcore.engine import LocalEngine
-    from chatcore.fast.engine import FastEngine
-    from chatcore.params import GenerationParams
-    from chatcore.settings import Settings
+    from chatcore.core.params import GenerationParams
+    from chatcore.core.settings import Settings
+    from chatcore.engine.fast.engine import FastEngine
+    from chatcore.engine.loader import load_engine
 
     report: dict[str, Any] = {"device": torch.cuda.get_device_name() if device == "cuda" else device,
                               "torch": torch.__version__}
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     settings = Settings(home=work / "home", cache=work / "cache", model=str(directory), device=device,
                         dtype="bfloat16", quant="none", compile="auto")
-    engine = LocalEngine.load(settings, progress=say)  # as served: compiled, captured in graphs on CUDA
+    engine = load_engine(settings, progress=say)  # as served: compiled, captured in graphs on CUDA
     if not isinstance(engine, FastEngine):
         raise SystemExit("the model did not load on the fast path")
     report["chatcore_load_s"] = time.perf_counter() - started  # the compile and the first captures included

@@ -38,14 +38,14 @@ FILLER = (
 
 
 def _settings():
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
 
     return Settings()
 
 
 def _model_directory() -> Path:
     """The default model's local directory (downloaded first if needed)."""
-    from chatcore import sources
+    from chatcore.engine import sources
 
     settings = _settings()
     return sources.ensure_local(settings.model, settings, say)
@@ -70,8 +70,8 @@ def timed_request(scheduler: Any, ids: list[int], n: int, device: str = "cpu") -
     submit->first token, first->last token, and the tokens received."""
     import torch
 
-    from chatcore.fast.scheduler import Done, Request
-    from chatcore.params import GenerationParams
+    from chatcore.core.params import GenerationParams
+    from chatcore.engine.fast.scheduler import Done, Request
 
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n)
     request = Request(ids, params, torch.Generator(device=device), None, frozenset())
@@ -102,10 +102,10 @@ def concurrent_streams(scheduler: Any, prompts: list[list[int]], n: int, device:
 # One engine per process --------------------------------------------------------------------------
 
 def measure_chatcore() -> dict[str, float]:
-    from chatcore.engine import LocalEngine
-    from chatcore.fast.engine import FastEngine
+    from chatcore.engine.fast.engine import FastEngine
+    from chatcore.engine.loader import load_engine
 
-    engine = LocalEngine.load(_settings(), progress=say)
+    engine = load_engine(_settings(), progress=say)
     if not isinstance(engine, FastEngine):
         raise SystemExit("the default model did not load on the fast path")
     short, long_ids, variants = _prompts(engine.tokenizer)
@@ -134,7 +134,7 @@ def measure_chatcore() -> dict[str, float]:
     results["compiled"] = engine._step.compiled  # type: ignore[assignment]
     results["kernels"] = engine.kernels  # type: ignore[assignment]
     if engine.kernels == "native":
-        from chatcore.fast import native
+        from chatcore.engine.fast import native
 
         results["instruction_set"] = native.instruction_set()  # type: ignore[assignment]
     return results

@@ -56,11 +56,11 @@ def linears_ms(decoder: Any, rows: int, repeats: int = 10, hot: bool = False) ->
 
 
 def main() -> int:
-    from chatcore.engine import LocalEngine
-    from chatcore.fast.engine import FastEngine
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
+    from chatcore.engine.fast.engine import FastEngine
+    from chatcore.engine.loader import load_engine
 
-    engine = LocalEngine.load(Settings(), progress=say)
+    engine = load_engine(Settings(), progress=say)
     if not isinstance(engine, FastEngine) or engine.kernels != "native":
         raise SystemExit("the default model did not load on the native kernels (see `chatcore models`)")
     decoder = engine.decoder

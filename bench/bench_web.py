@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench import say
-from bench.soak import free_port
+from chatcore.testing.servers import free_port
 
 QUESTIONS = (
     "Explain what a p-value is, in detail.",
@@ -65,7 +65,7 @@ def through_the_browser(home: Path) -> list[tuple[int, float, int]]:
     finally:
         server.terminate()
         server.wait()
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
 
     with sqlite3.connect(Settings(home=home).db_path) as db:
         rows = db.execute("SELECT completion_tokens, tokens_per_s, params FROM messages WHERE role = 'assistant'"
@@ -75,12 +75,12 @@ def through_the_browser(home: Path) -> list[tuple[int, float, int]]:
 
 def in_process(seeds: list[int]) -> list[tuple[int, float]]:
     """(completion tokens, tok/s) of the same questions and seeds through the engine, no server or browser."""
-    from chatcore.engine import LocalEngine
-    from chatcore.events import Finished
-    from chatcore.params import GenerationParams
-    from chatcore.settings import Settings
+    from chatcore.core.events import Finished
+    from chatcore.core.params import GenerationParams
+    from chatcore.core.settings import Settings
+    from chatcore.engine.loader import load_engine
 
-    engine = LocalEngine.load(Settings(), progress=say)
+    engine = load_engine(Settings(), progress=say)
     out = []
     for question, seed in zip(QUESTIONS, seeds):
         say(f"engine: {question}")

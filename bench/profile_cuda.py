@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from chatcore.fast.graphs import GraphStep
-    from chatcore.fast.model import from_hf_state
+    from chatcore.engine.fast.graphs import GraphStep
+    from chatcore.engine.fast.model import from_hf_state
 
     config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=args.layers,
                          num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak [--kills 25] [--imports 10] [--exports 10] [--chats 8] [--turns 3]
 
-Each kill round starts ``chatcore serve --api-only`` (``chatcore.api.serve_api``) as its own process
+Each kill round starts ``chatcore serve --api-only`` (``chatcore.api.server.serve_api``) as its own process
 over a tiny random model with end-of-text off, saves one finished exchange, streams a long answer
 with the official ``openai`` client and kills the server with SIGKILL after a random number of
 tokens. Then, before anything else opens the database: ``PRAGMA integrity_check`` is ``ok``, every
@@ -24,7 +24,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,14 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatcore.testing.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "soak.json"
 # The server process: the real serve_api (over a model whose answers never end early, see
 # save_endless_tiny, so a kill always lands mid-answer).
 SERVER_CODE = (
     "import sys\n"
-    "from chatcore.api import serve_api\n"
-    "from chatcore.settings import Settings\n"
+    "from chatcore.api.server import serve_api\n"
+    "from chatcore.core.settings import Settings\n"
     "serve_api(Settings(), port=int(sys.argv[1]))\n"
 )
 # A warm parent that has imported everything once and forks a fresh server per round: the same
@@ -49,11 +50,11 @@ SERVER_CODE = (
 # still its own process, killed with SIGKILL; the last round of every run is a real cold start.
 ZYGOTE_CODE = (
     "import os, signal, sys\n"
-    "import chatcore.api, chatcore.manager, chatcore.remote, storage, uvicorn\n"
+    "import chatcore.api.server, chatcore.services.models, chatcore.engine.loader, storage, uvicorn\n"
     "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-    "from chatcore.api import serve_api\n"
-    "from chatcore.settings import Settings\n"
-    "from chatcore.remote import load_backend\n"
+    "from chatcore.api.server import serve_api\n"
+    "from chatcore.core.settings import Settings\n"
+    "from chatcore.engine.loader import load_backend\n"
     "load_backend(Settings(), lambda message: None)  # transformers imports the model's code lazily\n"
     "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
     "print('ready', flush=True)\n"
@@ -71,12 +72,6 @@ ZYGOTE_CODE = (
 CLI_CODE = "from chatcore.cli import main; main()"
 START_TIMEOUT_S = 120
 SAVE_JITTER_S = 0.6  # a little more than the service's save interval (0.5 s)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environment(home: Path, cache: Path, model_dir: Path) -> dict[str, str]:
@@ -487,7 +482,7 @@ def save_endless_tiny(directory: Path) -> Path:
     every answer runs to ``max_tokens`` (or a kill) through the unmodified loading and decoding code.
     """
     sys.path.insert(0, str(ROOT))
-    from tests.tiny import tiny_model, tiny_tokenizer
+    from chatcore.testing.tiny import tiny_model, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     model = tiny_model(len(tokenizer))

@@ -26,12 +26,13 @@ def main() -> None:
     os.environ["CHATCORE_HOME"] = tempfile.mkdtemp(prefix="chatcore-shot-")
     sys.path.insert(0, str(ROOT))
 
-    import app
-    from bench.soak import free_port
-    from chatcore.manager import ModelManager
-    from chatcore.settings import Settings
-    from chatcore.workspace import Workspace
     from playwright.sync_api import sync_playwright
+
+    from chatcore.core.settings import Settings
+    from chatcore.services.models import ModelManager
+    from chatcore.testing.servers import free_port
+    from chatcore.web import app
+    from chatcore.web.workspace import Workspace
     from storage import Store
 
     settings = Settings()

@@ -1,4 +1,4 @@
-"""User accounts and API keys: rows only. Hashing and policy live in ``chatcore.users``.
+"""User accounts and API keys: rows only. Hashing and policy live in ``chatcore.services.accounts``.
 
 Plain functions over a :class:`~storage.store.Store`, so every call uses the calling thread's
 connection. Nothing here ever sees a password or a key, only their hashes.

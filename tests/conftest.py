@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import save_tiny
+from chatcore.testing.tiny import save_tiny
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -38,12 +38,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The local engine over the tiny model, loaded through the real loader."""
-    from chatcore.engine import LocalEngine
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
+    from chatcore.engine.loader import load_engine
 
     settings = Settings(home=tmp_path_factory.mktemp("home"), cache=tmp_path_factory.mktemp("cache"),
                         model=str(tiny_model_dir), device="cpu", dtype="float32")
-    return LocalEngine.load(settings)
+    return load_engine(settings)
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +51,14 @@ def hf_engine(tiny_model_dir: Path):
     """The transformers-loop engine (the fallback for non-Llama models) over the same tiny model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from chatcore.engine import LocalEngine, ModelInfo, context_window
+    from chatcore.engine.base import ModelInfo, context_window
+    from chatcore.engine.hf import TransformersEngine
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     info = ModelInfo(name="tiny-hf", device="cpu", dtype="float32", context_window=context_window(model, tokenizer),
                      weights_sha256="0" * 64, parameters=sum(p.numel() for p in model.parameters()))
-    return LocalEngine(model, tokenizer, info)
+    return TransformersEngine(model, tokenizer, info)
 
 
 @pytest.fixture(params=["tiny_engine", "hf_engine"])

@@ -8,11 +8,12 @@ import gradio as gr
 import pytest
 from gradio.helpers import special_args
 
-import app
-from chatcore.manager import ModelManager
-from chatcore.settings import Settings
-from chatcore.workspace import StopSignal, Workspace
-from tests.test_workspace import endless, make_workspace
+from chatcore.core.settings import Settings
+from chatcore.services.models import ModelManager
+from chatcore.testing.engines import endless
+from chatcore.testing.workspaces import make_workspace
+from chatcore.web import app
+from chatcore.web.workspace import StopSignal, Workspace
 
 PARAMS = dict(temperature=0.0, top_p=0.95, top_k=50, max_new_tokens=8, repetition_penalty=1.1, seed="")
 
@@ -47,8 +48,8 @@ def test_generation_is_queued_with_a_shared_limit_and_cheap_events_never_wait(ch
     assert len(generating) == 4  # Enter, Send, Retry, Edit
     assert all(fn.queue and fn.concurrency_limit == app.DEFAULT_CONCURRENCY for fn in generating)
     # As many as the local decoder batches: a tab that sends while others answer joins their step.
-    from chatcore.api import MAX_RUNNING
-    from chatcore.fast.engine import SLOTS
+    from chatcore.api.server import MAX_RUNNING
+    from chatcore.engine.fast.engine import SLOTS
 
     assert app.DEFAULT_CONCURRENCY == MAX_RUNNING == SLOTS
     assert {fn.concurrency_id for fn in generating} == {"generate"}

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from chatcore.workspace import STREAM_INTERVAL_S
-from tests.test_workspace import Paced, endless, make_workspace
+from chatcore.testing.engines import Paced, endless
+from chatcore.testing.servers import free_port
+from chatcore.testing.workspaces import make_workspace
+from chatcore.web.workspace import STREAM_INTERVAL_S
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -34,22 +35,16 @@ PAYLOAD = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_engine, tiny_model_dir):
     """The real Gradio server in this process, over the tiny model with end-of-text off (answers run long)."""
-    import app
+    from chatcore.web import app
 
     engine = Paced(endless(tiny_engine), delay_s=0.01)  # about 100 tokens a second, whatever the decoder
     workspace = make_workspace(tmp_path_factory.mktemp("web"), engine, model=str(tiny_model_dir),
                                stream_interval=STREAM_INTERVAL_S)
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chatcore.chat import Message, build_messages, fit_to_window, render_ids
-from chatcore.errors import ContextOverflowError, ParameterError
-from tests.tiny import tiny_tokenizer
+from chatcore.core.chat import Message, build_messages, fit_to_window, render_ids
+from chatcore.core.errors import ContextOverflowError, ParameterError
+from chatcore.testing.tiny import tiny_tokenizer
 
 TOKENIZER = tiny_tokenizer()
 

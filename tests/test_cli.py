@@ -56,7 +56,7 @@ def test_ask_json_prints_the_final_event(cli):
 
 
 def test_ask_saves_and_continues(cli):
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
     from storage import Store
 
     first = json.loads(cli("ask", "--json", "-t", "0", "--max-tokens", "6", "First question").stdout)
@@ -99,7 +99,7 @@ def test_chat_keeps_the_conversation(cli):
     assert result.exit_code == 0, result.output
     assert result.stdout.count("assistant> ") == 2
     assert result.stderr.count("prompt tokens reused") == 1  # the second turn, from the first one's cache
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
     from storage import Store
 
     [conversation] = Store(Settings().db_path).list_conversations("local")
@@ -114,7 +114,7 @@ def test_template_without_its_variables_is_refused_naming_them(cli):
 
 def test_template_fills_the_prompt(cli):
     from chatcore.cli.prompts import load_library
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
 
     template = load_library(Settings()).get("stats-explainer")
     values = [f"--var={k}=sample value" for k in template.required]
@@ -133,7 +133,7 @@ def test_reproduce_of_a_missing_answer_fails_before_loading_a_model(cli, monkeyp
 
 def test_reproduce_matches_the_saved_answer(cli):
     first = json.loads(cli("ask", "--json", "-t", "1.0", "--max-tokens", "10", "Sample something").stdout)
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
     from storage import Store
 
     answer = Store(Settings().db_path).get_conversation("local", first["conversation_id"])["messages"][-1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcore.device import resolve_device, resolve_dtype
-from chatcore.errors import DeviceError
+from chatcore.core.errors import DeviceError
+from chatcore.engine.device import resolve_device, resolve_dtype
 
 
 def test_auto_picks_an_existing_device():

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from chatcore.events import Finished, Started, TextDelta
-from chatcore.params import GenerationParams
+from chatcore.core.events import Finished, Started, TextDelta
+from chatcore.core.params import GenerationParams
 
 QUESTION = [{"role": "user", "content": "Name three benefits of exercise."}]
 
@@ -113,7 +113,7 @@ def test_concurrent_streams_match_sequential(any_engine):
 
 
 def test_context_window_errors_name_max_new_tokens(any_engine):
-    from chatcore.errors import ParameterError
+    from chatcore.core.errors import ParameterError
 
     with pytest.raises(ParameterError, match="max_new_tokens"):
         list(any_engine.stream(QUESTION, GenerationParams.create(max_new_tokens=any_engine.context_window)))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from chatcore.cli import main
-from chatcore.evaluate import perplexity
+from chatcore.engine.perplexity import perplexity
 
 TEXT = "The quick brown fox jumps over the lazy dog. " * 12
 

@@ -1,4 +1,4 @@
-"""The fast Llama decoder (chatcore.fast) on the tiny model: exactness, quantization and batching."""
+"""The fast Llama decoder (chatcore.engine.fast) on the tiny model: exactness, quantization and batching."""
 
 from __future__ import annotations
 
@@ -10,16 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatcore.events import Finished, TextDelta
-from chatcore.fast import quant
-from chatcore.fast.engine import CALIBRATION_TEXT, FastEngine, load_fast, perplexity, quantized_perplexity
-from chatcore.fast.model import KVCache, from_hf_state, supports
-from chatcore.fast.scheduler import Done, Request, Scheduler
-from chatcore.params import GenerationParams
-from chatcore.settings import Settings
-from tests.tiny import poison_cache, tiny_model, tiny_tokenizer
-
-QUESTIONS = [[{"role": "user", "content": f"Question number {i}: why is the sky blue?"}] for i in range(6)]
+from chatcore.core.events import Finished, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.engine.fast import quant
+from chatcore.engine.fast.engine import (
+    CALIBRATION_TEXT,
+    FastEngine,
+    load_fast,
+    perplexity,
+    quantized_perplexity,
+)
+from chatcore.engine.fast.model import KVCache, from_hf_state, supports
+from chatcore.engine.fast.scheduler import Done, Request, Scheduler
+from chatcore.testing.engines import QUESTIONS, final_answer
+from chatcore.testing.tiny import poison_cache, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +38,6 @@ def _engine(directory: Path, tmp_path: Path, quant_mode: str) -> FastEngine:
     engine = load_fast(settings, directory, tiny_tokenizer(), torch.device("cpu"), torch.float32)
     assert isinstance(engine, FastEngine)
     return engine
-
-
-def _answer(engine, params, history=QUESTIONS[0], **kwargs) -> Finished:
-    events = list(engine.stream(history, params, **kwargs))
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == events[-1].text
-    return events[-1]
 
 
 def test_llama_is_supported_and_others_fall_back(hf):
@@ -135,13 +134,13 @@ def test_auto_quant_picks_a_quantization_and_remembers_it(tiny_model_dir, tmp_pa
     engine = _engine(tiny_model_dir, tmp_path, "auto")
     assert engine.quant in ("int4", "int8")
     assert list((tmp_path / "cache" / "fast").glob("quant-*.json"))
-    assert _answer(engine, GenerationParams.create(temperature=0, max_new_tokens=8)).extra["quant"] == engine.quant
+    assert final_answer(engine, GenerationParams.create(temperature=0, max_new_tokens=8)).extra["quant"] == engine.quant
 
 
 def test_lazy_state_reads_each_tensor_from_the_files_when_asked(tmp_path):
     from safetensors.torch import save_file
 
-    from chatcore.fast.engine import LazyState
+    from chatcore.engine.fast.engine import LazyState
 
     tensors = {"a": torch.randn(3, 4), "b": torch.arange(5.0)}
     save_file({"a": tensors["a"]}, str(tmp_path / "one.safetensors"))
@@ -167,7 +166,7 @@ def exact_engine(tiny_model_dir, tmp_path_factory):
 def test_greedy_answers_equal_transformers_generate(exact_engine):
     tokenizer = exact_engine.tokenizer
     for history in QUESTIONS[:3]:
-        ours = _answer(exact_engine, GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=40),
+        ours = final_answer(exact_engine, GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=40),
                        history)
         prompt = torch.tensor([tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=True,
                                                              return_dict=True)["input_ids"]])
@@ -177,13 +176,13 @@ def test_greedy_answers_equal_transformers_generate(exact_engine):
 
 def test_concurrent_requests_join_one_batch_and_match_sequential(exact_engine):
     params = GenerationParams.create(temperature=0, max_new_tokens=30)
-    expected = [_answer(exact_engine, params, q).text for q in QUESTIONS]
+    expected = [final_answer(exact_engine, params, q).text for q in QUESTIONS]
     scheduler = exact_engine.scheduler
     steps, rows = scheduler.steps, scheduler.rows
     results: list[str | None] = [None] * len(QUESTIONS)
 
     def worker(i: int) -> None:
-        results[i] = _answer(exact_engine, params, QUESTIONS[i]).text
+        results[i] = final_answer(exact_engine, params, QUESTIONS[i]).text
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(QUESTIONS))]
     for t in threads:
@@ -200,7 +199,7 @@ def test_more_requests_than_slots_wait_for_a_free_slot(exact_engine):
     results: list[str | None] = [None] * count
 
     def worker(i: int) -> None:
-        results[i] = _answer(exact_engine, params, QUESTIONS[i % len(QUESTIONS)]).finish_reason
+        results[i] = final_answer(exact_engine, params, QUESTIONS[i % len(QUESTIONS)]).finish_reason
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
     for t in threads:
@@ -237,14 +236,14 @@ def test_cancel_and_abandon_free_the_slot_at_once(exact_engine):
 
 def test_sampling_is_reproducible_per_seed(exact_engine):
     params = [GenerationParams.create(temperature=1.2, seed=s, max_new_tokens=20) for s in (5, 5, 6)]
-    texts = [_answer(exact_engine, p).text for p in params]
+    texts = [final_answer(exact_engine, p).text for p in params]
     assert texts[0] == texts[1] != texts[2]
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
 def test_packed_weights_cache_round_trips(mode, tmp_path):
     """The second load reads the packed weights from disk and computes exactly what the first did."""
-    from chatcore.fast.engine import _quantize_cached
+    from chatcore.engine.fast.engine import _quantize_cached
 
     def build():
         torch.manual_seed(0)
@@ -439,15 +438,15 @@ def test_held_prefixes_are_reused_and_answers_stay_exact(sharp_hf):
 def test_the_next_turn_of_a_conversation_prefills_only_what_is_new(exact_engine):
     scheduler = exact_engine.scheduler
     params = GenerationParams.create(temperature=0, max_new_tokens=12)
-    first = _answer(exact_engine, params, QUESTIONS[4])
+    first = final_answer(exact_engine, params, QUESTIONS[4])
     history = QUESTIONS[4] + [{"role": "assistant", "content": first.text},
                               {"role": "user", "content": "And at sunset, why is it red?"}]
     reused = scheduler.reused
-    warm = _answer(exact_engine, params, history)
+    warm = final_answer(exact_engine, params, history)
     assert scheduler.reused - reused >= first.prompt_tokens  # at least the whole first prompt
     scheduler.reuse_prefixes = False
     try:
-        cold = _answer(exact_engine, params, history)
+        cold = final_answer(exact_engine, params, history)
     finally:
         scheduler.reuse_prefixes = True
     assert warm.text == cold.text
@@ -462,7 +461,7 @@ def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_s
     histories = [long_history] + QUESTIONS + [long_history]
     lengths = [120, 10, 25, 6, 40, 15, 30, 80]
     params = [GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=n) for n in lengths]
-    expected = [_answer(exact_engine, p, h).text for p, h in zip(params, histories)]
+    expected = [final_answer(exact_engine, p, h).text for p, h in zip(params, histories)]
     results: list[Finished | BaseException | None] = [None] * len(histories)
     cancels = {3: threading.Event(), 6: threading.Event()}
     started = threading.Barrier(len(histories))
@@ -471,7 +470,7 @@ def test_staggered_and_cancelled_streams_over_uninitialized_cache_match_single_s
         try:
             started.wait(timeout=30)
             time.sleep(0.002 * i)  # staggered: later ones join a running batch
-            results[i] = _answer(engine, params[i], histories[i], cancel=cancels.get(i))
+            results[i] = final_answer(engine, params[i], histories[i], cancel=cancels.get(i))
         except BaseException as exc:  # noqa: BLE001 - reported below
             results[i] = exc
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatcore.settings import DEFAULT_MODEL, Settings
+from chatcore.core.settings import DEFAULT_MODEL, Settings
 
 pytestmark = pytest.mark.integration
 QUESTIONS = ["What are three benefits of regular exercise?", "Explain what a hypothesis is, in two sentences."]
@@ -15,7 +15,7 @@ QUESTIONS = ["What are three benefits of regular exercise?", "Explain what a hyp
 
 @pytest.fixture(scope="module")
 def directory() -> Path:
-    from chatcore import sources
+    from chatcore.engine import sources
 
     return sources.ensure_local(DEFAULT_MODEL, Settings())
 
@@ -23,8 +23,8 @@ def directory() -> Path:
 def test_float32_greedy_tokens_equal_transformers_generate(directory, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from chatcore.fast.engine import load_fast
-    from chatcore.params import GenerationParams
+    from chatcore.core.params import GenerationParams
+    from chatcore.engine.fast.engine import load_fast
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
     settings = Settings(cache=tmp_path, device="cpu", dtype="float32", quant="none")
@@ -45,7 +45,11 @@ def test_float32_greedy_tokens_equal_transformers_generate(directory, tmp_path):
 def test_quantized_perplexity_within_two_percent_of_float32(directory, mode):
     from transformers import AutoConfig, AutoTokenizer
 
-    from chatcore.fast.engine import CALIBRATION_TEXT, LazyState, quantized_perplexity
+    from chatcore.engine.fast.engine import (
+        CALIBRATION_TEXT,
+        LazyState,
+        quantized_perplexity,
+    )
 
     config = AutoConfig.from_pretrained(directory)
     state = LazyState(sorted(directory.glob("*.safetensors")))

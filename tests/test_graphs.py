@@ -11,13 +11,13 @@ import threading
 import pytest
 import torch
 
-from chatcore.fast.engine import FastEngine, load_fast
-from chatcore.fast.graphs import MIN_SPAN, GraphStep, bucket
-from chatcore.fast.model import from_hf_state
-from chatcore.params import GenerationParams
-from chatcore.settings import Settings
-from tests.test_fast import QUESTIONS, _answer
-from tests.tiny import tiny_model, tiny_tokenizer
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.engine.fast.engine import FastEngine, load_fast
+from chatcore.engine.fast.graphs import MIN_SPAN, GraphStep, bucket
+from chatcore.engine.fast.model import from_hf_state
+from chatcore.testing.engines import QUESTIONS, final_answer
+from chatcore.testing.tiny import tiny_model, tiny_tokenizer
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/cuda-check.sh runs these)")
 DEVICES = [pytest.param("cpu", False, id="cpu-uncaptured"), pytest.param("cuda", False, id="cuda-captured", marks=CUDA),
@@ -127,7 +127,7 @@ def test_on_cuda_the_engine_replays_graphs_and_its_greedy_answers_equal_transfor
     tokenizer = engine.tokenizer
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=40)
     for history in QUESTIONS[:3]:
-        ours = _answer(engine, params, history)
+        ours = final_answer(engine, params, history)
         assert ours.extra["kernels"] == "cuda-graphs" and ours.extra["device"].startswith("cuda")
         prompt = torch.tensor([tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=True,
                                                              return_dict=True)["input_ids"]], device="cuda")
@@ -150,21 +150,21 @@ def test_on_cuda_in_bfloat16_graphs_answer_as_the_eager_step_does(bf16_cuda_engi
     engine, eager = bf16_cuda_engines
     assert engine.info.dtype == "bfloat16" and engine.kernels == "cuda-graphs" and eager.kernels == "torch"
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=30)
-    assert [_answer(engine, params, q).text for q in QUESTIONS] == [_answer(eager, params, q).text for q in QUESTIONS]
+    assert [final_answer(engine, params, q).text for q in QUESTIONS] == [final_answer(eager, params, q).text for q in QUESTIONS]
     sampled = GenerationParams.create(temperature=0.8, top_p=0.9, seed=7, max_new_tokens=20)
-    assert _answer(engine, sampled).text == _answer(engine, sampled).text  # the seed fixes a sampled answer
+    assert final_answer(engine, sampled).text == final_answer(engine, sampled).text  # the seed fixes a sampled answer
 
 
 @CUDA
 def test_on_cuda_concurrent_answers_share_steps_and_equal_sequential_ones(bf16_cuda_engines):
     engine, _ = bf16_cuda_engines
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=30)
-    expected = [_answer(engine, params, q).text for q in QUESTIONS]
+    expected = [final_answer(engine, params, q).text for q in QUESTIONS]
     steps, rows = engine.scheduler.steps, engine.scheduler.rows
     results: list[str | None] = [None] * len(QUESTIONS)
 
     def worker(i: int) -> None:
-        results[i] = _answer(engine, params, QUESTIONS[i]).text
+        results[i] = final_answer(engine, params, QUESTIONS[i]).text
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(QUESTIONS))]
     for thread in threads:

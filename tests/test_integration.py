@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from chatcore.cli import main
-from chatcore.settings import DEFAULT_MODEL, Settings
+from chatcore.core.settings import DEFAULT_MODEL, Settings
 
 pytestmark = pytest.mark.integration
 QUESTION = "What are three benefits of regular exercise?"
@@ -17,7 +17,7 @@ QUESTION = "What are three benefits of regular exercise?"
 @pytest.fixture(scope="module")
 def pulled() -> Settings:
     """The default model in the real cache (CHATCORE_CACHE), fetched and converted once."""
-    from chatcore import sources
+    from chatcore.engine import sources
 
     settings = Settings()
     sources.ensure_local(DEFAULT_MODEL, settings)

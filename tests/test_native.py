@@ -1,4 +1,4 @@
-"""ChatCore's C++ kernels (chatcore.fast.native): formats, linears and the whole one-token step.
+"""ChatCore's C++ kernels (chatcore.engine.fast.native): formats, linears and the whole one-token step.
 
 They run where the CPU has AVX-512 VNNI (these machines do); elsewhere the tests that need them skip,
 and the engine keeps torch's kernels.
@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatcore.errors import ParameterError
-from chatcore.fast import native, quant
-from chatcore.fast.engine import CALIBRATION_TEXT, load_fast, quantized_perplexity
-from chatcore.fast.model import NATIVE_PREFILL_ROWS, KVCache, from_hf_state
-from chatcore.settings import Settings
-from tests.tiny import poison_cache, tiny_model, tiny_tokenizer
+from chatcore.core.errors import ParameterError
+from chatcore.core.settings import Settings
+from chatcore.engine.fast import native, quant
+from chatcore.engine.fast.engine import (
+    CALIBRATION_TEXT,
+    load_fast,
+    quantized_perplexity,
+)
+from chatcore.engine.fast.model import NATIVE_PREFILL_ROWS, KVCache, from_hf_state
+from chatcore.testing.tiny import poison_cache, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +312,7 @@ def test_the_engine_decodes_with_the_native_step(tiny_model_dir, tmp_path, kerne
     engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)
     assert engine.kernels == "native" and not engine._step.compiled
     assert list((tmp_path / "cache" / "fast").glob("packed-*-int4-native*.safetensors"))
-    from chatcore.params import GenerationParams
+    from chatcore.core.params import GenerationParams
 
     events = list(engine.stream([{"role": "user", "content": "hello"}],
                                 GenerationParams.create(temperature=0, max_new_tokens=12)))
@@ -327,7 +331,7 @@ def test_the_kv_cache_setting_picks_the_engines_cache(hf, kernels, kv_cache, tmp
     # int8 where the C++ step reads it (heads of 64 or 128; the other model's are 16)
     assert engine.kernels == "native" and cache.quantized == (kv_cache == "int8" and hf.config.head_dim == 64)
     assert cache.k.dtype == (torch.uint8 if cache.quantized else torch.bfloat16)
-    from chatcore.params import GenerationParams
+    from chatcore.core.params import GenerationParams
 
     final = list(engine.stream([{"role": "user", "content": "hello"}],
                                GenerationParams.create(temperature=0, max_new_tokens=6)))[-1]
@@ -348,7 +352,7 @@ def test_a_build_left_locked_by_a_killed_process_still_loads(kernels, kernel_bui
     # torch's builder waits forever while its `lock` file exists; a process killed mid-build leaves one.
     directory = kernel_builds / native.build_key(native.cpu_flags())
     (directory / "lock").touch()
-    script = ("import sys; from pathlib import Path; from chatcore.fast import native; "
+    script = ("import sys; from pathlib import Path; from chatcore.engine.fast import native; "
               "sys.exit(0 if native.load(Path(sys.argv[1])) is not None else 1)")
     done = subprocess.run([sys.executable, "-c", script, str(kernel_builds.parent)], timeout=300,
                           env={**os.environ, "CHATCORE_KERNELS": str(kernel_builds)})

@@ -11,10 +11,7 @@ from click.testing import CliRunner
 
 import chatcore.cli.notes  # noqa: F401  (registers the commands even before commands.py lists them)
 from chatcore.cli import main
-from storage import Store
-from storage import notes
-
-
+from storage import Store, notes
 
 
 @pytest.fixture

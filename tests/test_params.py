@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from chatcore.errors import ParameterError
-from chatcore.params import GenerationParams
+from chatcore.core.errors import ParameterError
+from chatcore.core.params import GenerationParams
 
 BAD = [
     ("temperature", 5), ("temperature", -0.1), ("temperature", math.nan), ("temperature", math.inf),

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from chatcore.cli import main
 from chatcore.cli.prompts import parse_var_options
-from chatcore.prompts import BUILTIN_DIR, SETTINGS, PromptLibrary, RenderedPrompt, Template, TemplateError
+from chatcore.services.templates import (
+    BUILTIN_DIR,
+    SETTINGS,
+    PromptLibrary,
+    RenderedPrompt,
+    Template,
+    TemplateError,
+)
 
 # The issue asks for these; each maps to the built-in that covers it.
 REQUIRED_TOPICS = {
@@ -178,7 +185,7 @@ def test_sandbox_refuses_unsafe_access_at_render(tmp_path, body):
 
 
 def test_template_errors_are_chatcore_errors():
-    from chatcore.errors import ChatCoreError
+    from chatcore.core.errors import ChatCoreError
 
     assert issubclass(TemplateError, ChatCoreError)
 

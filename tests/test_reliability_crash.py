@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import soak
-from tests.reliability import record
+from chatcore.testing.reliability import record
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bench.soak import free_port
-from chatcore.errors import ChatCoreError
-from chatcore.params import GenerationParams
-from chatcore.prompts import PromptLibrary, is_valid_name
-from chatcore.research import note_filename
-from tests.reliability import record
-from tests.test_workspace import make_workspace
+from chatcore.core.errors import ChatCoreError
+from chatcore.core.params import GenerationParams
+from chatcore.services.notes import note_filename
+from chatcore.services.templates import PromptLibrary, is_valid_name
+from chatcore.testing.reliability import record
+from chatcore.testing.servers import free_port
+from chatcore.testing.workspaces import make_workspace
 
 HOSTILE_NAMES = [
     "../../../../etc/passwd", "..", ".", "/etc/shadow", "C:\\Windows\\system32\\evil", "..\\..\\x",
@@ -61,7 +62,7 @@ def test_web_export_names_stay_in_the_export_folder(tmp_path: Path, tiny_engine)
 
 
 def test_notes_export_names_stay_in_their_folder(tmp_path: Path) -> None:
-    from chatcore.research import export_notes
+    from chatcore.services.notes import export_notes
     from storage import Store, notes
 
     store = Store(tmp_path / "db.sqlite")
@@ -87,7 +88,7 @@ def test_template_names_from_users_are_slugs_or_refused(name: str, tmp_path: Pat
 
 
 def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, tiny_model_dir: Path) -> None:
-    import app
+    from chatcore.web import app
 
     workspace = make_workspace(tmp_path, tiny_engine, model=str(tiny_model_dir))
     db = workspace.store.path
@@ -122,9 +123,9 @@ def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, 
 
 
 def test_servers_bind_to_loopback_unless_told() -> None:
-    import app
-    from chatcore.api import serve_api
+    from chatcore.api.server import serve_api
     from chatcore.cli.serve import serve
+    from chatcore.web import app
 
     assert inspect.signature(app.launch).parameters["host"].default == "127.0.0.1"
     assert app.parse_args([]).host == "127.0.0.1"
@@ -145,16 +146,16 @@ HOSTILE_TEMPLATES = {
 
 @pytest.mark.parametrize("name", HOSTILE_TEMPLATES)
 def test_a_hostile_chat_template_is_refused_not_run(name: str, tmp_path: Path, monkeypatch) -> None:
-    from chatcore.engine import LocalEngine
-    from chatcore.settings import Settings
-    from tests.tiny import save_tiny, tiny_tokenizer
+    from chatcore.core.settings import Settings
+    from chatcore.engine.loader import load_engine
+    from chatcore.testing.tiny import save_tiny, tiny_tokenizer
 
     directory = save_tiny(tmp_path / "model")
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = HOSTILE_TEMPLATES[name]
     tokenizer.save_pretrained(directory)
     monkeypatch.chdir(tmp_path)
-    engine = LocalEngine.load(Settings(home=tmp_path / "h", cache=tmp_path / "c", model=str(directory),
+    engine = load_engine(Settings(home=tmp_path / "h", cache=tmp_path / "c", model=str(directory),
                                        device="cpu", dtype="float32"))
     with pytest.raises(ChatCoreError, match="chat template"):
         list(engine.stream([{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=2)))

@@ -15,16 +15,16 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from chatcore.api import create_api_app
+from chatcore.api.server import create_api_app
 from chatcore.cli import main
-from chatcore.errors import ChatCoreError, ParameterError
-from chatcore.params import GenerationParams
-from chatcore.service import ChatService
-from chatcore.settings import Settings
+from chatcore.core.errors import ParameterError
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.services.chat import ChatService
+from chatcore.testing.reliability import record
+from chatcore.testing.servers import manager_for, serve
+from chatcore.testing.workspaces import make_workspace
 from storage import Store
-from tests.apiserver import manager_for, serve
-from tests.reliability import record
-from tests.test_workspace import make_workspace
 
 # name -> the message text. Each is refused on every surface.
 MESSAGES = {
@@ -202,12 +202,12 @@ def test_api_refuses_every_payload_with_400_and_writes_nothing(tiny_engine, stor
 
 def test_cli_refuses_every_payload_before_loading_the_model(monkeypatch: pytest.MonkeyPatch, store: Store,
                                                             tiny_model_dir: Path) -> None:
-    import chatcore.remote
+    import chatcore.engine.loader
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded for a refused message")
 
-    monkeypatch.setattr(chatcore.remote, "load_backend", no_load)
+    monkeypatch.setattr(chatcore.engine.loader, "load_backend", no_load)
     runner = CliRunner()
     before = counts(store)
     tried = 0
@@ -243,8 +243,8 @@ def test_cli_refuses_every_payload_before_loading_the_model(monkeypatch: pytest.
 
 
 def test_web_page_refuses_every_payload_as_a_message(tmp_path: Path, tiny_engine) -> None:
-    import app
-    from chatcore.workspace import StopSignal
+    from chatcore.web import app
+    from chatcore.web.workspace import StopSignal
 
     workspace = make_workspace(tmp_path, tiny_engine)
     page = app.ChatApp(workspace)

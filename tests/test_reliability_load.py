@@ -18,14 +18,15 @@ import pytest
 from click.testing import CliRunner
 
 from bench import soak
-from chatcore.api import create_api_app
+from chatcore.api.server import create_api_app
 from chatcore.cli import main
-from chatcore.params import GenerationParams
-from chatcore.settings import Settings
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.testing.engines import endless
+from chatcore.testing.reliability import record
+from chatcore.testing.servers import manager_for, serve
+from chatcore.testing.workspaces import make_workspace
 from storage import Store
-from tests.apiserver import manager_for, serve
-from tests.reliability import record
-from tests.test_workspace import endless, make_workspace
 
 # Generous: the allocator keeps freed arenas, and eight threads' stacks come and go. A leak per
 # exchange (a KV cache, a connection, a thread) would show as tens of MiB over 24 exchanges.
@@ -191,7 +192,7 @@ def test_past_the_line_a_request_is_told_busy_at_once_and_turns_come_back(tiny_e
 
 
 def test_the_web_queue_is_bounded_and_says_so_when_full(tmp_path: Path, tiny_engine) -> None:
-    import app
+    from chatcore.web import app
 
     workspace = make_workspace(tmp_path, tiny_engine)
     demo = app.build_app(workspace)

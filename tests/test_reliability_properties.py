@@ -12,12 +12,13 @@ import math
 import re
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from chatcore.api import APIError, parse_params
-from chatcore.errors import ParameterError
-from chatcore.params import REPETITION_PENALTY_RANGE, SEED_RANGE, TEMPERATURE_RANGE
-from chatcore.service import MAX_MESSAGE_CHARS, check_user_text
+from chatcore.api.server import APIError, parse_params
+from chatcore.core.errors import ParameterError
+from chatcore.core.params import REPETITION_PENALTY_RANGE, SEED_RANGE, TEMPERATURE_RANGE
+from chatcore.services.chat import MAX_MESSAGE_CHARS, check_user_text
 from storage import ImportValidationError, Store
 from storage.transfer import CONVERSATION_FIELDS, MESSAGE_FIELDS, TOP_FIELDS
 

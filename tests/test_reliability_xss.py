@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from bench.soak import free_port
-from chatcore.events import Finished, Started, TextDelta
-from tests.reliability import record
-from tests.test_workspace import make_workspace
+from chatcore.core.events import Finished, Started, TextDelta
+from chatcore.testing.reliability import record
+from chatcore.testing.servers import free_port
+from chatcore.testing.workspaces import make_workspace
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -76,7 +76,7 @@ class Parrot:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import app
+    from chatcore.web import app
 
     workspace = make_workspace(tmp_path_factory.mktemp("xss"), Parrot(), model="parrot")
     store = workspace.store

@@ -14,17 +14,18 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from chatcore import remote
-from chatcore.api import create_api_app
-from chatcore.errors import ModelError
-from chatcore.events import Finished, Started, TextDelta
-from chatcore.manager import ModelManager
-from chatcore.params import GenerationParams
-from chatcore.remote import RemoteBackend, load_backend
-from chatcore.service import ChatService
-from chatcore.settings import Settings
+from chatcore.api.server import create_api_app
+from chatcore.core.errors import ModelError
+from chatcore.core.events import Finished, Started, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.engine import remote
+from chatcore.engine.loader import load_backend
+from chatcore.engine.remote import RemoteBackend
+from chatcore.services.chat import ChatService
+from chatcore.services.models import ModelManager
+from chatcore.testing.servers import manager_for, serve
 from storage import Store
-from tests.apiserver import manager_for, serve
 
 KEY = "K"
 HI = [{"role": "user", "content": "Hello there"}]

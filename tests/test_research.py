@@ -1,4 +1,4 @@
-"""chatcore.research: notes from answers, pinned notes in the model's prompt, Markdown and feedback export."""
+"""chatcore.services.notes: notes from answers, pinned notes in the model's prompt, Markdown and feedback export."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatcore import research
-from chatcore.chat import build_messages, render_ids
-from chatcore.errors import ContextOverflowError, ParameterError
-from chatcore.events import Started
-from chatcore.params import GenerationParams
-from chatcore.service import ChatService
-from storage import NotFound, Store
-from storage import notes
+from chatcore.core.chat import build_messages, render_ids
+from chatcore.core.errors import ContextOverflowError, ParameterError
+from chatcore.core.events import Started
+from chatcore.core.params import GenerationParams
+from chatcore.services import notes as research
+from chatcore.services.chat import ChatService
+from storage import NotFound, Store, notes
 
 
 @pytest.fixture

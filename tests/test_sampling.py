@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcore import sampling
+from chatcore.engine import sampling
 
 
 def _reference_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from chatcore.events import Finished, TextDelta
-from chatcore.params import GenerationParams
-from chatcore.service import ChatService, Saved
+from chatcore.core.events import Finished, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.services.chat import ChatService, Saved
 from storage import Store
 
 
@@ -47,7 +47,7 @@ def test_reproduce_gives_the_same_answer(service, sampling):
 
 def test_reproduce_refuses_user_messages_and_other_owners(service):
     events = list(service.ask("Hello", GenerationParams.create(max_new_tokens=4)))
-    from chatcore.errors import ParameterError
+    from chatcore.core.errors import ParameterError
     from storage.errors import NotFound
 
     with pytest.raises(ParameterError):
@@ -87,7 +87,7 @@ def test_abandoned_stream_leaves_the_partial_answer(service):
 
 
 def test_bad_messages_are_refused_before_any_write(service):
-    from chatcore.errors import ParameterError
+    from chatcore.core.errors import ParameterError
 
     for bad in ["", "   \n", "a\x00b", "\ud800", "x" * 200_001]:
         with pytest.raises(ParameterError):
@@ -96,7 +96,7 @@ def test_bad_messages_are_refused_before_any_write(service):
 
 
 def test_prompt_too_long_for_the_window_writes_nothing(service, tiny_engine):
-    from chatcore.errors import ContextOverflowError
+    from chatcore.core.errors import ContextOverflowError
 
     with pytest.raises(ContextOverflowError):
         list(service.ask("word " * 3000, GenerationParams.create(max_new_tokens=16)))

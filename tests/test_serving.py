@@ -14,9 +14,9 @@ import httpx
 import openai
 import pytest
 
-import app
-from chatcore.settings import Settings
-from chatcore.users import Accounts
+from chatcore.core.settings import Settings
+from chatcore.services.accounts import Accounts
+from chatcore.web import app
 from storage import Store
 
 KEY = "serving-key-K"
@@ -104,7 +104,7 @@ def test_a_second_chatcore_answers_through_the_first(first, tmp_path: Path) -> N
         assert [getattr(relayed.usage, k) for k in counts] == [getattr(direct.usage, k) for k in counts]
         # The first server's figure, relayed: it had just answered the same prompt (all but its last token).
         assert relayed.usage.prompt_tokens_details.cached_tokens == relayed.usage.prompt_tokens - 1
-        from chatcore.workspace import StopSignal
+        from chatcore.web.workspace import StopSignal
 
         page = _page_of(demo)
 
@@ -161,11 +161,11 @@ def test_serve_has_the_api_and_backend_flags() -> None:
 def test_serve_api_only_calls_serve_api_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    import chatcore.api
+    import chatcore.api.server
     from chatcore.cli import main
 
     calls = []
-    monkeypatch.setattr(chatcore.api, "serve_api", lambda settings, host, port: calls.append((settings, host, port)))
+    monkeypatch.setattr(chatcore.api.server, "serve_api", lambda settings, host, port: calls.append((settings, host, port)))
     monkeypatch.setenv("CHATCORE_API_KEY", "from-env")
     result = CliRunner().invoke(main, ["serve", "--api-only", "--port", "9001", "--backend", "openai",
                                        "--base-url", "http://gpu:8000/v1", "--quant", "int4"])

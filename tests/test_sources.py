@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore import sources
-from chatcore.errors import ModelError
-from chatcore.settings import Settings
+from chatcore.core.errors import ModelError
+from chatcore.core.settings import Settings
+from chatcore.engine import sources
 
 
 def test_specs_resolve_by_kind(tiny_model_dir, tmp_path):

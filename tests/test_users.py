@@ -9,8 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from chatcore.cli import main
-from chatcore.settings import Settings
-from chatcore.users import AccountError, Accounts, hash_key, hash_password, verify_password
+from chatcore.core.settings import Settings
+from chatcore.services.accounts import (
+    AccountError,
+    Accounts,
+    hash_key,
+    hash_password,
+    verify_password,
+)
 from storage import Store
 
 

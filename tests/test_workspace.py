@@ -5,15 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 
 import pytest
 
-from chatcore.errors import ParameterError
-from chatcore.events import TextDelta
-from chatcore.manager import ModelManager, ModelNotReadyError
-from chatcore.settings import Settings
-from chatcore.workspace import (
+from chatcore.core.errors import ParameterError
+from chatcore.core.settings import Settings
+from chatcore.services.models import ModelManager, ModelNotReadyError
+from chatcore.testing.engines import endless
+from chatcore.testing.workspaces import make_workspace
+from chatcore.web.workspace import (
     MATCH_CLOSE,
     MATCH_OPEN,
     StopSignal,
@@ -24,49 +24,6 @@ from chatcore.workspace import (
 )
 
 OWNER = "local"
-
-
-def endless(engine):
-    """The tiny engine with end-of-text switched off: answers always run to max_new_tokens (or Stop)."""
-    clone = copy.copy(engine)
-    clone._eos_ids = frozenset()
-    return clone
-
-
-class Paced:
-    """An engine at a steady pace (a pause per text delta), so a browser sees streaming and can press Stop
-    however fast the decoder is."""
-
-    def __init__(self, engine, delay_s: float) -> None:
-        self._engine = engine
-        self._delay_s = delay_s
-
-    def __getattr__(self, name: str):
-        return getattr(self._engine, name)
-
-    @property
-    def context_window(self) -> int:
-        return self._engine.context_window
-
-    @property
-    def model_name(self) -> str:
-        return self._engine.model_name
-
-    def stream(self, *args, **kwargs):
-        for event in self._engine.stream(*args, **kwargs):
-            if isinstance(event, TextDelta):
-                time.sleep(self._delay_s)
-            yield event
-
-
-def make_workspace(tmp_path, engine, *, model: str = "tiny", stream_interval: float = 0.0) -> Workspace:
-    from storage import Store
-
-    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=model, device="cpu", dtype="float32")
-    manager = ModelManager(settings, loader=lambda s, progress: engine)
-    manager.start()
-    manager.wait()
-    return Workspace(manager, Store(settings.db_path), stream_interval=stream_interval)
 
 
 @pytest.fixture
@@ -269,7 +226,7 @@ def test_check_send_refuses_empty_and_oversized_messages(workspace):
 def test_a_message_too_long_for_the_window_is_a_clear_error(workspace):
     params = workspace.params(max_new_tokens=8)
     window = workspace.manager.get().context_window
-    from chatcore.errors import ContextOverflowError
+    from chatcore.core.errors import ContextOverflowError
 
     with pytest.raises(ContextOverflowError, match="context window"):
         list(workspace.send(OWNER, None, "word " * window, params))
@@ -304,7 +261,7 @@ def test_answer_markdown_closes_an_open_fence_and_escapes_the_stats():
 
 
 def test_notes_from_answers_pins_and_their_token_line(workspace):
-    from chatcore.prompts import TemplateError
+    from chatcore.services.templates import TemplateError
 
     conversation_id = ask(workspace, "pin a note here")[-1].conversation_id
     note_id = workspace.save_note(OWNER, conversation_id, 1, "Kept part", title="", tags="a, b ,")

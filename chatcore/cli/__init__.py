@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from chatcore.errors import ChatCoreError
-from chatcore.settings import Settings
+from chatcore.core.errors import ChatCoreError
+from chatcore.core.settings import Settings
 from storage.errors import StorageError
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from chatcore.settings import Settings
+from chatcore.core.settings import Settings
 from storage import ImportValidationError, StorageError, Store, render_snippet
 
 

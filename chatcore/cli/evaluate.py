@@ -26,15 +26,15 @@ def eval_group() -> None:
 @click.pass_context
 def perplexity_command(ctx: click.Context, file: Path, window: int, stride: int | None, **options: Any) -> None:
     """Print the model's perplexity on FILE (UTF-8 text), e.g. `perplexity: 23.41`."""
-    from chatcore.engine import LocalEngine
-    from chatcore.evaluate import perplexity
+    from chatcore.engine.loader import load_engine
+    from chatcore.engine.perplexity import perplexity
 
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     settings = settings_from(ctx, options).with_overrides(compile="0")  # scoring never runs the decode step
-    engine = LocalEngine.load(settings, progress=lambda m: click.echo(m, err=True))
+    engine = load_engine(settings, progress=lambda m: click.echo(m, err=True))
     bar = tqdm(total=None, unit="window", desc="scoring", file=sys.stderr)
 
     def advance(done: int, total: int) -> None:

@@ -13,9 +13,15 @@ import click
 
 from chatcore.cli import main
 from chatcore.cli.common import (
-    echo_json, echo_next_page, json_option, local_time, open_store, snippet_line, storage_errors,
+    echo_json,
+    echo_next_page,
+    json_option,
+    local_time,
+    open_store,
+    snippet_line,
+    storage_errors,
 )
-from chatcore.research import write_atomically
+from chatcore.services.notes import write_atomically
 from storage import LOCAL_OWNER, MAX_IMPORT_BYTES, ImportValidationError
 from storage.transfer import message_heading
 

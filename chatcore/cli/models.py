@@ -6,9 +6,9 @@ import json
 
 import click
 
-from chatcore import sources
 from chatcore.cli import main
-from chatcore.settings import DEFAULT_MODEL
+from chatcore.core.settings import DEFAULT_MODEL
+from chatcore.engine import sources
 
 
 @main.command()

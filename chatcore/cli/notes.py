@@ -1,7 +1,7 @@
 """``chatcore notes`` (research notes) and ``chatcore feedback export`` (rated answers).
 
 Glue only, as ``chatcore history``: open the store, call ``storage.notes`` or
-``chatcore.research``, print for a person or, with ``--json``, for a program.
+``chatcore.services.notes``, print for a person or, with ``--json``, for a program.
 """
 
 from __future__ import annotations
@@ -11,11 +11,17 @@ from pathlib import Path
 
 import click
 
-from chatcore import research
 from chatcore.cli import main
 from chatcore.cli.common import (
-    echo_json, echo_next_page, json_option, local_time, open_store, snippet_line, storage_errors,
+    echo_json,
+    echo_next_page,
+    json_option,
+    local_time,
+    open_store,
+    snippet_line,
+    storage_errors,
 )
+from chatcore.services import notes as note_service
 from storage import LOCAL_OWNER
 from storage import notes as store_notes
 
@@ -49,7 +55,7 @@ def add(title: str | None, body: str | None, tags: tuple[str, ...], message_id: 
     text = _read_body(body)
     store = open_store()
     if message_id is not None:
-        note_id = research.save_answer_as_note(store, LOCAL_OWNER, message_id, selection=text, title=title, tags=tags)
+        note_id = note_service.save_answer_as_note(store, LOCAL_OWNER, message_id, selection=text, title=title, tags=tags)
     else:
         if title is None or text is None:
             raise click.UsageError("Give --title and --body, or --from-message ID.")
@@ -212,7 +218,7 @@ def export(output: Path, single_file: bool) -> None:
         raise click.UsageError(f"{output} is a file; give a directory, or add --single-file.")
     store = open_store()
     count = store_notes.count_notes(store, LOCAL_OWNER)
-    research.export_notes(store, LOCAL_OWNER, output, single_file=single_file)
+    note_service.export_notes(store, LOCAL_OWNER, output, single_file=single_file)
     click.echo(f"Exported {count} note{'s' if count != 1 else ''} to {output}.")
 
 
@@ -227,5 +233,5 @@ def feedback() -> None:
 @storage_errors
 def feedback_export(output: Path) -> None:
     """Write every rated answer with its question and settings as JSON Lines."""
-    count = research.export_feedback(open_store(), LOCAL_OWNER, output)
+    count = note_service.export_feedback(open_store(), LOCAL_OWNER, output)
     click.echo(f"Exported {count} rated answer{'s' if count != 1 else ''} to {output}.")

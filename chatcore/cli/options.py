@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import click
 
-from chatcore.params import GenerationParams
-from chatcore.settings import Settings
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
 
 
 def model_options(command: Callable) -> Callable:

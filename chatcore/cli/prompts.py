@@ -8,8 +8,8 @@ import click
 
 from chatcore.cli import main
 from chatcore.cli.common import echo_json
-from chatcore.prompts import PromptLibrary, Template, user_prompts_dir
-from chatcore.settings import Settings
+from chatcore.core.settings import Settings
+from chatcore.services.templates import PromptLibrary, Template, user_prompts_dir
 
 
 def load_library(settings: Settings) -> PromptLibrary:

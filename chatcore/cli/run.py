@@ -10,13 +10,19 @@ from typing import Any
 
 import click
 
-from chatcore.chat import Message
 from chatcore.cli import main
-from chatcore.cli.options import backend_options, model_options, params_from, sampling_options, settings_from
-from chatcore.events import Finished, Started, TextDelta
-from chatcore.params import GenerationParams
-from chatcore.service import ChatService, Saved, check_user_text
-from chatcore.settings import Settings
+from chatcore.cli.options import (
+    backend_options,
+    model_options,
+    params_from,
+    sampling_options,
+    settings_from,
+)
+from chatcore.core.chat import Message
+from chatcore.core.events import Finished, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.services.chat import ChatService, Saved, check_user_text
 
 
 def _service(settings: Settings, save: bool, *, lazy: bool = False) -> ChatService:
@@ -30,7 +36,9 @@ def _service(settings: Settings, save: bool, *, lazy: bool = False) -> ChatServi
         from storage import Store
 
         store = Store(settings.db_path)
-    from chatcore.remote import load_backend  # the local decoder, or --backend openai's server
+    from chatcore.engine.loader import (
+        load_backend,  # the local decoder, or --backend openai's server
+    )
 
     if settings.compile == "auto":  # a one-shot command would spend more time compiling than decoding
         settings = settings.with_overrides(compile="0")

@@ -25,10 +25,10 @@ def serve(ctx: click.Context, host: str, port: int, api_key: str | None, api_onl
     """Start the web app at http://HOST:PORT (and its API at /v1); the model loads in the background."""
     settings = settings_from(ctx, options).with_overrides(api_key=api_key)
     if api_only:
-        from chatcore.api import serve_api
+        from chatcore.api.server import serve_api
 
         serve_api(settings, host=host, port=port)
         return
-    import app  # the page lives at the top level, next to the packages it composes
+    from chatcore.web import app
 
     app.serve(host=host, port=port, settings=settings, open_browser=open_browser, concurrency=concurrency)

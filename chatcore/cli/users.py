@@ -1,6 +1,6 @@
 """``chatcore users``: accounts for the web app's login, and API keys for the HTTP API.
 
-Glue only: open the store, call :class:`chatcore.users.Accounts`, print. Adding the first account
+Glue only: open the store, call :class:`chatcore.services.accounts.Accounts`, print. Adding the first account
 turns logins on; from then on every request needs a password (web) or a key (API).
 """
 
@@ -12,7 +12,7 @@ import click
 
 from chatcore.cli import main
 from chatcore.cli.common import json_option, open_store
-from chatcore.users import AccountError, Accounts, check_name
+from chatcore.services.accounts import AccountError, Accounts, check_name
 from storage import LOCAL_OWNER
 
 

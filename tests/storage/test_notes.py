@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from sqlite_utils import Database
 
-from storage import HIGHLIGHT_END, HIGHLIGHT_START, InvalidValue, NotFound, Store, open_database
-from storage import notes
+from storage import (
+    HIGHLIGHT_END,
+    HIGHLIGHT_START,
+    InvalidValue,
+    NotFound,
+    Store,
+    notes,
+    open_database,
+)
 from storage.feedback import rated_exchanges
 from storage.stats import messages_per_day, ratings_per_day, speed_by_model
 

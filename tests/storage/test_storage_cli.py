@@ -12,8 +12,6 @@ from chatcore.cli import main
 from storage import Store
 
 
-
-
 @pytest.fixture
 def saved(home: Path) -> tuple[int, int]:
     """Two conversations in the CLI's database: a chat about kumquats and an empty one."""

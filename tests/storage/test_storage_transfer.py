@@ -10,7 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import EXPORT_FORMAT, EXPORT_VERSION, MAX_IMPORT_BYTES, ImportValidationError, Store
+from storage import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    MAX_IMPORT_BYTES,
+    ImportValidationError,
+    Store,
+)
 
 IDS = ("id", "conversation_id", "parent_conversation_id", "parent_message_id")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from chatcore.engine import LocalEngine
-from chatcore.errors import ChatCoreError
-from chatcore.settings import Settings
+from chatcore.core.errors import ChatCoreError
+from chatcore.core.settings import Settings
+from chatcore.engine.loader import load_engine
 
 
 class ModelNotReadyError(ChatCoreError):
@@ -19,7 +19,7 @@ class ModelManager:
 
     def __init__(self, settings: Settings, loader: Callable[[Settings, Callable[[str], None]], object] | None = None) -> None:
         self.settings = settings
-        self._loader = loader or (lambda s, progress: LocalEngine.load(s, progress))
+        self._loader = loader or (lambda s, progress: load_engine(s, progress))
         self._lock = threading.Lock()
         self._backend: object | None = None
         self._status = "not loaded"

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from chatcore.errors import ParameterError
-from chatcore.events import Finished, Started, TextDelta
-from chatcore.manager import ModelManager
-from chatcore.params import GenerationParams
-from chatcore.service import ChatService, Saved, check_user_text
-from storage import LOCAL_OWNER  # the owner of everything when no accounts exist; app.py takes it from here
+from chatcore.core.errors import ParameterError
+from chatcore.core.events import Finished, Started, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.services.chat import ChatService, Saved, check_user_text
+from chatcore.services.models import ModelManager
+
 SIDEBAR_LIMIT = 200
 # At most 25 chat updates a second: the browser re-renders Markdown and LaTeX on each one, and on a
 # small CPU that rendering competes with decoding. The last text always arrives with the final view.
@@ -137,7 +137,7 @@ class Workspace:
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, value) for every cached model, the current one first if it is not cached."""
-        from chatcore import sources
+        from chatcore.engine import sources
 
         choices = []
         for cached in sources.list_cached(self.manager.settings):
@@ -352,7 +352,7 @@ class Workspace:
         return self._library().get(name)
 
     def _library(self) -> Any:
-        from chatcore.prompts import PromptLibrary, user_prompts_dir
+        from chatcore.services.templates import PromptLibrary, user_prompts_dir
 
         return PromptLibrary.load(user_prompts_dir(self.manager.settings.home))
 
@@ -366,7 +366,7 @@ class Workspace:
     def save_note(self, owner: str, conversation_id: int | None, index: int | None, text: str, *,
                   title: str = "", tags: str = "") -> int:
         """Save answer ``index`` (or ``text``, the part of it kept) as a note; returns its id."""
-        from chatcore.research import save_answer_as_note
+        from chatcore.services.notes import save_answer_as_note
 
         answer = self.answer(owner, conversation_id, index, "note")
         return save_answer_as_note(self.store, owner, answer["id"], selection=text, title=title or None,
@@ -406,7 +406,7 @@ class Workspace:
         """Every note of the owner as one Markdown document in a fresh folder under ``directory``."""
         import tempfile
 
-        from chatcore.research import export_notes
+        from chatcore.services.notes import export_notes
 
         directory.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="notes-", dir=directory))  # one per export: users never share
@@ -414,7 +414,7 @@ class Workspace:
 
     def note_source(self, owner: str, note_id: int | None) -> int:
         """The conversation a note was saved from."""
-        from chatcore.research import note_source
+        from chatcore.services.notes import note_source
 
         if note_id is None:
             raise ParameterError("note", "choose a note first")
@@ -433,7 +433,7 @@ class Workspace:
 
     def pinned_line(self, owner: str, conversation_id: int | None) -> str:
         """``📌 2 notes pinned · 310 tokens of context`` (the tokens once a model is loaded), or ``""``."""
-        from chatcore.research import context_tokens, pinned_context
+        from chatcore.services.notes import context_tokens, pinned_context
 
         if conversation_id is None:
             return ""

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from chatcore.errors import ParameterError
+from chatcore.core.errors import ParameterError
 
 # Bounds shown to users; each message names the parameter and its allowed range.
 TEMPERATURE_RANGE = (0.0, 2.0)

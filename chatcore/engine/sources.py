@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from chatcore.errors import ModelError
-from chatcore.settings import Settings
+from chatcore.core.errors import ModelError
+from chatcore.core.settings import Settings
 
 Progress = Callable[[str], None]
 MANIFEST = "chatcore.json"

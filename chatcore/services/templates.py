@@ -36,9 +36,9 @@ import jinja2.meta
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from chatcore.errors import ChatCoreError
+from chatcore.core.errors import ChatCoreError
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "prompts"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "prompts"  # the repository's prompts/
 MAX_NAME_LENGTH = 64
 # A template file is a page of text; anything far larger is a mistake, not a template.
 MAX_FILE_BYTES = 256 * 1024

@@ -223,12 +223,12 @@ def supported_shape(weight: torch.Tensor) -> bool:
 
 
 def attach(module: ModuleType, model: Any) -> bool:
-    """Give ``model`` (a :class:`chatcore.fast.model.Transformer` with its cache set up) the C++ step.
+    """Give ``model`` (a :class:`chatcore.engine.fast.model.Transformer` with its cache set up) the C++ step.
 
     Only when every linear is a ``NativeLinear`` and the cache is bfloat16, or int8 (see ``KVCache``)
     with heads of 64 or 128; returns whether it did.
     """
-    from chatcore.fast.quant import NativeLinear
+    from chatcore.engine.fast.quant import NativeLinear
 
     linears = [model.output] + [linear for block in model.layers
                                 for linear in (block.attn.wqkv, block.attn.wo, block.mlp.w13, block.mlp.w2)]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from chatcore.fast import native
+from chatcore.engine.fast import native
 
 MODES = ("none", "int8", "int4")
 # Above this many rows (prompt tokens in a prefill) a layer with a dense bf16 copy multiplies with it:
@@ -120,7 +120,7 @@ class Int4Linear(PackedLinear):
 
 
 class NativeLinear(PackedLinear):
-    """A q4 or q8 weight for ChatCore's own kernels (:mod:`chatcore.fast.native`), which the C++
+    """A q4 or q8 weight for ChatCore's own kernels (:mod:`chatcore.engine.fast.native`), which the C++
     decode step also reads directly; short inputs multiply through the kernel, long prefills through
     the optional dense bfloat16 copy."""
 
@@ -156,7 +156,7 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
              kernels: Any = None) -> nn.Module:
     """Replace the model's linears in place with ``mode`` ones; returns it.
 
-    ``kernels`` (the module :func:`chatcore.fast.native.load` returns) selects ChatCore's own q4/q8
+    ``kernels`` (the module :func:`chatcore.engine.fast.native.load` returns) selects ChatCore's own q4/q8
     kernels for every layer whose shape they take; without it, torch's packed kernels.
 
     ``packed`` is a cache of quantized buffers by ``layer.buffer`` name: layers found there are

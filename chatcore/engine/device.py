@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from chatcore.errors import DeviceError
+from chatcore.core.errors import DeviceError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -13,11 +13,11 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from chatcore.chat import Message, build_messages
-from chatcore.errors import ModelError
-from chatcore.events import Event, Finished, Started, TextDelta
-from chatcore.params import GenerationParams
-from chatcore.settings import DEFAULT_MODEL, Settings
+from chatcore.core.chat import Message, build_messages
+from chatcore.core.errors import ModelError
+from chatcore.core.events import Event, Finished, Started, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import DEFAULT_MODEL, Settings
 
 # Servers that do not say their window (most do not in /v1/models) are assumed to hold this many tokens;
 # it only bounds max_tokens here, the server itself fits or refuses the prompt.
@@ -213,14 +213,3 @@ class RemoteBackend:
             total_ms=(end - start) * 1000, model=self._model, seed=seed, error=error,
             extra={"backend": self.base_url, **({} if cached_tokens is None else {"cached_tokens": cached_tokens})},
         )
-
-
-def load_backend(settings: Settings, progress: Callable[[str], None] | None = None) -> Any:
-    """The backend ``settings`` ask for: the local decoder, or a remote server (``ModelManager``'s loader)."""
-    if settings.backend == "local":
-        from chatcore.engine import LocalEngine
-
-        return LocalEngine.load(settings, progress)
-    if settings.backend == "openai":
-        return RemoteBackend.connect(settings, progress)
-    raise ModelError(f"unknown backend {settings.backend!r}; use 'local' or 'openai'")

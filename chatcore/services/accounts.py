@@ -16,7 +16,7 @@ import re
 import secrets
 from typing import Any
 
-from chatcore.errors import ChatCoreError
+from chatcore.core.errors import ChatCoreError
 from storage import LOCAL_OWNER, Store
 from storage import users as rows
 

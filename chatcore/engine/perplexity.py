@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from chatcore.errors import ParameterError
+from chatcore.core.errors import ParameterError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import yaml
 
-from chatcore.errors import ContextOverflowError, ParameterError
+from chatcore.core.errors import ContextOverflowError, ParameterError
 from storage import Store
 from storage import notes as store_notes
 from storage.errors import NotFound

@@ -1,8 +1,8 @@
-"""The fast engine: ChatCore's own Llama decoder behind the same ``stream()`` as ``LocalEngine``.
+"""The fast engine: ChatCore's own Llama decoder behind the same ``stream()`` as ``TransformersEngine``.
 
-It loads the safetensors weights into :mod:`chatcore.fast.model`, optionally quantizes them
-(:mod:`chatcore.fast.quant`), compiles the one-token step where that works, and serves every
-request through one continuous-batching :class:`~chatcore.fast.scheduler.Scheduler`.
+It loads the safetensors weights into :mod:`chatcore.engine.fast.model`, optionally quantizes them
+(:mod:`chatcore.engine.fast.quant`), compiles the one-token step where that works, and serves every
+request through one continuous-batching :class:`~chatcore.engine.fast.scheduler.Scheduler`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,30 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from chatcore import sources
-from chatcore.chat import Message
-from chatcore.errors import ModelError, ParameterError
-from chatcore.events import Event, TextDelta
-from chatcore.fast import native
-from chatcore.fast import quant as quantization
-from chatcore.fast.graphs import GraphStep
-from chatcore.fast.model import NATIVE_PREFILL_ROWS, Transformer, from_hf_state, supports
-from chatcore.fast.scheduler import Done, Request, Scheduler
-from chatcore.params import GenerationParams
-from chatcore.settings import Settings
+from chatcore.core.chat import Message
+from chatcore.core.errors import ModelError, ParameterError
+from chatcore.core.events import Event, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.core.settings import Settings
+from chatcore.engine import sources
+from chatcore.engine.base import (
+    ModelInfo,
+    TextAssembler,
+    begin_answer,
+    context_window,
+    eos_token_ids,
+    finished_event,
+)
+from chatcore.engine.fast import native
+from chatcore.engine.fast import quant as quantization
+from chatcore.engine.fast.graphs import GraphStep
+from chatcore.engine.fast.model import (
+    NATIVE_PREFILL_ROWS,
+    Transformer,
+    from_hf_state,
+    supports,
+)
+from chatcore.engine.fast.scheduler import Done, Request, Scheduler
 
 SLOTS = 8  # concurrent requests decoded together; more wait for a free slot
 PPL_TOLERANCE = 1.02  # a quantized model may lose at most 2% perplexity against float32
@@ -58,8 +71,6 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
               progress: Callable[[str], None] | None = None) -> "FastEngine | None":
     """The fast engine for ``directory``, or ``None`` when its model needs the transformers loop."""
     from transformers import AutoConfig
-
-    from chatcore.engine import ModelInfo, context_window
 
     config = AutoConfig.from_pretrained(directory, trust_remote_code=settings.trust_remote_code)
     files = sorted(Path(directory).glob("*.safetensors"))
@@ -283,12 +294,10 @@ def perplexity(model: Transformer, ids: torch.Tensor) -> float:
 
 
 class FastEngine:
-    """Streams answers from the fast decoder; the interface of ``chatcore.engine.LocalEngine``."""
+    """Streams answers from the fast decoder; the interface of ``chatcore.engine.base.Backend``."""
 
     def __init__(self, decoder: Transformer, tokenizer: Any, info: Any, *, config: Any, directory: Path,
                  quant: str, compile_step: bool = True, kernels: Any = None, graphs: bool | None = None) -> None:
-        from chatcore.engine import _eos_token_ids
-
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.info = info
@@ -297,7 +306,7 @@ class FastEngine:
         self._directory = directory
         self._hf_model: Any = None
         self._hf_lock = threading.Lock()
-        self._eos_ids = frozenset(_eos_token_ids(_GenerationConfigOnly(directory, config), tokenizer))
+        self.eos_ids = frozenset(eos_token_ids(_GenerationConfigOnly(directory, config), tokenizer))
         # CUDA graphs wherever the step runs on CUDA, unless the caller says otherwise (a benchmark's baseline).
         self._step = _StepRunner(decoder, compile_step, decoder.device.type == "cuda" if graphs is None else graphs)
         argmax = None
@@ -364,15 +373,13 @@ class FastEngine:
         cancel: threading.Event | None = None,
     ) -> Iterator[Event]:
         """Answer the last user message of ``history``: ``Started``, ``TextDelta``s, then ``Finished``."""
-        from chatcore.engine import _TextAssembler, begin_answer, finished_event
-
         start = time.perf_counter()
         fitted, started = begin_answer(self.tokenizer, history, params, system, self.context_window)
         yield started
         seed = started.seed
         generator = torch.Generator(device=self.decoder.device).manual_seed(seed)
-        request = Request(list(fitted.input_ids), params, generator, cancel, self._eos_ids)
-        text = _TextAssembler(self.tokenizer, params.stop)
+        request = Request(list(fitted.input_ids), params, generator, cancel, self.eos_ids)
+        text = TextAssembler(self.tokenizer, params.stop)
         reason, first_token_at = "length", None
         try:
             self.scheduler.submit(request)
@@ -400,12 +407,12 @@ class FastEngine:
         if tail:
             yield TextDelta(tail)
         yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
-                             info=self.info, engine="chatcore.fast", quant=self.quant, compiled=self._step.compiled,
+                             info=self.info, engine="chatcore.engine.fast", quant=self.quant, compiled=self._step.compiled,
                              kernels=self.kernels, kv_cache=self.kv_cache, cached_tokens=request.reused)
 
 
 class _GenerationConfigOnly:
-    """What ``_eos_token_ids`` reads from a model: its generation config."""
+    """What ``eos_token_ids`` reads from a model: its generation config."""
 
     def __init__(self, directory: Path, config: Any) -> None:
         from transformers import GenerationConfig

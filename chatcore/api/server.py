@@ -36,12 +36,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Mount
 
-from chatcore.chat import ROLES, Message
-from chatcore.errors import ChatCoreError, ContextOverflowError, ModelError, ParameterError
-from chatcore.manager import ModelNotReadyError
-from chatcore.events import Finished, Started, TextDelta
-from chatcore.params import GenerationParams
-from chatcore.service import ChatService, Saved
+from chatcore.core.chat import ROLES, Message
+from chatcore.core.errors import (
+    ChatCoreError,
+    ContextOverflowError,
+    ModelError,
+    ParameterError,
+)
+from chatcore.core.events import Finished, Started, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.services.chat import ChatService, Saved
+from chatcore.services.models import ModelNotReadyError
 from storage import LOCAL_OWNER
 
 API_PREFIX = "/v1"
@@ -50,7 +55,7 @@ _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
 # How often a non-streaming request checks whether its client has gone away (seconds).
 _DISCONNECT_POLL_S = 0.5
 # Answers decoding at once and answers allowed to wait for a turn. As many run as the local decoder
-# batches in one step (chatcore.fast.engine.SLOTS): fewer would leave its slots idle while clients wait.
+# batches in one step (chatcore.engine.fast.engine.SLOTS): fewer would leave its slots idle while clients wait.
 MAX_RUNNING = 8
 MAX_WAITING = 32
 BUSY_RETRY_AFTER_S = 2
@@ -262,7 +267,7 @@ class _API:
 
     def __init__(self, manager: Any, store: Any | None, api_key: str | None,
                  admission: Admission | None = None) -> None:
-        from chatcore.users import Accounts
+        from chatcore.services.accounts import Accounts
 
         self.admission = admission or Admission()
         self.manager = manager
@@ -530,9 +535,9 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860) -> No
     """``chatcore serve --api-only``: load the backend in the background and serve the API until interrupted."""
     import uvicorn
 
-    from chatcore.manager import ModelManager
-    from chatcore.remote import load_backend
-    from chatcore.users import Accounts
+    from chatcore.engine.loader import load_backend
+    from chatcore.services.accounts import Accounts
+    from chatcore.services.models import ModelManager
     from storage import Store
 
     store = Store(settings.db_path)

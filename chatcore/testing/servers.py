@@ -11,6 +11,13 @@ from typing import Any, Iterator
 import uvicorn
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Run ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
@@ -36,8 +43,8 @@ def serve(app: Any) -> Iterator[str]:
 
 def manager_for(backend: Any) -> Any:
     """A ``ModelManager`` that has finished loading ``backend``."""
-    from chatcore.manager import ModelManager
-    from chatcore.settings import Settings
+    from chatcore.core.settings import Settings
+    from chatcore.services.models import ModelManager
 
     manager = ModelManager(Settings(), loader=lambda settings, progress: backend)
     manager.start()

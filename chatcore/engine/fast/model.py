@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # Prompts up to this many tokens prefill through the C++ step (no per-layer Python, no GEMM set-up);
 # longer ones through bfloat16 GEMMs, whose matrix units win once there are enough rows.
 NATIVE_PREFILL_ROWS = 128
@@ -222,7 +221,7 @@ class Transformer(nn.Module):
         self.slots = 0
         self.length = 0
         self.rope_source: Any = None  # length -> (cos, sin) [length, D], set by the loader
-        # The C++ one-token step (chatcore.fast.native) over these same weights and cache, when attached.
+        # The C++ one-token step (chatcore.engine.fast.native) over these same weights and cache, when attached.
         self.native_step: Any = None
 
     @property

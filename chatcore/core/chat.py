@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from chatcore.errors import ContextOverflowError, ModelError, ParameterError
+from chatcore.core.errors import ContextOverflowError, ModelError, ParameterError
 
 ROLES = ("system", "user", "assistant")
 

@@ -30,8 +30,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from chatcore.params import GenerationParams
-from chatcore.sampling import sample_next
+from chatcore.core.params import GenerationParams
+from chatcore.engine.sampling import sample_next
 
 # Attention reads the cache up to the longest running sequence, rounded up to this many positions,
 # so the step's shapes change rarely.

@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from chatcore.chat import Message
-from chatcore.events import Event, Finished, Started, TextDelta
-from chatcore.params import GenerationParams
-from chatcore.research import with_pinned_notes
+from chatcore.core.chat import Message
+from chatcore.core.events import Event, Finished, Started, TextDelta
+from chatcore.core.params import GenerationParams
+from chatcore.services.notes import with_pinned_notes
 
 # Streaming writes are throttled so that SQLite never slows decoding; a crash loses at most this much.
 SAVE_INTERVAL_S = 0.5
@@ -50,7 +50,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def check_user_text(text: Any, name: str = "message") -> str:
     """Refuse empty, oversized or control-character-laden messages before any model work."""
-    from chatcore.errors import ParameterError
+    from chatcore.core.errors import ParameterError
 
     if not isinstance(text, str):
         raise ParameterError(name, f"the {name} must be text")
@@ -132,7 +132,7 @@ class ChatService:
         self, owner: str, message_id: int, *, cancel: threading.Event | None = None
     ) -> Iterator[Event]:
         """Re-run a saved answer with its recorded settings and seed on the same turns; nothing is saved."""
-        from chatcore.errors import ParameterError
+        from chatcore.core.errors import ParameterError
 
         message = self.store.get_message(owner, message_id)
         if message["role"] != "assistant":

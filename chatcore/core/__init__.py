@@ -1,0 +1,1 @@
+"""The layer everything stands on: errors, typed events, parameters, settings, chat templating. No torch."""

@@ -1,0 +1,1 @@
+"""Decoders behind one contract: the transformers loop, ChatCore's fast Llama decoder, remote servers."""

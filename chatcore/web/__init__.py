@@ -1,0 +1,1 @@
+"""The Gradio page: layout, event wiring and view formatting over the services."""
