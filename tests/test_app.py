@@ -8,12 +8,14 @@ import gradio as gr
 import pytest
 from gradio.helpers import special_args
 
+from chatcore.core.errors import ModelError
 from chatcore.core.settings import Settings
 from chatcore.services.models import ModelManager
 from chatcore.testing.engines import endless
 from chatcore.testing.workspaces import make_workspace
 from chatcore.web import app
 from chatcore.web.workspace import StopSignal, Workspace
+from storage import Store
 
 PARAMS = dict(temperature=0.0, top_p=0.95, top_k=50, max_new_tokens=8, repetition_penalty=1.1, seed="")
 
@@ -204,9 +206,15 @@ def test_export_returns_a_file(chat_app):
         chat_app.export(None, fmt="json")
 
 
-def test_status_is_plain_text(chat_app):
-    chat_app.workspace.manager._status = "failed to load <img src=x onerror=alert(1)>: *boom*"
-    status, _ = chat_app.poll_status()
+def test_status_is_plain_text(tmp_path):
+    def fail(settings, progress):
+        raise ModelError("<img src=x onerror=alert(1)>: *boom*")
+
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model="hostile")
+    manager = ModelManager(settings, loader=fail)
+    manager.start()
+    manager.wait()
+    status, _ = app.ChatApp(Workspace(manager, Store(settings.db_path))).poll_status()
     assert "<img" not in status and "\\*boom\\*" in status
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from chatcore.core.errors import ChatCoreError
 from chatcore.core.settings import Settings
@@ -14,6 +15,31 @@ class ModelNotReadyError(ChatCoreError):
     """A request arrived while the model is still loading, or after loading failed."""
 
 
+ModelState = Literal["not loaded", "loading", "ready", "failed"]
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Where model loading stands, for the page's status line and the API's 503s."""
+
+    state: ModelState
+    model: str | None = None
+    detail: str = ""  # the loader's last progress message, or why loading failed
+
+    @property
+    def loading(self) -> bool:
+        return self.state == "loading"
+
+    def __str__(self) -> str:
+        if self.state == "loading":
+            return f"loading {self.model}: {self.detail}" if self.detail else f"loading {self.model}…"
+        if self.state == "failed":
+            return f"failed to load {self.model}: {self.detail}"
+        if self.state == "ready":
+            return f"ready: {self.model}"
+        return "not loaded"
+
+
 class ModelManager:
     """Owns the current backend; loading happens on a background thread, never inside a request."""
 
@@ -22,13 +48,13 @@ class ModelManager:
         self._loader = loader or (lambda s, progress: load_engine(s, progress))
         self._lock = threading.Lock()
         self._backend: object | None = None
-        self._status = "not loaded"
+        self._status = ModelStatus("not loaded")
         self._error: str | None = None
         self._loading: threading.Thread | None = None
 
     @property
-    def status(self) -> str:
-        """A one-line, human-readable state: loading, ready or failed, with the model's name."""
+    def status(self) -> ModelStatus:
+        """Loading, ready or failed, with the model's name; ``str()`` of it is the one-line message."""
         return self._status
 
     @property
@@ -41,7 +67,7 @@ class ModelManager:
             if self._loading is not None:
                 raise ModelNotReadyError(f"already busy: {self._status}")
             target = self.settings.with_overrides(model=model, device=device, dtype=dtype)
-            self._status = f"loading {target.model}…"
+            self._status = ModelStatus("loading", target.model)
             self._error = None
             thread = threading.Thread(target=self._load, args=(target,), name="model-loader", daemon=True)
             self._loading = thread
@@ -50,18 +76,18 @@ class ModelManager:
 
     def _load(self, target: Settings) -> None:
         def progress(message: str) -> None:
-            self._status = f"loading {target.model}: {message}"
+            self._status = ModelStatus("loading", target.model, message)
 
         try:
             backend = self._loader(target, progress)
         except Exception as exc:  # any failure is reported in the UI, and the old model stays usable
             self._error = str(exc)
             previous = f"; still using {self.settings.model}" if self._backend is not None else ""
-            self._status = f"failed to load {target.model}: {exc}{previous}"
+            self._status = ModelStatus("failed", target.model, f"{exc}{previous}")
         else:
             self._backend = backend
             self.settings = target
-            self._status = f"ready: {target.model}"
+            self._status = ModelStatus("ready", target.model)
         finally:
             self._loading = None
 

@@ -133,7 +133,7 @@ class Workspace:
     def model_status(self) -> tuple[str, bool]:
         """The status line, and whether a load is in progress (the page polls while it is)."""
         status = self.manager.status
-        return status, status.startswith("loading")
+        return str(status), status.loading
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, value) for every cached model, the current one first if it is not cached."""
@@ -165,9 +165,9 @@ class Workspace:
         """Start loading another model or device in the background; returns the new status line."""
         current = self.manager.settings
         if self.manager.ready and (model or current.model) == current.model and (device or current.device) == current.device:
-            return self.manager.status
+            return str(self.manager.status)
         self.manager.start(model=model or None, device=device or None)
-        return self.manager.status
+        return str(self.manager.status)
 
     # -- the sidebar ---------------------------------------------------------------------------
 
