@@ -31,7 +31,7 @@ def main() -> None:
     from chatcore.core.settings import Settings
     from chatcore.services.models import ModelManager
     from chatcore.testing.servers import free_port
-    from chatcore.web import app
+    from chatcore.web import app, server
     from chatcore.web.workspace import Workspace
     from storage import Store
 
@@ -41,7 +41,7 @@ def main() -> None:
     manager.start()
     workspace = Workspace(manager, Store(settings.db_path))
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True)

@@ -9,11 +9,11 @@ import pytest
 from gradio.helpers import special_args
 
 from chatcore.core.errors import ModelError
-from chatcore.core.settings import Settings
+from chatcore.core.settings import DEFAULT_CONCURRENCY, Settings
 from chatcore.services.models import ModelManager
 from chatcore.testing.engines import endless
 from chatcore.testing.workspaces import make_workspace
-from chatcore.web import app
+from chatcore.web import app, server
 from chatcore.web.workspace import StopSignal, Workspace
 from storage import Store
 
@@ -48,12 +48,12 @@ def test_generation_is_queued_with_a_shared_limit_and_cheap_events_never_wait(ch
     demo = chat_app.demo
     generating = [fn for name in ("respond", "retry", "edit") for fn in fn_named(demo, name)]
     assert len(generating) == 4  # Enter, Send, Retry, Edit
-    assert all(fn.queue and fn.concurrency_limit == app.DEFAULT_CONCURRENCY for fn in generating)
+    assert all(fn.queue and fn.concurrency_limit == DEFAULT_CONCURRENCY for fn in generating)
     # As many as the local decoder batches: a tab that sends while others answer joins their step.
     from chatcore.api.server import MAX_RUNNING
     from chatcore.engine.fast.engine import SLOTS
 
-    assert app.DEFAULT_CONCURRENCY == MAX_RUNNING == SLOTS
+    assert DEFAULT_CONCURRENCY == MAX_RUNNING == SLOTS
     assert {fn.concurrency_id for fn in generating} == {"generate"}
     # Cheap events never wait behind an answer. Those that can refuse are queued with no limit (Gradio
     # shows a gr.Error's message only for a queued event); the rest stay out of the queue.
@@ -219,9 +219,9 @@ def test_status_is_plain_text(tmp_path):
 
 
 def test_parse_args_defaults():
-    args = app.parse_args([])
+    args = server.parse_args([])
     assert (args.host, args.port, args.open, args.model) == ("127.0.0.1", 7860, False, None)
-    args = app.parse_args(["--host", "0.0.0.0", "--port", "9000", "--model", "m", "--device", "cpu",
+    args = server.parse_args(["--host", "0.0.0.0", "--port", "9000", "--model", "m", "--device", "cpu",
                            "--dtype", "float32", "--open"])
     assert (args.host, args.port, args.model, args.device, args.dtype, args.open) == (
         "0.0.0.0", 9000, "m", "cpu", "float32", True)

@@ -38,13 +38,13 @@ PAYLOAD = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_engine, tiny_model_dir):
     """The real Gradio server in this process, over the tiny model with end-of-text off (answers run long)."""
-    from chatcore.web import app
+    from chatcore.web import app, server
 
     engine = Paced(endless(tiny_engine), delay_s=0.01)  # about 100 tokens a second, whatever the decoder
     workspace = make_workspace(tmp_path_factory.mktemp("web"), engine, model=str(tiny_model_dir),
                                stream_interval=STREAM_INTERVAL_S)
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
 

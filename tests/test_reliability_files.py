@@ -88,7 +88,7 @@ def test_template_names_from_users_are_slugs_or_refused(name: str, tmp_path: Pat
 
 
 def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, tiny_model_dir: Path) -> None:
-    from chatcore.web import app
+    from chatcore.web import app, server
 
     workspace = make_workspace(tmp_path, tiny_engine, model=str(tiny_model_dir))
     db = workspace.store.path
@@ -98,7 +98,7 @@ def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, 
     cid = workspace.store.create_conversation("local", title="secret")
     workspace.store.add_message(cid, "user", "the secret is 4242")
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         assert demo.server_name == "127.0.0.1"
         targets = [db, Path(f"{db}-wal"), cache / "secret.safetensors", tiny_model_dir / "model.safetensors",
@@ -125,10 +125,10 @@ def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, 
 def test_servers_bind_to_loopback_unless_told() -> None:
     from chatcore.api.server import serve_api
     from chatcore.cli.serve import serve
-    from chatcore.web import app
+    from chatcore.web import server
 
-    assert inspect.signature(app.launch).parameters["host"].default == "127.0.0.1"
-    assert app.parse_args([]).host == "127.0.0.1"
+    assert inspect.signature(server.launch).parameters["host"].default == "127.0.0.1"
+    assert server.parse_args([]).host == "127.0.0.1"
     assert inspect.signature(serve_api).parameters["host"].default == "127.0.0.1"
     assert {p.name: p.default for p in serve.params}["host"] == "127.0.0.1"
 

@@ -192,11 +192,11 @@ def test_past_the_line_a_request_is_told_busy_at_once_and_turns_come_back(tiny_e
 
 
 def test_the_web_queue_is_bounded_and_says_so_when_full(tmp_path: Path, tiny_engine) -> None:
-    from chatcore.web import app
+    from chatcore.web import app, server
 
     workspace = make_workspace(tmp_path, tiny_engine)
     demo = app.build_app(workspace)
-    app.launch(demo, port=soak.free_port(), prevent_thread_lock=True, quiet=True)
+    server.launch(demo, port=soak.free_port(), prevent_thread_lock=True, quiet=True)
     try:
         assert demo._queue.max_size == app.MAX_QUEUE
         # Gradio's own answer to a join past max_size: status 503 with "Queue is full".

@@ -76,7 +76,7 @@ class Parrot:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from chatcore.web import app
+    from chatcore.web import app, server
 
     workspace = make_workspace(tmp_path_factory.mktemp("xss"), Parrot(), model="parrot")
     store = workspace.store
@@ -94,7 +94,7 @@ def server(tmp_path_factory):
         for i, payload in enumerate(PAYLOADS)]}
     store.import_json("local", document)
     demo = app.build_app(workspace)
-    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
 

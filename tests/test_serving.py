@@ -1,7 +1,7 @@
 """What ``python app.py`` and ``chatcore serve`` start: the page and the OpenAI API on one port, with the
 official ``openai`` client, a second ChatCore answering through the first, and logins once accounts exist.
 
-``app.start`` is ``app.serve`` without blocking: the same settings, loader, accounts check and mount.
+``server.start`` is ``server.serve`` without blocking: the same settings, loader, accounts check and mount.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from chatcore.core.settings import Settings
 from chatcore.services.accounts import Accounts
-from chatcore.web import app
+from chatcore.web import app, server
 from storage import Store
 
 KEY = "serving-key-K"
@@ -36,7 +36,7 @@ def _client(url: str, key: str = KEY) -> openai.OpenAI:
 def _start(settings: Settings):
     """Start a whole ChatCore; returns (demo, url) once its model answers on /v1."""
     port = _free_port()
-    demo = app.start(settings, port=port, quiet=True)
+    demo = server.start(settings, port=port, quiet=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -152,7 +152,7 @@ def test_serve_has_the_api_and_backend_flags() -> None:
     assert result.exit_code == 0
     for flag in ("--api-key", "--api-only", "--backend", "--base-url", "--backend-api-key", "--quant", "--model"):
         assert flag in result.output, flag
-    args = app.parse_args(["--api-key", "K", "--backend", "openai", "--base-url", "http://h/v1",
+    args = server.parse_args(["--api-key", "K", "--backend", "openai", "--base-url", "http://h/v1",
                            "--backend-api-key", "B", "--quant", "int8"])
     assert (args.api_key, args.backend, args.base_url, args.backend_api_key, args.quant) == (
         "K", "openai", "http://h/v1", "B", "int8")

@@ -45,6 +45,7 @@ from chatcore.core.errors import (
 )
 from chatcore.core.events import Finished, Started, TextDelta
 from chatcore.core.params import GenerationParams
+from chatcore.core.settings import DEFAULT_CONCURRENCY
 from chatcore.services.chat import ChatService, Saved
 from chatcore.services.models import ModelNotReadyError
 from storage import LOCAL_OWNER
@@ -54,9 +55,8 @@ _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
 # How often a non-streaming request checks whether its client has gone away (seconds).
 _DISCONNECT_POLL_S = 0.5
-# Answers decoding at once and answers allowed to wait for a turn. As many run as the local decoder
-# batches in one step (chatcore.engine.fast.engine.SLOTS): fewer would leave its slots idle while clients wait.
-MAX_RUNNING = 8
+# Answers decoding at once (one default everywhere, see core.settings) and answers allowed to wait for a turn.
+MAX_RUNNING = DEFAULT_CONCURRENCY
 MAX_WAITING = 32
 BUSY_RETRY_AFTER_S = 2
 

@@ -6,6 +6,7 @@ import click
 
 from chatcore.cli import main
 from chatcore.cli.options import backend_options, model_options, settings_from
+from chatcore.core.settings import DEFAULT_CONCURRENCY
 
 
 @main.command()
@@ -16,7 +17,7 @@ from chatcore.cli.options import backend_options, model_options, settings_from
 @click.option("--api-key", envvar="CHATCORE_API_KEY", show_envvar=True,
               help="Require this key (Authorization: Bearer KEY) on the OpenAI API at /v1.")
 @click.option("--api-only", is_flag=True, help="Serve only the OpenAI API at /v1, without the web page.")
-@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
+@click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, type=click.IntRange(1, 64),
               help="Answers generated at once by the web page.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @click.pass_context
@@ -29,6 +30,6 @@ def serve(ctx: click.Context, host: str, port: int, api_key: str | None, api_onl
 
         serve_api(settings, host=host, port=port)
         return
-    from chatcore.web import app
+    from chatcore.web import server
 
-    app.serve(host=host, port=port, settings=settings, open_browser=open_browser, concurrency=concurrency)
+    server.serve(host=host, port=port, settings=settings, open_browser=open_browser, concurrency=concurrency)

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Answers generated at once, everywhere (the page's queue, the API's admission, the fast decoder's batch):
+# as many as the local decoder batches in one step, so a request that arrives while others answer joins
+# their batch instead of waiting for a whole answer to end, and no batch slot idles while clients wait.
+DEFAULT_CONCURRENCY = 8
 
 
 def _env_path(name: str, default: str) -> Path:

@@ -1,13 +1,8 @@
-"""ChatCore's web app: layout and event wiring only; what happens lives in ``chatcore.web.workspace``.
-
-    python app.py --host 127.0.0.1 --port 7860 [--model M] [--device D] [--dtype T] [--open]
-
-The model loads in the background at start-up; history and search work while it loads.
-"""
+"""ChatCore's page: layout and event wiring only; what happens lives in ``chatcore.web.workspace``, and
+``chatcore.web.server`` serves it."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import re
 import tempfile
@@ -18,13 +13,10 @@ import gradio as gr
 
 from chatcore.core.errors import ChatCoreError
 from chatcore.core.params import GenerationParams
+from chatcore.core.settings import DEFAULT_CONCURRENCY
 from chatcore.web.workspace import ChatView, StopSignal, Workspace, model_label
 from storage import LOCAL_OWNER
 
-# Generation is the only expensive event. As many run at once as the local decoder batches in one step
-# (chatcore.engine.fast.engine.SLOTS): a tab that sends while others answer joins their batch instead of
-# waiting for a whole answer to end.
-DEFAULT_CONCURRENCY = 8
 # Events waiting for a turn; past this a browser is told the queue is full at once instead of waiting on
 # an ever longer line (Gradio answers the join with 503 and the page shows "Queue is full").
 MAX_QUEUE = 64
@@ -729,93 +721,3 @@ class ChatApp:
 def build_app(workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
     """The page over ``workspace``; launch it with :func:`launch`."""
     return ChatApp(workspace, concurrency_limit=concurrency_limit).demo
-
-
-def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
-           concurrency_limit: int = DEFAULT_CONCURRENCY, **kwargs: Any) -> Any:
-    """Queue the expensive events and serve the page."""
-    demo.queue(default_concurrency_limit=concurrency_limit, max_size=MAX_QUEUE)
-    # System fonts only: the page makes no request to any other host (the default theme fetches Google Fonts).
-    theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                           font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
-    return demo.launch(server_name=host, server_port=port, inbrowser=open_browser, css=CSS, head=HEAD,
-                       theme=theme, footer_links=["api", "settings"], **kwargs)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="app.py", description="ChatCore's web app, with the OpenAI API under /v1.")
-    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
-    parser.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
-    parser.add_argument("--model", help="Model: smollm2-135m-instruct (default), a Hugging Face id, a directory or a .gguf file.")
-    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-    parser.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16.")
-    parser.add_argument("--quant", choices=["auto", "none", "int8", "int4"],
-                        help="Weight quantization for Llama-family models: auto (default: fastest within 2%% "
-                             "perplexity), none, int8 or int4.")
-    parser.add_argument("--kv-cache", choices=["int8", "bfloat16"],
-                        help="How the CPU decoder keeps keys and values: int8 (default: half the memory) or bfloat16.")
-    parser.add_argument("--backend", choices=["local", "openai"],
-                        help="local (default): decode here; openai: use the server at --base-url.")
-    parser.add_argument("--base-url", help="An OpenAI-compatible server, e.g. http://gpu-host:8000/v1 "
-                                           "(vLLM, TGI, Ollama, llama.cpp, ChatCore).")
-    parser.add_argument("--backend-api-key", help="The key that server expects (or CHATCORE_BACKEND_API_KEY).")
-    parser.add_argument("--api-key", help="Require this key on the OpenAI API at /v1 (or CHATCORE_API_KEY).")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
-                        help=f"Answers generated at once (default {DEFAULT_CONCURRENCY}).")
-    parser.add_argument("--open", action="store_true", help="Open the page in a browser.")
-    return parser.parse_args(argv)
-
-
-def serve(*, host: str = "127.0.0.1", port: int = 7860, model: str | None = None, device: str | None = None,
-          dtype: str | None = None, quant: str | None = None, kv_cache: str | None = None, backend: str | None = None,
-          base_url: str | None = None, backend_api_key: str | None = None, api_key: str | None = None,
-          open_browser: bool = False, concurrency: int = DEFAULT_CONCURRENCY, settings: Any = None) -> None:
-    """Start loading the model in the background, then serve the page and the API until interrupted.
-
-    ``settings`` (default: from the environment) is the base the other arguments override.
-
-    Once an account exists (``chatcore users add NAME``) the page asks for a login and each account sees
-    only its own history; an API key alone (``--api-key``) guards the API and leaves the page open.
-    """
-    from chatcore.core.settings import Settings
-
-    settings = (settings or Settings()).with_overrides(model=model, device=device, dtype=dtype, quant=quant,
-                                                       kv_cache=kv_cache, backend=backend, base_url=base_url,
-                                                       backend_api_key=backend_api_key, api_key=api_key)
-    demo = start(settings, host=host, port=port, open_browser=open_browser, concurrency=concurrency)
-    print(f"OpenAI-compatible API at http://{host}:{port}/v1")
-    demo.block_thread()
-
-
-def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
-          concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = False) -> gr.Blocks:
-    """Load the backend ``settings`` name in the background, launch the page and mount the API at /v1;
-    returns the launched app without blocking (``demo.close()`` stops it)."""
-    from chatcore.api.server import mount_api
-    from chatcore.engine.loader import load_backend
-    from chatcore.services.accounts import Accounts
-    from chatcore.services.models import ModelManager
-    from storage import Store
-
-    settings.home.mkdir(parents=True, exist_ok=True)
-    manager = ModelManager(settings, loader=load_backend)
-    manager.start()
-    store = Store(settings.db_path)
-    accounts = Accounts(store)
-    demo = build_app(Workspace(manager, store), concurrency_limit=concurrency)
-    # list(), not .enabled: an API key alone must not force logins on the page.
-    launch(demo, host=host, port=port, open_browser=open_browser, concurrency_limit=concurrency,
-           prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None)
-    mount_api(demo.app, manager=manager, store=store, api_key=settings.api_key)
-    return demo
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    serve(host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype, quant=args.quant,
-          kv_cache=args.kv_cache, backend=args.backend, base_url=args.base_url, backend_api_key=args.backend_api_key, api_key=args.api_key,
-          open_browser=args.open, concurrency=args.concurrency)
-
-
-if __name__ == "__main__":
-    main()

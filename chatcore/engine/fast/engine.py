@@ -23,7 +23,7 @@ from chatcore.core.chat import Message
 from chatcore.core.errors import ModelError, ParameterError
 from chatcore.core.events import Event, TextDelta
 from chatcore.core.params import GenerationParams
-from chatcore.core.settings import Settings
+from chatcore.core.settings import DEFAULT_CONCURRENCY, Settings
 from chatcore.engine import sources
 from chatcore.engine.base import (
     ModelInfo,
@@ -44,7 +44,7 @@ from chatcore.engine.fast.model import (
 )
 from chatcore.engine.fast.scheduler import Done, Request, Scheduler
 
-SLOTS = 8  # concurrent requests decoded together; more wait for a free slot
+SLOTS = DEFAULT_CONCURRENCY  # concurrent requests decoded together; more wait for a free slot
 PPL_TOLERANCE = 1.02  # a quantized model may lose at most 2% perplexity against float32
 QUANT_CHOICES = ("auto", "none", "int8", "int4")
 KV_CACHE_CHOICES = ("int8", "bfloat16")
