@@ -27,15 +27,14 @@ class ModelInfo:
 
 
 class Backend(Protocol):
-    """What the services need of a decoder, local or remote: a window, a tokenizer count and a stream."""
+    """Anything that answers a chat: the local decoders or a remote OpenAI-compatible server. Local ones also
+    have ``count_tokens(text)``; remote ones cannot count, so callers look it up with ``getattr``."""
 
     @property
     def context_window(self) -> int: ...
 
     @property
     def model_name(self) -> str: ...
-
-    def count_tokens(self, text: str) -> int: ...
 
     def stream(self, history: Sequence[Message | dict[str, Any]], params: GenerationParams, *,
                system: str | None = None, cancel: threading.Event | None = None) -> Iterator[Event]: ...

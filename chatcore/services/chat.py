@@ -7,32 +7,18 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from chatcore.core.chat import Message
 from chatcore.core.events import Event, Finished, Started, TextDelta
 from chatcore.core.params import GenerationParams
+from chatcore.engine.base import Backend
 from chatcore.services.notes import with_pinned_notes
 
 # Streaming writes are throttled so that SQLite never slows decoding; a crash loses at most this much.
 SAVE_INTERVAL_S = 0.5
 MAX_MESSAGE_CHARS = 200_000
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed", "stop")
-
-
-class Backend(Protocol):
-    """Anything that answers a chat: the local decoder or a remote OpenAI-compatible server."""
-
-    @property
-    def context_window(self) -> int: ...
-
-    @property
-    def model_name(self) -> str: ...
-
-    def stream(
-        self, history: Sequence[Message | dict[str, Any]], params: GenerationParams, *,
-        system: str | None = None, cancel: threading.Event | None = None,
-    ) -> Iterator[Event]: ...
 
 
 @dataclass(frozen=True)
