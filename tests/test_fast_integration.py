@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatcore.core.settings import DEFAULT_MODEL, Settings
+from chatcore.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 QUESTIONS = ["What are three benefits of regular exercise?", "Explain what a hypothesis is, in two sentences."]
@@ -17,10 +17,8 @@ TOKENS = 32
 
 
 @pytest.fixture(scope="module")
-def directory() -> Path:
-    from chatcore.engine import sources
-
-    return sources.ensure_local(DEFAULT_MODEL, Settings())
+def directory(default_model_dir: Path) -> Path:
+    return default_model_dir
 
 
 def test_float32_greedy_tokens_equal_transformers_generate(directory, tmp_path):
