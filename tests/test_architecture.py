@@ -48,7 +48,7 @@ KNOWN = {
     # click's registration pattern: cli/__init__ imports commands, whose modules import cli.main.
     "cycle: chatcore.cli, chatcore.cli.commands, chatcore.cli.evaluate, chatcore.cli.history, chatcore.cli.models, "
     "chatcore.cli.notes, chatcore.cli.prompts, chatcore.cli.run, chatcore.cli.serve, chatcore.cli.users",
-    "layer: chatcore.web.workspace -> torch",  # the page asks torch for the device in its status line
+    "layer: chatcore.web.workspace -> torch",  # Workspace.device_choices asks torch for the devices
     # engine/fast reaching into the model's and sources' privates.
     "private: chatcore.engine.fast.engine -> chatcore.engine.sources._say",
     "private: chatcore.engine.fast.engine -> ._decode",
