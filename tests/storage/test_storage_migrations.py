@@ -11,7 +11,7 @@ from sqlite_utils import Database
 from storage import Store, migrations, open_database
 from storage.db import connect
 
-NAMES = [m.name for m in migrations._migrations]
+NAMES = [m.name for m in migrations.pending(Database(memory=True))]  # all of them, in order, on an empty file
 
 
 def schema(path: Path) -> dict[str, str]:
