@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
-from chatcore.api.server import create_api_app, mount_api
+from chatcore.api.routes import create_api_app, mount_api
 from chatcore.core.settings import Settings
 from chatcore.services.accounts import Accounts
 from chatcore.services.models import ModelManager
@@ -348,7 +348,7 @@ def test_serve_api_runs_a_whole_server_in_its_own_process(tiny_model_dir: Path, 
         port = sock.getsockname()[1]
     env = {**os.environ, "CHATCORE_API_KEY": KEY, "CHATCORE_MODEL": str(tiny_model_dir), "CHATCORE_DEVICE": "cpu",
            "CHATCORE_DTYPE": "float32", "CHATCORE_CACHE": str(tmp_path / "cache")}
-    code = f"from chatcore.api.server import serve_api; from chatcore.core.settings import Settings; serve_api(Settings(), port={port})"
+    code = f"from chatcore.api.routes import serve_api; from chatcore.core.settings import Settings; serve_api(Settings(), port={port})"
     process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)

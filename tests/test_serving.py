@@ -161,11 +161,11 @@ def test_serve_has_the_api_and_backend_flags() -> None:
 def test_serve_api_only_calls_serve_api_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    import chatcore.api.server
+    import chatcore.api.routes
     from chatcore.cli import main
 
     calls = []
-    monkeypatch.setattr(chatcore.api.server, "serve_api", lambda settings, host, port: calls.append((settings, host, port)))
+    monkeypatch.setattr(chatcore.api.routes, "serve_api", lambda settings, host, port: calls.append((settings, host, port)))
     monkeypatch.setenv("CHATCORE_API_KEY", "from-env")
     result = CliRunner().invoke(main, ["serve", "--api-only", "--port", "9001", "--backend", "openai",
                                        "--base-url", "http://gpu:8000/v1", "--quant", "int4"])

@@ -26,7 +26,7 @@ def serve(ctx: click.Context, host: str, port: int, api_key: str | None, api_onl
     """Start the web app at http://HOST:PORT (and its API at /v1); the model loads in the background."""
     settings = settings_from(ctx, options).with_overrides(api_key=api_key)
     if api_only:
-        from chatcore.api.server import serve_api
+        from chatcore.api.routes import serve_api
 
         serve_api(settings, host=host, port=port)
         return

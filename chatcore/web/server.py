@@ -77,7 +77,7 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
           concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = False) -> gr.Blocks:
     """Load the backend ``settings`` name in the background, launch the page and mount the API at /v1;
     returns the launched app without blocking (``demo.close()`` stops it)."""
-    from chatcore.api.server import mount_api
+    from chatcore.api.routes import mount_api
     from chatcore.engine.loader import load_backend
     from chatcore.services.accounts import Accounts
     from chatcore.services.models import ModelManager
