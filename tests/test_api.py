@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
-from chatcore.api.routes import create_api_app, mount_api
+from chatcore.api.routes import create_api_app, mount_api, v1_mount
 from chatcore.core.settings import Settings
 from chatcore.services.accounts import Accounts
 from chatcore.services.models import ModelManager
@@ -312,8 +312,8 @@ def test_mount_api_goes_ahead_of_a_catch_all_mount(tiny_engine, tmp_path: Path) 
         assert [m.id for m in client.models.list()] == [tiny_engine.model_name]
 
 
-def test_mounts_on_a_launched_gradio_app_on_the_same_port(tiny_engine) -> None:
-    """What app.py does: launch the page, then mount the API on Gradio's own server."""
+def test_mounts_on_a_gradio_app_on_the_same_port(tiny_engine) -> None:
+    """What app.py does: Gradio builds its app on the /v1 route, then serves both on one port."""
     import socket
 
     gr = pytest.importorskip("gradio")
@@ -322,9 +322,10 @@ def test_mounts_on_a_launched_gradio_app_on_the_same_port(tiny_engine) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    api = v1_mount(manager=manager_for(tiny_engine), store=None, api_key=KEY)
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        app_kwargs={"routes": [api]})
     try:
-        mount_api(demo.app, manager=manager_for(tiny_engine), store=None, api_key=KEY)
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/").status_code == 200
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
