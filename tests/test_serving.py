@@ -179,8 +179,10 @@ def test_a_client_polling_at_start_up_hears_loading_from_the_first_answer_never_
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     demo = server.start(Settings(home=tmp_path / "home", cache=tmp_path / "cache", model="tiny"), port=port,
-                        quiet=True)
+                        quiet=True, concurrency=3)
     try:
+        api = next(route.app for route in demo.app.router.routes if route.name == "openai-api")
+        assert api.state.admission.running == 3  # --concurrency bounds the API's answers as the page's
         poller.join(60)
         assert answers, "the server never answered"
         first = answers[0]
@@ -225,11 +227,12 @@ def test_serve_api_only_calls_serve_api_with_the_settings(monkeypatch: pytest.Mo
     from chatcore.cli import main
 
     calls = []
-    monkeypatch.setattr(chatcore.api.routes, "serve_api", lambda settings, host, port: calls.append((settings, host, port)))
+    monkeypatch.setattr(chatcore.api.routes, "serve_api",
+                        lambda settings, host, port, concurrency: calls.append((settings, host, port, concurrency)))
     monkeypatch.setenv("CHATCORE_API_KEY", "from-env")
     result = CliRunner().invoke(main, ["serve", "--api-only", "--port", "9001", "--backend", "openai",
-                                       "--base-url", "http://gpu:8000/v1", "--quant", "int4"])
+                                       "--base-url", "http://gpu:8000/v1", "--quant", "int4", "--concurrency", "3"])
     assert result.exit_code == 0, result.output
-    settings, host, port = calls[0]
-    assert (host, port, settings.api_key, settings.backend, settings.base_url, settings.quant) == (
-        "127.0.0.1", 9001, "from-env", "openai", "http://gpu:8000/v1", "int4")
+    settings, host, port, concurrency = calls[0]
+    assert (host, port, settings.api_key, settings.backend, settings.base_url, settings.quant, concurrency) == (
+        "127.0.0.1", 9001, "from-env", "openai", "http://gpu:8000/v1", "int4", 3)

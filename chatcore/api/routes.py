@@ -71,8 +71,10 @@ def create_api_app(**options: Any) -> FastAPI:
     return app
 
 
-def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """``chatcore serve --api-only``: load the backend in the background and serve the API until interrupted."""
+def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
+              concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    """``chatcore serve --api-only``: load the backend in the background and serve the API until interrupted,
+    ``concurrency`` answers at once."""
     import uvicorn
 
     from chatcore.engine.loader import load_backend
@@ -86,5 +88,5 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860) -> No
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key and not Accounts(store).enabled:
         print(f"warning: serving on {host} with no API key: anyone who can reach it can use it "
               "(give --api-key or CHATCORE_API_KEY, or issue keys with `chatcore users key`)")
-    app = create_api_app(manager=manager, store=store, api_key=settings.api_key)
+    app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -93,7 +93,7 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     store = Store(settings.db_path)
     accounts = Accounts(store)
     demo = build_app(Workspace(manager, store), concurrency_limit=concurrency)
-    api = v1_mount(manager=manager, store=store, api_key=settings.api_key)
+    api = v1_mount(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency)
     # list(), not .enabled: an API key alone must not force logins on the page.
     launch(demo, host=host, port=port, open_browser=open_browser, concurrency_limit=concurrency,
            prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None,
