@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak [--kills 25] [--imports 10] [--exports 10] [--chats 8] [--turns 3]
 
-Each kill round starts ``chatcore serve --api-only`` (``chatcore.api.server.serve_api``) as its own process
+Each kill round starts ``chatcore serve --api-only`` (``chatcore.api.routes.serve_api``) as its own process
 over a tiny random model with end-of-text off, saves one finished exchange, streams a long answer
 with the official ``openai`` client and kills the server with SIGKILL after a random number of
 tokens. Then, before anything else opens the database: ``PRAGMA integrity_check`` is ``ok``, every
@@ -41,7 +41,7 @@ RESULTS = ROOT / "bench" / "results" / "soak.json"
 # save_endless_tiny, so a kill always lands mid-answer).
 SERVER_CODE = (
     "import sys\n"
-    "from chatcore.api.server import serve_api\n"
+    "from chatcore.api.routes import serve_api\n"
     "from chatcore.core.settings import Settings\n"
     "serve_api(Settings(), port=int(sys.argv[1]))\n"
 )
@@ -50,9 +50,9 @@ SERVER_CODE = (
 # still its own process, killed with SIGKILL; the last round of every run is a real cold start.
 ZYGOTE_CODE = (
     "import os, signal, sys\n"
-    "import chatcore.api.server, chatcore.services.models, chatcore.engine.loader, storage, uvicorn\n"
+    "import chatcore.api.routes, chatcore.services.models, chatcore.engine.loader, storage, uvicorn\n"
     "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-    "from chatcore.api.server import serve_api\n"
+    "from chatcore.api.routes import serve_api\n"
     "from chatcore.core.settings import Settings\n"
     "from chatcore.engine.loader import load_backend\n"
     "load_backend(Settings(), lambda message: None)  # transformers imports the model's code lazily\n"

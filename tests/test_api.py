@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
-from chatcore.api.server import create_api_app, mount_api
+from chatcore.api.routes import create_api_app, mount_api, v1_mount
 from chatcore.core.settings import Settings
 from chatcore.services.accounts import Accounts
 from chatcore.services.models import ModelManager
@@ -312,8 +312,8 @@ def test_mount_api_goes_ahead_of_a_catch_all_mount(tiny_engine, tmp_path: Path) 
         assert [m.id for m in client.models.list()] == [tiny_engine.model_name]
 
 
-def test_mounts_on_a_launched_gradio_app_on_the_same_port(tiny_engine) -> None:
-    """What app.py does: launch the page, then mount the API on Gradio's own server."""
+def test_mounts_on_a_gradio_app_on_the_same_port(tiny_engine) -> None:
+    """What app.py does: Gradio builds its app on the /v1 route, then serves both on one port."""
     import socket
 
     gr = pytest.importorskip("gradio")
@@ -322,9 +322,10 @@ def test_mounts_on_a_launched_gradio_app_on_the_same_port(tiny_engine) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    api = v1_mount(manager=manager_for(tiny_engine), store=None, api_key=KEY)
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        app_kwargs={"routes": [api]})
     try:
-        mount_api(demo.app, manager=manager_for(tiny_engine), store=None, api_key=KEY)
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/").status_code == 200
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
@@ -348,7 +349,7 @@ def test_serve_api_runs_a_whole_server_in_its_own_process(tiny_model_dir: Path, 
         port = sock.getsockname()[1]
     env = {**os.environ, "CHATCORE_API_KEY": KEY, "CHATCORE_MODEL": str(tiny_model_dir), "CHATCORE_DEVICE": "cpu",
            "CHATCORE_DTYPE": "float32", "CHATCORE_CACHE": str(tmp_path / "cache")}
-    code = f"from chatcore.api.server import serve_api; from chatcore.core.settings import Settings; serve_api(Settings(), port={port})"
+    code = f"from chatcore.api.routes import serve_api; from chatcore.core.settings import Settings; serve_api(Settings(), port={port})"
     process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)

@@ -50,10 +50,10 @@ def test_generation_is_queued_with_a_shared_limit_and_cheap_events_never_wait(ch
     assert len(generating) == 4  # Enter, Send, Retry, Edit
     assert all(fn.queue and fn.concurrency_limit == DEFAULT_CONCURRENCY for fn in generating)
     # As many as the local decoder batches: a tab that sends while others answer joins their step.
-    from chatcore.api.server import MAX_RUNNING
+    from chatcore.api.admission import Admission
     from chatcore.engine.fast.engine import SLOTS
 
-    assert DEFAULT_CONCURRENCY == MAX_RUNNING == SLOTS
+    assert DEFAULT_CONCURRENCY == Admission().running == SLOTS
     assert {fn.concurrency_id for fn in generating} == {"generate"}
     # Cheap events never wait behind an answer. Those that can refuse are queued with no limit (Gradio
     # shows a gr.Error's message only for a queued event); the rest stay out of the queue.

@@ -123,7 +123,7 @@ def test_database_and_model_cache_are_never_served(tmp_path: Path, tiny_engine, 
 
 
 def test_servers_bind_to_loopback_unless_told() -> None:
-    from chatcore.api.server import serve_api
+    from chatcore.api.routes import serve_api
     from chatcore.cli.serve import serve
     from chatcore.web import server
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from chatcore.api.server import create_api_app
+from chatcore.api.routes import create_api_app
 from chatcore.cli import main
 from chatcore.core.errors import ParameterError
 from chatcore.core.params import GenerationParams

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench import soak
-from chatcore.api.server import create_api_app
+from chatcore.api.routes import create_api_app
 from chatcore.cli import main
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import Settings
@@ -142,7 +142,7 @@ def test_api_clients_and_web_sessions_at_once_share_one_store(tmp_path: Path, ti
 def test_past_the_line_a_request_is_told_busy_at_once_and_turns_come_back(tiny_engine) -> None:
     app = create_api_app(manager=manager_for(Slow(endless(tiny_engine))), store=None, max_running=1,
                          max_waiting=1)
-    admission = app.router.routes[0].app.state.admission
+    admission = app.state.admission
     body = {"model": tiny_engine.model_name, "messages": [{"role": "user", "content": "go on"}],
             "max_tokens": 1500, "stream": True}
     with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from chatcore.api.server import APIError, parse_params
+from chatcore.api.errors import APIError
+from chatcore.api.serving import parse_request
 from chatcore.core.errors import ParameterError
 from chatcore.core.params import REPETITION_PENALTY_RANGE, SEED_RANGE, TEMPERATURE_RANGE
 from chatcore.services.chat import MAX_MESSAGE_CHARS, check_user_text
@@ -34,7 +35,8 @@ FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens"
 @settings(max_examples=600, deadline=None)
 def test_any_request_parameters_are_valid_or_refused_by_name(body: dict) -> None:
     try:
-        params = parse_params(body, 2048)
+        params = parse_request({"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+                               ).sampling_params(2048)
     except APIError as exc:
         assert exc.status == 400 and exc.param and str(exc)
         return
@@ -48,6 +50,27 @@ def test_any_request_parameters_are_valid_or_refused_by_name(body: dict) -> None
     assert params.seed is None or SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]
     assert all(math.isfinite(v) for v in (params.temperature, params.top_p, params.repetition_penalty))
     assert all(isinstance(s, str) and s for s in params.stop)
+
+
+MESSAGE_LISTS = st.one_of(JSON_VALUES, st.lists(st.dictionaries(
+    st.sampled_from(["role", "content", "name"]),
+    st.one_of(st.sampled_from(["system", "developer", "user", "assistant", "tool"]), JSON_VALUES,
+              st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": JSON_VALUES}),
+                       max_size=2))), max_size=4))
+
+
+@given(MESSAGE_LISTS)
+@settings(max_examples=600, deadline=None)
+def test_any_messages_are_a_conversation_or_refused_by_name(messages) -> None:
+    try:
+        request = parse_request({"model": "m", "messages": messages})
+    except APIError as exc:
+        assert exc.status == 400 and exc.param == "messages" and str(exc).startswith("messages")
+        return
+    system, history, prompt = request.conversation()
+    assert isinstance(prompt, str) and messages[-1]["role"] == "user"
+    assert system is None or isinstance(system, str)
+    assert all(m.role in ("user", "assistant") and isinstance(m.content, str) for m in history)
 
 
 @given(st.one_of(st.text(), st.text(st.characters(max_codepoint=0x7f)), st.binary().map(

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from chatcore.api.server import create_api_app
+from chatcore.api.routes import create_api_app
 from chatcore.core.errors import ModelError
 from chatcore.core.events import Finished, Started, TextDelta
 from chatcore.core.params import GenerationParams

@@ -7,6 +7,7 @@ official ``openai`` client, a second ChatCore answering through the first, and l
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -37,12 +38,17 @@ def _start(settings: Settings):
     """Start a whole ChatCore; returns (demo, url) once its model answers on /v1."""
     port = _free_port()
     demo = server.start(settings, port=port, quiet=True)
+    return demo, _ready(port, settings.api_key or "none")
+
+
+def _ready(port: int, key: str) -> str:
+    """The server's URL, once its model answers on /v1."""
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            _client(url, settings.api_key or "none").models.list()
-            return demo, url
+            _client(url, key).models.list()
+            return url
         except openai.InternalServerError:  # 503 while the model loads
             assert time.monotonic() < deadline, "the model did not load"
             time.sleep(0.1)
@@ -134,6 +140,62 @@ def test_accounts_turn_on_the_login_and_the_api_still_takes_the_key(tiny_model_d
         demo.close()
 
 
+def test_a_client_polling_at_start_up_hears_loading_from_the_first_answer_never_404(
+        tiny_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python app.py`` polled from its first moment: the first answer of /v1/models is 503 "still loading".
+
+    The launch is held just after its server starts listening, until that first answer lands: were /v1
+    mounted only after the launch, as it once was, the answer would be Gradio's 404.
+    """
+    import gradio.http_server
+
+    import chatcore.engine.loader
+
+    released = threading.Event()
+    monkeypatch.setattr(chatcore.engine.loader, "load_backend",
+                        lambda settings, progress: released.wait(60) and tiny_engine)
+    answers: list[httpx.Response] = []
+    answered = threading.Event()
+    real_start_server = gradio.http_server.start_server
+
+    def start_server_then_hold(*args, **kwargs):
+        started = real_start_server(*args, **kwargs)
+        answered.wait(30)
+        return started
+
+    monkeypatch.setattr(gradio.http_server, "start_server", start_server_then_hold)
+    port = _free_port()
+
+    def poll() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                answers.append(httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10))
+                answered.set()
+                return
+            except httpx.TransportError:  # not listening yet
+                time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    demo = server.start(Settings(home=tmp_path / "home", cache=tmp_path / "cache", model="tiny"), port=port,
+                        quiet=True, concurrency=3)
+    try:
+        api = next(route.app for route in demo.app.router.routes if route.name == "openai-api")
+        assert api.state.admission.running == 3  # --concurrency bounds the API's answers as the page's
+        poller.join(60)
+        assert answers, "the server never answered"
+        first = answers[0]
+        assert first.status_code == 503, first.text
+        assert "still loading" in first.json()["error"]["message"]
+        released.set()
+        url = _ready(port, "none")
+        assert [m.id for m in _client(url, "none").models.list()] == [tiny_engine.model_name]
+    finally:
+        released.set()
+        demo.close()
+
+
 def _page_of(demo) -> app.ChatApp:
     """The ChatApp behind a launched page, from its handlers."""
     for fn in demo.fns.values():
@@ -161,15 +223,16 @@ def test_serve_has_the_api_and_backend_flags() -> None:
 def test_serve_api_only_calls_serve_api_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    import chatcore.api.server
+    import chatcore.api.routes
     from chatcore.cli import main
 
     calls = []
-    monkeypatch.setattr(chatcore.api.server, "serve_api", lambda settings, host, port: calls.append((settings, host, port)))
+    monkeypatch.setattr(chatcore.api.routes, "serve_api",
+                        lambda settings, host, port, concurrency: calls.append((settings, host, port, concurrency)))
     monkeypatch.setenv("CHATCORE_API_KEY", "from-env")
     result = CliRunner().invoke(main, ["serve", "--api-only", "--port", "9001", "--backend", "openai",
-                                       "--base-url", "http://gpu:8000/v1", "--quant", "int4"])
+                                       "--base-url", "http://gpu:8000/v1", "--quant", "int4", "--concurrency", "3"])
     assert result.exit_code == 0, result.output
-    settings, host, port = calls[0]
-    assert (host, port, settings.api_key, settings.backend, settings.base_url, settings.quant) == (
-        "127.0.0.1", 9001, "from-env", "openai", "http://gpu:8000/v1", "int4")
+    settings, host, port, concurrency = calls[0]
+    assert (host, port, settings.api_key, settings.backend, settings.base_url, settings.quant, concurrency) == (
+        "127.0.0.1", 9001, "from-env", "openai", "http://gpu:8000/v1", "int4", 3)

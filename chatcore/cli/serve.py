@@ -18,7 +18,7 @@ from chatcore.core.settings import DEFAULT_CONCURRENCY
               help="Require this key (Authorization: Bearer KEY) on the OpenAI API at /v1.")
 @click.option("--api-only", is_flag=True, help="Serve only the OpenAI API at /v1, without the web page.")
 @click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, type=click.IntRange(1, 64),
-              help="Answers generated at once by the web page.")
+              help="Answers generated at once, by the web page and by the API each.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, api_key: str | None, api_only: bool, concurrency: int,
@@ -26,9 +26,9 @@ def serve(ctx: click.Context, host: str, port: int, api_key: str | None, api_onl
     """Start the web app at http://HOST:PORT (and its API at /v1); the model loads in the background."""
     settings = settings_from(ctx, options).with_overrides(api_key=api_key)
     if api_only:
-        from chatcore.api.server import serve_api
+        from chatcore.api.routes import serve_api
 
-        serve_api(settings, host=host, port=port)
+        serve_api(settings, host=host, port=port, concurrency=concurrency)
         return
     from chatcore.web import server
 

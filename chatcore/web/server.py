@@ -75,9 +75,13 @@ def serve(*, host: str = "127.0.0.1", port: int = 7860, model: str | None = None
 
 def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
           concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = False) -> gr.Blocks:
-    """Load the backend ``settings`` name in the background, launch the page and mount the API at /v1;
-    returns the launched app without blocking (``demo.close()`` stops it)."""
-    from chatcore.api.server import mount_api
+    """Load the backend ``settings`` name in the background and serve the page with the API at /v1;
+    returns the launched app without blocking (``demo.close()`` stops it).
+
+    The server accepts its first connection with /v1 already mounted: a client polling the API at
+    start-up hears 503 "the model is still loading", never 404.
+    """
+    from chatcore.api.routes import v1_mount
     from chatcore.engine.loader import load_backend
     from chatcore.services.accounts import Accounts
     from chatcore.services.models import ModelManager
@@ -89,10 +93,11 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     store = Store(settings.db_path)
     accounts = Accounts(store)
     demo = build_app(Workspace(manager, store), concurrency_limit=concurrency)
+    api = v1_mount(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency)
     # list(), not .enabled: an API key alone must not force logins on the page.
     launch(demo, host=host, port=port, open_browser=open_browser, concurrency_limit=concurrency,
-           prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None)
-    mount_api(demo.app, manager=manager, store=store, api_key=settings.api_key)
+           prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None,
+           app_kwargs={"routes": [api]})  # Gradio builds its app on these: /v1 is there, and first, from the start
     return demo
 
 

@@ -1,0 +1,92 @@
+"""The OpenAI-compatible HTTP API's routes: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+Routes only map to :class:`OpenAIServing`'s methods. The API is mounted on the web app's server
+(:func:`v1_mount` before it starts, :func:`mount_api` on a running one) or served alone
+(:func:`create_api_app`, :func:`serve_api`). The official ``openai`` client works against it unmodified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Mount
+
+from chatcore.api.admission import MAX_WAITING, Admission
+from chatcore.api.errors import APIError, api_error_handler, chatcore_error_handler
+from chatcore.api.serving import OpenAIServing
+from chatcore.core.errors import ChatCoreError
+from chatcore.core.settings import DEFAULT_CONCURRENCY
+
+API_PREFIX = "/v1"
+
+
+def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None,
+                  max_running: int = DEFAULT_CONCURRENCY, max_waiting: int = MAX_WAITING) -> FastAPI:
+    """The API as an application whose routes are relative to ``/v1``; its ``state.admission`` is its line."""
+    serving = OpenAIServing(manager, store, api_key, Admission(max_running, max_waiting))
+    app = FastAPI(title="ChatCore OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None,
+                  exception_handlers={APIError: api_error_handler, ChatCoreError: chatcore_error_handler})
+    app.state.admission = serving.admission
+
+    @app.get("/models")
+    async def list_models(raw_request: Request) -> Response:
+        return await serving.show_available_models(raw_request)
+
+    @app.get("/models/{model_id:path}")
+    async def get_model(raw_request: Request, model_id: str) -> Response:
+        return await serving.show_model(raw_request, model_id)
+
+    @app.post("/chat/completions")
+    async def chat_completions(raw_request: Request) -> Response:
+        return await serving.create_chat_completion(raw_request)
+
+    return app
+
+
+def v1_mount(**options: Any) -> Mount:
+    """The API as a route at ``/v1``, for an app built with it (``FastAPI(routes=[...])``) before it serves.
+
+    ``options`` are :func:`create_v1_app`'s.
+    """
+    return Mount(API_PREFIX, app=create_v1_app(**options), name="openai-api")
+
+
+def mount_api(fastapi_app: FastAPI, **options: Any) -> FastAPI:
+    """Serve the API under ``/v1`` of ``fastapi_app``, ahead of its other routes; returns the /v1 app.
+
+    ``options`` are :func:`create_v1_app`'s.
+    """
+    mount = v1_mount(**options)
+    # First in the route list, so that a catch-all mount at "/" (Gradio's) never shadows it.
+    fastapi_app.router.routes.insert(0, mount)
+    return mount.app
+
+
+def create_api_app(**options: Any) -> FastAPI:
+    """A server with the API alone (``chatcore serve --api-only``); ``options`` are :func:`create_v1_app`'s."""
+    mount = v1_mount(**options)
+    app = FastAPI(title="ChatCore", docs_url=None, redoc_url=None, openapi_url=None, routes=[mount])
+    app.state.admission = mount.app.state.admission
+    return app
+
+
+def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
+              concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    """``chatcore serve --api-only``: load the backend in the background and serve the API until interrupted,
+    ``concurrency`` answers at once."""
+    import uvicorn
+
+    from chatcore.engine.loader import load_backend
+    from chatcore.services.accounts import Accounts
+    from chatcore.services.models import ModelManager
+    from storage import Store
+
+    store = Store(settings.db_path)
+    manager = ModelManager(settings, loader=load_backend)
+    manager.start()
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key and not Accounts(store).enabled:
+        print(f"warning: serving on {host} with no API key: anyone who can reach it can use it "
+              "(give --api-key or CHATCORE_API_KEY, or issue keys with `chatcore users key`)")
+    app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

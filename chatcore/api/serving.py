@@ -1,0 +1,172 @@
+"""The API's logic: who a request runs as, which models there are, and answering a chat completion.
+
+Differences from OpenAI's own API:
+
+- Unset sampling parameters take ChatCore's defaults (temperature 0.7, top_p 0.95, top_k 50,
+  repetition_penalty 1.1), not OpenAI's; send ``temperature: 0`` for greedy answers.
+- Every exchange is saved to history (source ``api``) unless the request says ``"store": false``.
+  The response's ``chatcore`` object carries the ``conversation_id`` and the ``seed`` used.
+- An answer stopped on the server (the server shutting down, or Stop) finishes with ``"stop"``; a
+  remote backend's failure mid-answer returns 502 (non-streaming) or an ``error`` event (streaming).
+- At most ``running`` answers decode at once and ``waiting`` more wait their turn (:class:`Admission`);
+  a request past that gets 429 ``server_busy`` with ``Retry-After`` at once.
+
+Who a request runs as: with ``api_key`` set (``--api-key`` or ``CHATCORE_API_KEY``), that key runs as
+the single-user owner ``local``; a key issued by ``chatcore users key NAME`` runs as NAME. Once a key
+or an account exists, a request without a valid key gets 401; otherwise the API is open (single
+user, 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from typing import Any, AsyncIterator, Iterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from chatcore.api.admission import Admission
+from chatcore.api.errors import APIError, from_validation, server_error, unauthorized
+from chatcore.api.protocol import ChatCompletionRequest, ModelCard, ModelList
+from chatcore.api.streams import Reply, collect, in_thread, sse
+from chatcore.core.errors import ChatCoreError
+from chatcore.core.events import Started
+from chatcore.services.chat import ChatService, Saved
+from storage import LOCAL_OWNER
+
+
+def parse_request(body: Any) -> ChatCompletionRequest:
+    """A decoded JSON body as a checked request; 400 naming the first wrong field."""
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    except RecursionError:  # a field nested thousands deep
+        raise APIError(400, "the request body is nested too deeply") from None
+
+
+async def read_request(raw: Request) -> ChatCompletionRequest:
+    """The request's body, read and checked."""
+    try:
+        body = await raw.json()
+    except ValueError:  # not JSON, or not UTF-8
+        raise APIError(400, "the request body must be JSON") from None
+    except RecursionError:  # [[[[...]]]] thousands deep
+        raise APIError(400, "the request body is nested too deeply") from None
+    return parse_request(body)
+
+
+class OpenAIServing:
+    """The API over one model manager, one store (or ``None``: never save) and the keys."""
+
+    def __init__(self, manager: Any, store: Any | None, api_key: str | None,
+                 admission: Admission | None = None) -> None:
+        from chatcore.services.accounts import Accounts
+
+        self.admission = admission or Admission()
+        self.manager = manager
+        self.store = store
+        self.api_key = api_key or None
+        self.accounts = Accounts(store) if store is not None else None
+
+    def owner(self, authorization: str) -> str:
+        """Who a request with this ``Authorization`` header runs as; 401 for a missing or wrong key when keys are on."""
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if self.api_key and token and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return LOCAL_OWNER
+        if token and self.accounts is not None:
+            owner = self.accounts.owner_for_key(token)
+            if owner is not None:
+                return owner
+        if not self.api_key and (self.accounts is None or not self.accounts.enabled):
+            return LOCAL_OWNER  # single user and no key configured: the API is open
+        raise unauthorized("Incorrect API key provided." if token
+                           else "Missing API key: send 'Authorization: Bearer <key>'.")
+
+    async def authenticate(self, raw: Request) -> str:
+        """:meth:`owner` off the event loop: it may read the database."""
+        return await run_in_threadpool(self.owner, raw.headers.get("authorization", ""))
+
+    def models(self) -> list[ModelCard]:
+        """The backend's model, or every model a remote server offers (blocking: call off the loop)."""
+        backend = self.manager.get()
+        window = backend.context_window
+        if hasattr(backend, "list_models"):
+            try:
+                listed = backend.list_models()
+            except ChatCoreError as exc:
+                raise server_error(502, str(exc), "backend_unreachable") from exc
+            return [ModelCard(**{**m, "max_model_len": m.get("max_model_len") or window}) for m in listed]
+        return [ModelCard(id=backend.model_name, max_model_len=window)]
+
+    async def show_available_models(self, raw: Request) -> Response:
+        """``GET /v1/models``."""
+        await self.authenticate(raw)
+        models = await run_in_threadpool(self.models)
+        return JSONResponse(ModelList(data=models).model_dump())
+
+    async def show_model(self, raw: Request, model_id: str) -> Response:
+        """``GET /v1/models/{id}``; 404 for a model this server does not have."""
+        await self.authenticate(raw)
+        for model in await run_in_threadpool(self.models):
+            if model.id == model_id:
+                return JSONResponse(model.model_dump())
+        raise APIError(404, f"The model {model_id!r} does not exist", param="model", code="model_not_found")
+
+    def backend_for(self, model: str) -> Any:
+        """The backend that answers for ``model``; 404 for a model this server does not have."""
+        backend = self.manager.get()
+        if model == backend.model_name:
+            return backend
+        names = [m.id for m in self.models()]
+        if hasattr(backend, "with_model") and model in names:
+            return backend.with_model(model)
+        raise APIError(404, f"The model {model!r} does not exist; this server has: {', '.join(names)}",
+                       param="model", code="model_not_found")
+
+    async def create_chat_completion(self, raw: Request) -> Response:
+        """``POST /v1/chat/completions``: one answer, whole or as server-sent events."""
+        owner = await self.authenticate(raw)
+        request = await read_request(raw)
+        backend = await run_in_threadpool(self.backend_for, request.model)
+        system, history, prompt = request.conversation()
+        params = request.sampling_params(backend.context_window)
+        save = self.store is not None and request.store
+        service = ChatService(lambda: backend, self.store)
+        cancel = threading.Event()
+        release = await self.admission.enter()  # everything is checked: wait for a turn, or 429
+
+        def events() -> Iterator[Any]:
+            try:
+                yield from service.ask(prompt, params, history=history, system=system, owner=owner, source="api",
+                                       save=save, cancel=cancel)
+            finally:
+                release()  # on the worker, when the answer ends for whatever reason
+
+        answer = in_thread(events, cancel)
+        reply = Reply(backend.model_name)
+        await _until_started(answer, reply)
+        if request.stream:
+            return StreamingResponse(sse(answer, reply, request.include_usage, cancel), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return JSONResponse((await collect(answer, reply, raw, cancel)).model_dump())
+
+
+async def _until_started(answer: AsyncIterator[Any], reply: Reply) -> None:
+    """Read until the answer starts, so a refused request gets its status code, not a broken stream."""
+    try:
+        async for event in answer:
+            reply.note(event)
+            if isinstance(event, Started):
+                return
+            if not isinstance(event, Saved):
+                raise server_error(500, "the backend did not start the answer")
+    except BaseException:
+        await answer.aclose()
+        raise
