@@ -281,3 +281,29 @@ def test_rerun_says_whether_the_answer_is_reproduced(workspace):
     assert identical and text == saved["content"]
     workspace.store.finish_message(saved["id"], "edited since", finish_reason="length", complete=True)
     assert workspace.rerun(OWNER, conversation_id, 1) == (text, False)
+
+
+def test_a_held_answer_waits_after_its_first_piece_until_released_or_stopped(tmp_path, tiny_engine, tiny_model_dir):
+    from chatcore.testing.engines import Held
+
+    engine = Held(endless(tiny_engine))
+    workspace = make_workspace(tmp_path, engine, model=str(tiny_model_dir))
+    results: dict[str, list] = {}
+
+    def answer(name: str, cancel: threading.Event) -> None:
+        results[name] = ask(workspace, name, tokens=64, cancel=cancel)
+
+    stop, keep = threading.Event(), threading.Event()
+    with engine.holding():
+        threads = [threading.Thread(target=answer, args=args) for args in (("stopped", stop), ("released", keep))]
+        for thread in threads:
+            thread.start()
+        engine.wait_until_held(2)  # both answers wait after their first piece
+        stop.set()
+        threads[0].join(60)
+        assert not threads[0].is_alive() and threads[1].is_alive()  # Stop ends a held answer; the other waits
+    threads[1].join(60)
+    reasons = {name: workspace.store.get_conversation(OWNER, views[-1].conversation_id)["messages"][-1]
+               for name, views in results.items()}
+    assert reasons["stopped"]["finish_reason"] == "cancelled" and reasons["stopped"]["completion_tokens"] < 64
+    assert reasons["released"]["finish_reason"] == "length" and reasons["released"]["completion_tokens"] == 64
