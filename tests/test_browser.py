@@ -265,7 +265,8 @@ def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, serv
     page.fill("#notes-search input", "disorder")
     page.wait_for_selector("#notes-list label:has-text('«disorder»')")
     page.locator("#notes-list label", has_text="Entropy").click()
-    page.wait_for_function("body => document.querySelector('#note-edit-body textarea').value === body", arg=NOTE_BODY)
+    page.wait_for_function("body => document.querySelector('#note-edit-body textarea')?.value === body",
+                           arg=NOTE_BODY)  # the editor is drawn once a note is open
     assert page.locator("#notes-list img, #notes-list script, #notes-list iframe, #notes-list svg").count() == 0
     page.click("#note-open-source")
     page.wait_for_selector("#chatbot", state="visible")
