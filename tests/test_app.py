@@ -14,6 +14,8 @@ from chatcore.services.models import ModelManager
 from chatcore.testing.engines import endless
 from chatcore.testing.workspaces import make_workspace
 from chatcore.web import app, server
+from chatcore.web.stats import stats_frames
+from chatcore.web.views import text_of
 from chatcore.web.workspace import StopSignal, Workspace
 from storage import Store
 
@@ -31,7 +33,7 @@ def fn_named(demo: gr.Blocks, name: str) -> list:
 
 def texts(chatbot: gr.Chatbot) -> list[str]:
     """The text of each message a Chatbot update holds (Gradio normalises contents into parts)."""
-    return [app._text_of(m["content"]) for m in chatbot.value]
+    return [text_of(m["content"]) for m in chatbot.value]
 
 
 def ask(chat_app: app.ChatApp, text: str, conversation_id=None, **params):
@@ -86,8 +88,9 @@ def test_a_question_streams_then_appears_in_the_sidebar(chat_app):
     assert isinstance(final_chatbot, gr.Chatbot) and conversation_id is not None
     assert title == "Explain attention" and context.startswith("Context:")
     assert texts(final_chatbot)[0] == "Explain attention" and "8 tokens" in texts(final_chatbot)[1]
-    send, stop, sidebar = chat_app.finish(conversation_id, "")
+    send, stop, sidebar, *tools = chat_app.finish(conversation_id, "")
     assert send.visible is True and stop.visible is False
+    assert len(tools) == 4 and all(tool.interactive is True for tool in tools)  # rename, delete, exports
     assert sidebar.choices == [("Explain attention", conversation_id)] and sidebar.value == conversation_id
 
 
@@ -190,10 +193,12 @@ def test_sidebar_open_rename_search_delete_and_undo(chat_app):
     hits = chat_app.search_conversations("tunnelling", conversation_id)
     assert hits.choices[0][1] == conversation_id and "«tunnelling»" in hits.choices[0][0]
     deleted = chat_app.delete_conversation(conversation_id, "")
-    assert deleted[0] is None and deleted[5].choices == [] and deleted[6] == conversation_id
-    assert deleted[7].visible is True
+    assert deleted[0] is None and deleted[9].choices == [] and deleted[10] == conversation_id
+    assert deleted[11].visible is True
+    assert [tool.interactive for tool in deleted[5:9]] == [False] * 4  # nothing open: nothing to rename
     restored = chat_app.undo_delete(conversation_id, "")
-    assert restored[0] == conversation_id and restored[5].choices == [("<b>Physics</b> notes", conversation_id)]
+    assert restored[0] == conversation_id and restored[9].choices == [("<b>Physics</b> notes", conversation_id)]
+    assert [tool.interactive for tool in restored[5:9]] == [True] * 4
     with pytest.raises(gr.Error, match="No conversation"):
         chat_app.open_conversation(10_000)
 
@@ -308,8 +313,9 @@ def select(chat_app, conversation_id, index, request=None):
 def test_a_template_fills_the_message_box_and_the_settings(chat_app):
     picker = chat_app.load_templates()
     assert ("paper-summary" in [value for _, value in picker.choices])
-    about, names, *boxes = chat_app.choose_template("abstract-draft")
-    assert names == ["content", "word_limit"] and "abstract" in about
+    assert chat_app.choose_template(None)[2].interactive is False  # no template chosen: Use is off
+    about, names, use, *boxes = chat_app.choose_template("abstract-draft")
+    assert use.interactive is True and names == ["content", "word_limit"] and "abstract" in about
     assert [b.visible for b in boxes[:3]] == [True, True, False] and boxes[0].label == "content (required)"
     assert boxes[1].placeholder == "250"
     with pytest.raises(gr.Error, match="missing required variable.*'content'"):
@@ -328,28 +334,30 @@ def test_an_answer_is_selected_saved_as_a_note_and_opened_from_the_notes_tab(cha
     _, conversation_id, _, _, _ = ask(chat_app, "Summarise <b>attention</b>")[-1]
     ignored = select(chat_app, conversation_id, 0)  # the question: nothing selected
     assert "Click one of the answers" in ignored[1]
-    selected, line, text, title, comment, tools, verdict, rerun = select(chat_app, conversation_id, 1)
+    selected, line, text, title, comment, tools, verdict, rerun, *buttons = select(chat_app, conversation_id, 1)
     assert selected == {"conversation_id": conversation_id, "index": 1} and tools.open is True
     answer = chat_app.workspace.store.get_conversation("local", conversation_id)["messages"][1]
     assert text == answer["content"] and comment == ""
     kept = "Attention weighs every token"  # the part of the answer kept (the tiny model's answers are noise)
     assert chat_app.save_answer_note(selected, kept, "<script>x</script> Key point", "ml, attention") == ("", "")
 
-    notes = chat_app.list_notes("", None)
+    notes, empty, export = chat_app.list_notes("", None)
     [(label, note_id)] = notes.choices
+    assert empty.visible is False and export.interactive is True
     assert label == "<script>x</script> Key point"  # a plain-text label
     opened = chat_app.open_note(note_id, None)
     assert opened[:4] == (note_id, "<script>x</script> Key point", "ml, attention", kept)
     assert "Note " in opened[4]
-    hits = chat_app.list_notes("key", None)
+    hits = chat_app.list_notes("key", None)[0]
     assert hits.choices[0][1] == note_id and "«Key»" in hits.choices[0][0]
 
     source = chat_app.open_note_source(note_id, "")
     assert source[0] == conversation_id and source[-1].selected == "chat"
     assert source[-2].value == conversation_id and len(source[1].value) == 2
 
-    pinned, meta = chat_app.pin_note(note_id, conversation_id)
-    assert pinned.startswith("📌 1 note pinned") and "tokens of context" in pinned and "open chat" in meta
+    pinned, meta, *controls = chat_app.pin_note(note_id, conversation_id)
+    assert [c.interactive for c in controls[1:]] == [True, True, False, True, True]  # pinned: Unpin, not Pin
+    assert pinned.startswith("1 note pinned") and "tokens of context" in pinned and "open chat" in meta
     assert chat_app.open_conversation(conversation_id)[-1] == pinned
     assert chat_app.unpin_note(note_id, conversation_id)[0] == ""
     with pytest.raises(gr.Error, match="open a saved conversation"):
@@ -360,7 +368,7 @@ def test_an_answer_is_selected_saved_as_a_note_and_opened_from_the_notes_tab(cha
     exported = chat_app.export_all_notes()
     assert "new body" in open(exported.value["path"]).read()
     cleared = chat_app.delete_note(note_id, "")
-    assert cleared[0].choices == [] and cleared[1] is None
+    assert cleared[0].choices == [] and cleared[1].visible is True and cleared[3] is None
     with pytest.raises(gr.Error, match="choose a note first"):
         chat_app.open_note(None, None)
 
@@ -376,14 +384,14 @@ def test_rating_comment_and_rerun(chat_app):
     assert (answer["rating"], answer["rating_comment"]) == (1, "clear and short")
     assert select(chat_app, conversation_id, 1)[4] == "clear and short"
     verdict, rerun = chat_app.rerun_answer(selected)
-    assert verdict.startswith("✅ Identical") and rerun.value == answer["content"] and rerun.visible is True
+    assert verdict.startswith("**Identical**") and rerun.value == answer["content"] and rerun.visible is True
     with pytest.raises(gr.Error, match="click a saved answer"):
         chat_app.rerun_answer(None)
 
 
 def test_stats_are_dataframes_for_the_plots(chat_app):
     ask(chat_app, "count me")
-    messages, ratings, speed = chat_app.show_stats()
+    messages, ratings, speed = stats_frames(chat_app.workspace.stats("local"))
     assert list(messages.columns) == ["day", "role", "messages"] and set(messages["role"]) == {"user", "assistant"}
     assert list(ratings.columns) == ["day", "rating", "answers"] and ratings.empty
     assert list(speed.columns) == ["model", "tokens_per_s"] and speed["tokens_per_s"].iloc[0] > 0
@@ -393,10 +401,10 @@ def test_research_events_are_wired_and_cheap_ones_never_wait(chat_app):
     demo = chat_app.demo
     for name in ("load_templates", "choose_template", "apply_template", "save_answer_note", "save_rating_comment",
                  "list_notes", "open_note", "save_edited_note", "delete_note", "export_all_notes",
-                 "open_note_source", "pin_note", "show_stats"):
+                 "open_note_source", "pin_note", "show_stats", "show_notes"):
         fns = fn_named(demo, name)
         assert fns and all(fn.queue and fn.concurrency_limit is None for fn in fns), name  # can refuse
-    for name in ("select_answer", "unpin_note"):
+    for name in ("select_answer", "unpin_note", "new_note"):
         fns = fn_named(demo, name)
         assert fns and all(fn.queue is False for fn in fns), name
     [rerun] = fn_named(demo, "rerun_answer")
@@ -411,13 +419,14 @@ def test_another_users_notes_and_answers_answer_like_missing_ones(chat_app):
     bob_cid = outputs[-1][1]
     bob_selected = {"conversation_id": bob_cid, "index": 1}
     chat_app.save_answer_note(bob_selected, "Bob's text", "Bob's note", "", BOB)
-    [(_, bob_note)] = chat_app.list_notes("", None, BOB).choices
+    [(_, bob_note)] = chat_app.list_notes("", None, BOB)[0].choices
     store = chat_app.workspace.store
     before = (store.get_conversation("bob", bob_cid), chat_app.workspace.note("bob", bob_note))
     ada_cid = list(chat_app.respond("Ada's own", None, StopSignal(), "", *values, ADA))[-1][1]
     missing_selected = {"conversation_id": MISSING, "index": 1}
 
-    assert chat_app.list_notes("", None, ADA).choices == [] and chat_app.list_notes("Bob", None, ADA).choices == []
+    assert chat_app.list_notes("", None, ADA)[0].choices == []
+    assert chat_app.list_notes("Bob", None, ADA)[0].choices == []
     assert "Click one of the answers" in select(chat_app, bob_cid, 1, ADA)[1]
     for name, handler in {
         "save note": lambda sel: chat_app.save_answer_note(sel, "stolen", "stolen", "", ADA),
@@ -438,10 +447,55 @@ def test_another_users_notes_and_answers_answer_like_missing_ones(chat_app):
             str(MISSING), str(bob_note)), name
     # Ada's note pinned to Bob's conversation: the conversation answers as missing.
     chat_app.save_answer_note({"conversation_id": ada_cid, "index": 1}, "Ada's text", "Ada's note", "", ADA)
-    [(_, ada_note)] = chat_app.list_notes("", None, ADA).choices
+    [(_, ada_note)] = chat_app.list_notes("", None, ADA)[0].choices
     assert refusal(lambda: chat_app.pin_note(ada_note, bob_cid, ADA)) == refusal(
         lambda: chat_app.pin_note(ada_note, MISSING, ADA)).replace(str(MISSING), str(bob_cid))
     assert "Ada" not in open(chat_app.export_all_notes(BOB).value["path"]).read()
     assert (store.get_conversation("bob", bob_cid), chat_app.workspace.note("bob", bob_note)) == before
-    messages, _, _ = chat_app.show_stats(ADA)
+    messages, _, _ = stats_frames(chat_app.workspace.stats("ada"))
     assert messages["messages"].sum() == 2
+    assert chat_app.show_stats(ADA)[0]["visible"] is True
+
+
+# -- empty states, and actions enabled only when they apply ----------------------------------------
+
+
+def test_with_nothing_open_the_conversation_tools_are_off_and_an_answer_turns_the_answer_tools_on(chat_app):
+    view = chat_app.new_conversation()
+    assert view[0] is None and [tool.interactive for tool in view[5:9]] == [False] * 4
+    _, conversation_id, _, _, _ = ask(chat_app, "tools please")[-1]
+    assert [tool.interactive for tool in chat_app.open_conversation(conversation_id)[5:9]] == [True] * 4
+    ignored = select(chat_app, conversation_id, 0)  # a question: the tools stay as they were
+    assert all(isinstance(b, type(gr.skip())) for b in ignored[8:]) and len(ignored) == 11
+    assert [b.interactive for b in select(chat_app, conversation_id, 1)[8:]] == [True, True, True]
+
+
+def test_the_notes_tab_says_how_to_make_a_note_and_new_note_writes_one(chat_app):
+    notes, empty, export = chat_app.list_notes("", None)
+    assert notes.choices == [] and empty.visible is True and "New note" in empty.value
+    assert "Save as note" in empty.value and export.interactive is False
+    assert "No note matches" in chat_app.list_notes("nothing", None)[1].value
+    editor, save, source, pin, unpin, delete = chat_app.new_note(None)[6:]
+    assert editor.visible is True and save.interactive is True
+    assert [b.interactive for b in (source, pin, unpin, delete)] == [False] * 4
+    saved = chat_app.save_edited_note(None, "", "ideas", "Written by hand\nsecond line", "", None)
+    note_id, title, notes, empty = saved[:4]
+    assert title == "Written by hand" and notes.choices == [("Written by hand", note_id)] and empty.visible is False
+    editor, save, source, pin, unpin, delete = saved[-6:]
+    # Saved: it can be deleted; it has no source; no chat is open to pin it to.
+    assert [b.interactive for b in (save, source, pin, unpin, delete)] == [True, False, False, False, True]
+    _, conversation_id, _, _, _ = ask(chat_app, "a chat to pin to")[-1]
+    shown = chat_app.show_notes("", note_id, conversation_id)
+    assert [b.interactive for b in shown[-4:-1]] == [False, True, False]  # Pin on, Unpin off
+    assert [b.interactive for b in chat_app.pin_note(note_id, conversation_id)[-4:-1]] == [False, False, True]
+
+
+def test_every_empty_chart_has_an_empty_state_and_the_speed_axis_a_human_label(chat_app):
+    plots_and_states = chat_app.show_stats()
+    plots, states = plots_and_states[:3], plots_and_states[3:]
+    assert [p["visible"] for p in plots] == [False] * 3 and [s.visible for s in states] == [True] * 3
+    assert "no ratings yet" in states[1].value
+    assert chat_app.speed_plot.y_title == "tokens/s"
+    ask(chat_app, "count me")
+    plots, states = chat_app.show_stats()[:3], chat_app.show_stats()[3:]
+    assert [p["visible"] for p in plots] == [True, False, True] and [s.visible for s in states] == [False, True, False]

@@ -1,7 +1,12 @@
 """The web app in a real browser: the system Chromium, headless, driven by Playwright, with the tiny model.
 
-Streams an answer, stops a long one, reloads and reopens the conversation from the sidebar, and checks
-that markup in a message runs nothing and reaches no other host.
+Streams an answer, stops a long one, reloads and reopens the conversation from the sidebar, checks that
+markup in a message runs nothing and reaches no other host, and that every view has an empty state and
+enables an action only when it applies. The engine is ``Held``: a test that must act while an answer runs
+(Stop, two answers at once) holds the answers after their first piece, so it never races the decoder.
+
+Set CHATCORE_SCREENSHOTS to a folder to save screenshots of the empty and filled Notes and Stats tabs
+and of the Chat tab with a conversation.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from chatcore.testing.engines import Paced, endless
+from chatcore.testing.engines import Held, Paced, endless
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 from chatcore.web.workspace import STREAM_INTERVAL_S
@@ -40,13 +45,20 @@ def server(tmp_path_factory, tiny_engine, tiny_model_dir):
     """The real Gradio server in this process, over the tiny model with end-of-text off (answers run long)."""
     from chatcore.web import app, server
 
-    engine = Paced(endless(tiny_engine), delay_s=0.01)  # about 100 tokens a second, whatever the decoder
+    engine = Held(Paced(endless(tiny_engine), delay_s=0.01))  # about 100 tokens a second, whatever the decoder
     workspace = make_workspace(tmp_path_factory.mktemp("web"), engine, model=str(tiny_model_dir),
                                stream_interval=STREAM_INTERVAL_S)
     demo = app.build_app(workspace)
     _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def engine(server):
+    """The server's engine, to hold answers while a test acts on them."""
+    _, workspace = server
+    return workspace.manager.get()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +118,7 @@ def _wait_for_send_button(page) -> None:
     page.wait_for_selector("#send", state="visible")
 
 
-def test_stream_stop_reload_and_reopen(page, server):
+def test_stream_stop_reload_and_reopen(page, server, engine):
     started = time.monotonic()
     _, workspace = server
 
@@ -131,14 +143,17 @@ def test_stream_stop_reload_and_reopen(page, server):
     page.wait_for_selector("text=Context:")
     _wait_for_send_button(page)
 
-    # 2. Stop ends a long answer for real: it stops growing and is saved as stopped.
+    # 2. Stop ends a long answer for real: it stops growing and is saved as stopped. The answer is held
+    # after its first piece, so Stop is pressed while it certainly runs (it could land after the end).
     _set_max_tokens(page, 400)
-    _send(page, "Now write a very long essay about attention.")
-    page.wait_for_selector("#stop", state="visible")
-    page.wait_for_function(f"document.querySelectorAll({BOT!r}).length >= 2 && "
-                           f"document.querySelectorAll({BOT!r})[1].innerText.length > 5")
-    page.click("#stop")
-    page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop().innerText.includes('stopped')")
+    with engine.holding():
+        _send(page, "Now write a very long essay about attention.")
+        engine.wait_until_held(1)
+        page.wait_for_selector("#stop", state="visible")
+        page.wait_for_function(f"document.querySelectorAll({BOT!r}).length >= 2 && "
+                               f"document.querySelectorAll({BOT!r})[1].innerText.length > 0")
+        page.click("#stop")
+        page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop().innerText.includes('stopped')")
     stopped = _last_answer(page)
     page.wait_for_timeout(500)
     assert _last_answer(page) == stopped
@@ -194,7 +209,7 @@ def test_markup_in_messages_runs_nothing_and_reaches_no_other_host(page, server)
         assert "csp" in (failed.get(request_url) or "").lower(), (request_url, failed.get(request_url))
 
 
-def test_two_tabs_chat_at_once(browser, server, page):
+def test_two_tabs_chat_at_once(browser, server, page, engine):
     url, workspace = server
     other_context = browser.new_context(viewport={"width": 1400, "height": 900})
     other = other_context.new_page()
@@ -203,8 +218,11 @@ def test_two_tabs_chat_at_once(browser, server, page):
         other.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
         for tab in (page, other):
             _set_max_tokens(tab, 160)
-        _send(page, "First tab asks about entropy")
-        _send(other, "Second tab asks about enthalpy")
+        # Both answers are held after their first piece: they run at once however slow the second send is.
+        with engine.holding():
+            _send(page, "First tab asks about entropy")
+            _send(other, "Second tab asks about enthalpy")
+            engine.wait_until_held(2)
         for tab in (page, other):
             tab.wait_for_function(f"document.querySelector({BOT!r})?.innerText.includes('160 tokens')")
         assert "entropy" in page.locator(USER).inner_text() and "enthalpy" in other.locator(USER).inner_text()
@@ -247,7 +265,8 @@ def test_an_answer_saved_as_a_note_is_in_the_notes_tab_and_links_back(page, serv
     page.fill("#notes-search input", "disorder")
     page.wait_for_selector("#notes-list label:has-text('«disorder»')")
     page.locator("#notes-list label", has_text="Entropy").click()
-    page.wait_for_function("body => document.querySelector('#note-edit-body textarea').value === body", arg=NOTE_BODY)
+    page.wait_for_function("body => document.querySelector('#note-edit-body textarea')?.value === body",
+                           arg=NOTE_BODY)  # the editor is drawn once a note is open
     assert page.locator("#notes-list img, #notes-list script, #notes-list iframe, #notes-list svg").count() == 0
     page.click("#note-open-source")
     page.wait_for_selector("#chatbot", state="visible")
@@ -292,3 +311,121 @@ def test_a_refusal_leaves_the_conversation_and_the_sidebar_in_view(page):
     title.press("Enter")
     page.wait_for_selector("text=A title cannot be empty.", timeout=15_000)
     assert _seen(page, "#conversations label"), "the refusal covered the sidebar"
+
+
+# -- empty states, and actions enabled only when they apply ------------------------------------------
+
+EMOJI = r"/[\p{Extended_Pictographic}\u2460-\u24ff\u2900-\u297f\uff00-\uffef]/u"  # emoji, ⑂, ⤓, ＋
+CONVERSATION_TOOLS = ["#rename", "#delete", "#export-markdown", "#export-json"]
+ANSWER_TOOLS = ["#save-note", "#save-comment", "#rerun"]
+
+
+def _clear_history(workspace) -> None:
+    """Delete every conversation and note of the local user, so the page shows its first-visit state."""
+    for conversation in workspace.store.list_conversations("local", limit=10_000):
+        workspace.delete("local", conversation["id"])
+    for note in workspace.notes("local", limit=10_000):
+        workspace.delete_note("local", note["id"])
+
+
+def _enabled(page, selectors: list[str]) -> list[bool]:
+    return [page.locator(selector).is_enabled() for selector in selectors]
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot into $CHATCORE_SCREENSHOTS, when set."""
+    folder = os.environ.get("CHATCORE_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def test_a_first_visit_shows_empty_states_and_no_action_that_does_not_apply(page, server):
+    _, workspace = server
+    _clear_history(workspace)
+    page.reload()
+    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
+
+    # Chat: nothing open, so nothing to rename, delete or export; no answer, so no answer tools.
+    empty_sidebar = page.evaluate("getComputedStyle(document.querySelector('#conversations'), '::after').content")
+    assert "No conversations yet" in empty_sidebar
+    assert page.locator("#chatbot", has_text="No conversation open").is_visible()
+    assert _enabled(page, CONVERSATION_TOOLS) == [False] * 4
+    page.get_by_text("Answer tools: click an answer in the chat").click()  # closed accordions draw nothing
+    page.get_by_text("Research templates").click()
+    page.locator("#rerun").wait_for(state="attached")
+    assert _enabled(page, ANSWER_TOOLS + ["#use-template"]) == [False] * 4
+    # No emoji anywhere: without an emoji font they are empty boxes. The status dot is drawn by CSS.
+    assert page.locator("#model-status .status-dot.ready").count() == 1
+    assert page.evaluate(f"{EMOJI}.test(document.body.innerText)") is False
+
+    # Notes: an empty state saying how to make one, New note, and no editor or note buttons.
+    page.get_by_role("tab", name="Notes").click()
+    empty = page.locator("#notes-empty")
+    empty.wait_for()
+    assert "Save as note" in empty.inner_text() and "New note" in empty.inner_text()
+    assert page.locator("#note-editor").is_hidden() and page.locator("#note-new").is_enabled()
+    assert _enabled(page, ["#export-notes"]) == [False]
+    _shot(page, "notes-empty")
+
+    # Stats: one empty state per chart, no empty frames.
+    page.get_by_role("tab", name="Stats").click()
+    page.locator("#ratings-empty", has_text="no ratings yet").wait_for()
+    for chart in ("messages", "ratings", "speed"):
+        assert page.locator(f"#{chart}-empty").is_visible() and page.locator(f"#{chart}-plot").is_hidden(), chart
+    _shot(page, "stats-empty")
+
+
+NOTE_BUTTONS = ["#note-save", "#note-open-source", "#note-pin", "#note-unpin", "#note-delete"]
+
+
+def test_actions_turn_on_as_they_come_to_apply(page, server):
+    _, workspace = server
+    _clear_history(workspace)
+    page.reload()
+    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
+
+    # A new note: only Save applies until it is saved; then Delete too, and no chat is open to pin it to.
+    page.get_by_role("tab", name="Notes").click()
+    page.locator("#notes-empty").wait_for()
+    page.click("#note-new")
+    page.locator("#note-editor").wait_for()
+    page.wait_for_function("document.querySelector('#note-save').disabled === false")
+    assert _enabled(page, NOTE_BUTTONS) == [True, False, False, False, False]
+    page.fill("#note-edit-body textarea", "Written by hand: attention is a weighted average.")
+    page.click("#note-save")
+    page.locator("#notes-list label", has_text="Written by hand").wait_for()
+    page.wait_for_function("document.querySelector('#note-delete').disabled === false")
+    assert page.locator("#notes-empty").is_hidden() and page.locator("#export-notes").is_enabled()
+    assert _enabled(page, NOTE_BUTTONS) == [True, False, False, False, True]
+
+    # A conversation: its tools turn on, and clicking its answer turns on the answer tools.
+    page.get_by_role("tab", name="Chat").click()
+    _set_max_tokens(page, 16)
+    _send(page, "Empty states: what is attention?")
+    page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop()?.innerText.includes('16 tokens')")
+    _wait_for_send_button(page)
+    page.wait_for_function("document.querySelector('#rename').disabled === false")
+    assert _enabled(page, CONVERSATION_TOOLS) == [True] * 4
+    page.locator(BOT).last.click()
+    page.wait_for_selector("#selected-answer:has-text('Selected answer')")
+    assert _enabled(page, ANSWER_TOOLS) == [True] * 3
+    _shot(page, "chat-conversation")
+
+    # Back in Notes with that chat open: Pin applies; once pinned, Unpin instead.
+    page.get_by_role("tab", name="Notes").click()
+    page.wait_for_function("document.querySelector('#note-pin').disabled === false")
+    assert _enabled(page, NOTE_BUTTONS) == [True, False, True, False, True]
+    page.click("#note-pin")
+    page.wait_for_function("document.querySelector('#note-unpin').disabled === false")
+    assert _enabled(page, NOTE_BUTTONS) == [True, False, False, True, True]
+    page.locator("#notes-list label", has_text="Written by hand").click()
+    page.wait_for_selector("#note-meta:has-text('pinned to the open chat')")
+    _shot(page, "notes-selected")
+
+    # Stats: messages and speed now have data; ratings keep their empty state.
+    page.get_by_role("tab", name="Stats").click()
+    page.locator("#messages-plot").wait_for()
+    assert page.locator("#speed-plot").is_visible() and page.locator("#ratings-empty").is_visible()
+    assert page.locator("#messages-empty").is_hidden() and page.locator("#speed-empty").is_hidden()
+    _shot(page, "stats-filled")

@@ -170,7 +170,7 @@ def test_hostile_markup_is_inert_everywhere_it_is_shown(server, tmp_path: Path) 
         page.keyboard.press("Enter")
         page.locator("#conversations label", has_text="xsstitle").click()
         page.wait_for_timeout(300)
-        page.get_by_role("button", name="⤓ Markdown").click()
+        page.get_by_role("button", name="Export Markdown").click()
         link = page.locator("a[href*='.md']").first
         link.wait_for(state="attached")
         href = link.get_attribute("href")

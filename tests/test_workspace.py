@@ -13,15 +13,8 @@ from chatcore.core.settings import Settings
 from chatcore.services.models import ModelManager, ModelNotReadyError
 from chatcore.testing.engines import endless
 from chatcore.testing.workspaces import make_workspace
-from chatcore.web.workspace import (
-    MATCH_CLOSE,
-    MATCH_OPEN,
-    StopSignal,
-    Workspace,
-    answer_markdown,
-    context_markdown,
-    stats_line,
-)
+from chatcore.web.views import MATCH_CLOSE, MATCH_OPEN, answer_markdown, context_markdown, stats_line
+from chatcore.web.workspace import StopSignal, Workspace
 
 OWNER = "local"
 
@@ -111,7 +104,7 @@ def test_edit_a_later_question_forks_from_just_before_it(workspace):
     original = workspace.open(OWNER, first.conversation_id)
     assert [m["content"] for m in original.messages if m["role"] == "user"] == ["one", "two"]
     labels = dict((cid, label) for label, cid in workspace.conversation_choices(OWNER))
-    assert labels[branch.conversation_id] == "⑂ one"
+    assert labels[branch.conversation_id] == "Branch: one"
     parent = workspace.store.get_conversation(OWNER, branch.conversation_id)["parent_conversation_id"]
     assert parent == first.conversation_id
 
@@ -272,10 +265,10 @@ def test_notes_from_answers_pins_and_their_token_line(workspace):
     assert workspace.pinned_line(OWNER, conversation_id) == ""
     line = workspace.pin(OWNER, note_id, conversation_id)
     tokens = workspace.manager.get().count_tokens("\n\nNotes pinned to this conversation:\n\n## Kept part\nKept part")
-    assert line == f"📌 1 note pinned · {tokens:,} tokens of context"
+    assert line == f"1 note pinned · {tokens:,} tokens of context"
     assert workspace.open(OWNER, conversation_id).pinned == line
     workspace.manager._backend = object()  # a backend that cannot count tokens (a remote server)
-    assert workspace.pinned_line(OWNER, conversation_id) == "📌 1 note pinned"
+    assert workspace.pinned_line(OWNER, conversation_id) == "1 note pinned"
     with pytest.raises(TemplateError, match="'content'"):
         workspace.use_template("abstract-draft", {"content": "  ", "word_limit": ""})
     assert "at most 250 words" in workspace.use_template("abstract-draft", {"content": "c", "word_limit": " "}).text
@@ -288,3 +281,29 @@ def test_rerun_says_whether_the_answer_is_reproduced(workspace):
     assert identical and text == saved["content"]
     workspace.store.finish_message(saved["id"], "edited since", finish_reason="length", complete=True)
     assert workspace.rerun(OWNER, conversation_id, 1) == (text, False)
+
+
+def test_a_held_answer_waits_after_its_first_piece_until_released_or_stopped(tmp_path, tiny_engine, tiny_model_dir):
+    from chatcore.testing.engines import Held
+
+    engine = Held(endless(tiny_engine))
+    workspace = make_workspace(tmp_path, engine, model=str(tiny_model_dir))
+    results: dict[str, list] = {}
+
+    def answer(name: str, cancel: threading.Event) -> None:
+        results[name] = ask(workspace, name, tokens=64, cancel=cancel)
+
+    stop, keep = threading.Event(), threading.Event()
+    with engine.holding():
+        threads = [threading.Thread(target=answer, args=args) for args in (("stopped", stop), ("released", keep))]
+        for thread in threads:
+            thread.start()
+        engine.wait_until_held(2)  # both answers wait after their first piece
+        stop.set()
+        threads[0].join(60)
+        assert not threads[0].is_alive() and threads[1].is_alive()  # Stop ends a held answer; the other waits
+    threads[1].join(60)
+    reasons = {name: workspace.store.get_conversation(OWNER, views[-1].conversation_id)["messages"][-1]
+               for name, views in results.items()}
+    assert reasons["stopped"]["finish_reason"] == "cancelled" and reasons["stopped"]["completion_tokens"] < 64
+    assert reasons["released"]["finish_reason"] == "length" and reasons["released"]["completion_tokens"] == 64

@@ -53,3 +53,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if dtype == torch.float16 and device.type == "cpu":
         raise DeviceError("dtype 'float16' is not supported on CPU (too slow and inaccurate); use float32 or bfloat16")
     return dtype
+
+
+def available_devices() -> list[str]:
+    """The devices this machine has, as the device pickers offer them: ``auto`` first."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices

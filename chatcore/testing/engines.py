@@ -1,10 +1,13 @@
-"""Engines shaped for tests: answers that never end early, answers at a steady pace, and a checked answer."""
+"""Engines shaped for tests: answers that never end early, at a steady pace, or held until the test lets
+them go, and a checked answer."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from chatcore.core.events import Finished, TextDelta
 
@@ -43,6 +46,72 @@ class Paced:
             if isinstance(event, TextDelta):
                 time.sleep(self._delay_s)
             yield event
+
+
+class Held:
+    """An engine whose answers a test can hold after their first text delta.
+
+    Inside ``with engine.holding():`` every answer that shows its first piece waits there until the block
+    ends or its Stop (``cancel``) is set. A browser test can then press Stop, or see two answers run at
+    once, while the answers are certainly still running, however fast or slow the machine is.
+    """
+
+    POLL_S = 0.01  # how often a held answer looks at its Stop
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._released = threading.Event()
+        self._released.set()
+        self._changed = threading.Condition()
+        self._waiting = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    @property
+    def context_window(self) -> int:
+        return self._engine.context_window
+
+    @property
+    def model_name(self) -> str:
+        return self._engine.model_name
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator["Held"]:
+        """Hold the answers that start streaming inside the block; let them all go when it ends."""
+        self._released.clear()
+        try:
+            yield self
+        finally:
+            self._released.set()
+
+    def wait_until_held(self, count: int, timeout: float = 60.0) -> None:
+        """Block until ``count`` answers are waiting at their first piece; a ``TimeoutError`` after ``timeout``."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._waiting >= count, timeout):
+                raise TimeoutError(f"{self._waiting} answer(s) held, not {count}, after {timeout:.0f}s")
+
+    def stream(self, history: Any, params: Any, *, system: str | None = None,
+               cancel: threading.Event | None = None) -> Iterator[Any]:
+        held = False
+        for event in self._engine.stream(history, params, system=system, cancel=cancel):
+            yield event
+            if not held and isinstance(event, TextDelta):
+                held = True
+                self._hold(cancel)
+
+    def _hold(self, cancel: threading.Event | None) -> None:
+        with self._changed:
+            self._waiting += 1
+            self._changed.notify_all()
+        try:
+            while not self._released.wait(self.POLL_S):
+                if cancel is not None and cancel.is_set():
+                    return
+        finally:
+            with self._changed:
+                self._waiting -= 1
+                self._changed.notify_all()
 
 
 def final_answer(engine: Any, params: Any, history: Any = QUESTIONS[0], **kwargs: Any) -> Finished:

@@ -1,0 +1,47 @@
+"""The page's look: its CSS (icons drawn without any font), the security header, LaTeX delimiters."""
+
+from __future__ import annotations
+
+LATEX = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "\\(", "right": "\\)", "display": False},
+    {"left": "$", "right": "$", "display": False},
+]
+# Nothing in a message may reach another host: no remote images (tracking pixels), frames or forms.
+HEAD = (
+    "<meta http-equiv=\"Content-Security-Policy\" content=\"img-src 'self' data: blob:; media-src 'self' data: blob:; "
+    "frame-src 'none'; object-src 'none'; form-action 'self'; base-uri 'self'\">"
+)
+# Icons are CSS shapes, never emoji: a machine without an emoji font (headless Chromium, many Linux
+# desktops) draws emoji as empty boxes.
+CSS = """
+#chat-title textarea, #chat-title input { font-size: 1.15rem; font-weight: 600; }
+#conversations { max-height: calc(100vh - 330px); overflow-y: auto; }
+#conversations label { width: 100%; }
+#model-status, #context-line, #pinned-line { font-size: 0.85rem; opacity: 0.85; }
+.message sub { opacity: 0.7; }
+/* A refused action leaves the page as it was, and its toast says why. Gradio also covers each of the
+   event's outputs with an "Error" badge on white: a refused message hid the whole conversation. */
+.wrap:has(> .error) { display: none !important; }
+/* The model status: a dot, grey while loading, green when ready, red when the load failed. */
+.status-dot { display: inline-block; width: 0.6em; height: 0.6em; border-radius: 50%; margin-right: 0.3em;
+              vertical-align: baseline; background: #9ca3af; }
+.status-dot.loading { animation: status-pulse 1s ease-in-out infinite alternate; }
+.status-dot.ready { background: #16a34a; }
+.status-dot.failed { background: #dc2626; }
+@keyframes status-pulse { from { opacity: 0.3; } to { opacity: 1; } }
+/* "New chat" and "New note" get a plus drawn by two bars. */
+#new-chat::before, #note-new::before {
+  content: ""; display: inline-block; width: 0.7em; height: 0.7em; margin-right: 0.4em;
+  background: linear-gradient(currentColor, currentColor) center / 100% 2px no-repeat,
+              linear-gradient(currentColor, currentColor) center / 2px 100% no-repeat;
+}
+/* The sidebar's empty state, worded for a first visit or for a search that found nothing. */
+#conversations:not(:has(label))::after { content: "No conversations yet. Ask something to start one.";
+                                          display: block; padding: 0.5em; opacity: 0.7; font-size: 0.9rem; }
+#history-panel:has(#search :is(input, textarea):not(:placeholder-shown)) #conversations:not(:has(label))::after {
+  content: "No conversation matches this search."; }
+.empty-state { opacity: 0.8; padding: 1em; border: 1px dashed var(--border-color-primary); border-radius: 8px; }
+button:disabled, button[disabled] { cursor: not-allowed; opacity: 0.5; }
+"""
