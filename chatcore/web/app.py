@@ -32,7 +32,9 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
     def __init__(self, workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> None:
         self.workspace = workspace
         self.concurrency_limit = concurrency_limit
-        self.export_dir = Path(tempfile.mkdtemp(prefix="chatcore-export-"))
+        # Removed with the page (or at exit): every page made one that was never removed before.
+        self._exports = tempfile.TemporaryDirectory(prefix="chatcore-export-")
+        self.export_dir = Path(self._exports.name)
         with gr.Blocks(title="ChatCore", fill_height=True, analytics_enabled=False) as self.demo:
             self._render_state()
             self._render_sidebar()
