@@ -243,7 +243,7 @@ def test_sampling_is_reproducible_per_seed(exact_engine):
 @pytest.mark.parametrize("mode", ["int8", "int4"])
 def test_packed_weights_cache_round_trips(mode, tmp_path):
     """The second load reads the packed weights from disk and computes exactly what the first did."""
-    from chatcore.engine.fast.engine import _quantize_cached
+    from chatcore.engine.fast.engine import quantize_cached
 
     def build():
         torch.manual_seed(0)
@@ -253,9 +253,9 @@ def test_packed_weights_cache_round_trips(mode, tmp_path):
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     first, second = build().to(torch.bfloat16), build().to(torch.bfloat16)
     path = tmp_path / "packed.safetensors"
-    _quantize_cached(first, mode, path)
+    quantize_cached(first, mode, path)
     [written] = list(tmp_path.glob("packed*.safetensors"))
-    _quantize_cached(second, mode, path)
+    quantize_cached(second, mode, path)
     assert list(tmp_path.glob("packed*.safetensors")) == [written]
     assert torch.equal(first(x), second(x))
 
@@ -297,17 +297,17 @@ def _by_hand(scheduler: Scheduler, prompts: list[list[int]], new: int) -> list[R
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
     requests = [Request(prompt, params, torch.Generator(), None, frozenset()) for prompt in prompts]
     for request in requests:
-        scheduler._waiting.put(request)
-    scheduler._admit()
+        scheduler.enqueue(request)
+    scheduler.admit()
     return requests
 
 
 def _run_by_hand(scheduler: Scheduler, steps: int = 100) -> None:
     """Step the scheduler until nothing runs (at most ``steps`` steps)."""
     for _ in range(steps):
-        if not scheduler._running:
+        if not scheduler.running:
             return
-        scheduler._step()
+        scheduler.step()
 
 
 def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False, together: Callable | None = None,
@@ -355,23 +355,23 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
     cancel = threading.Event()
     reqs.append(request(2, cancel))
     for r in reqs:
-        together._waiting.put(r)
-    together._admit()
+        together.enqueue(r)
+    together.admit()
     for step in range(100):
         if step == 3:  # two requests join a running batch mid-way
             for i in (3, 4):
                 reqs.append(request(i))
-                together._waiting.put(reqs[-1])
+                together.enqueue(reqs[-1])
         if step == 5:
             cancel.set()
         if step == 12:  # request 1 has finished: its slot is reused
             reqs.append(request(5))
-            together._waiting.put(reqs[-1])
-        together._admit()
-        if not together._running:
+            together.enqueue(reqs[-1])
+        together.admit()
+        if not together.running:
             break
-        together._step()
-    assert not together._running
+        together.step()
+    assert not together.running
     results = [_drain(r) for r in reqs]
     assert results[2][1].reason == "cancelled"
     for i, (tokens, done) in enumerate(results):

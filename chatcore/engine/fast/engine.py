@@ -86,7 +86,7 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
     compute = torch.bfloat16 if mode != "none" else dtype
     parameters = state.parameters()
     model = from_hf_state(config, state, compute, consume=True)  # reads each float32 tensor once, to convert it
-    _quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors",
+    quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors",
                      kernels)
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
@@ -117,7 +117,7 @@ def _want_compile(model: Transformer, choice: str, progress: Callable[[str], Non
     else:
         want = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()) >= COMPILE_MIN_PARAMETERS
     if want:
-        sources._say(progress, "compiling the decode step (about a minute the first time, cached afterwards)…")
+        sources.say(progress, "compiling the decode step (about a minute the first time, cached afterwards)…")
     return want
 
 
@@ -128,7 +128,7 @@ class _ConfigOnly:
         self.config = config
 
 
-def _quantize_cached(model: Transformer, mode: str, path: Path, kernels: Any = None) -> None:
+def quantize_cached(model: Transformer, mode: str, path: Path, kernels: Any = None) -> None:
     """Quantize with the packed weights cached on disk: packing takes seconds, reading them back does not."""
     from safetensors.torch import load_file, save_file
 
@@ -217,7 +217,7 @@ def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any,
         return json.loads(record.read_text())["quant"]
     except (OSError, ValueError, KeyError):
         pass
-    sources._say(progress, "checking quantized accuracy (once per model)…")
+    sources.say(progress, "checking quantized accuracy (once per model)…")
     ids = torch.tensor([tokenizer.encode(CALIBRATION_TEXT, add_special_tokens=False)])
     reference = quantized_perplexity(config, state, ids, "none")
     chosen, scores = "none", {"none": reference}
