@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from chatcore.engine.fast.engine import (
 )
 from chatcore.engine.fast.model import KVCache, from_hf_state, supports
 from chatcore.engine.fast.scheduler import Done, Request, Scheduler
+from chatcore.engine.fast.step import CompiledStep, TorchStep
 from chatcore.testing.engines import QUESTIONS, final_answer
 from chatcore.testing.tiny import poison_cache, tiny_model, tiny_tokenizer
 
@@ -62,6 +65,40 @@ def test_prefill_chunks_and_batched_decode_equal_transformers_logits(hf):
         for p in range(16, 24):  # slot 2 decodes next to slot 0 (another sequence) and slot 1 (free)
             logits = model.decode(torch.tensor([ids[0, 3].item(), 0, ids[0, p].item()]), torch.tensor([3, 0, p]), 32)
             torch.testing.assert_close(logits[2], reference[p], atol=1e-5, rtol=1e-5)
+
+
+def test_a_compiled_step_that_fails_says_so_and_decodes_eagerly_from_then_on(hf, capsys):
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    model.setup_cache(2, 32)
+    for slot in range(2):
+        model.clear(slot, 0, 32)
+    step = CompiledStep(model, TorchStep(model))
+
+    def broken(*args):
+        raise RuntimeError("no compiler today")
+
+    step.function = broken  # torch.compile's step fails on its first call, as it does without a compiler
+    tokens, pos, slots = torch.tensor([5, 6]), torch.tensor([0, 0]), torch.tensor([1, 0])
+    assert step.compiled
+    logits = step.decode(tokens, pos, slots, 32)
+    assert not step.compiled and "no compiler today" in capsys.readouterr().err
+    assert torch.equal(logits, TorchStep(model).decode(tokens, pos, slots, 32))
+    assert step.decode(tokens, pos, slots, 32).shape == logits.shape and capsys.readouterr().err == ""  # said once
+
+
+def test_a_dropped_model_is_freed_at_once_though_it_holds_its_step(hf):
+    """A step the model holds refers back to it weakly: a reference cycle would keep the weights (the
+    float32 model of a quantization check, say) until a garbage collection."""
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    model.setup_cache(1, 8)
+    assert isinstance(model.step, TorchStep)
+    freed = weakref.ref(model)
+    gc.disable()
+    try:
+        del model
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def test_an_int8_cache_keeps_each_position_to_half_a_step_and_clears_and_copies_its_scales():
