@@ -44,12 +44,12 @@ def build(source: Path) -> Any:
 
 def decoder_for(module: Any, model: Any) -> Any:
     """``module``'s C++ step over ``model``'s packed weights and KV cache (shared, not copied)."""
-    from chatcore.engine.fast import native
+    from chatcore.engine.fast.step import build_decoder
 
     def kernel(layer: Any) -> Any:  # this build's own object over the layer's buffers
         return module.QLinear(layer.bits, layer.codes, layer.scales, layer.out_features, layer.in_features)
 
-    return native.build_decoder(module, model, kernel)
+    return build_decoder(module, model, kernel)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,8 +178,9 @@ def accuracy(engine: Any, eager: Any, directory: Path, device: str) -> dict[str,
         tokens = torch.tensor([prompt[-1] for prompt in variants], device=device)
         pos = torch.full((rows,), len(variants[0]), device=device)
         slots = torch.arange(rows, device=device)
-        served = engine._step(tokens, pos, slots, len(variants[0]) + 1)
-        results["served_step_vs_eager_step"] = _relative(served, eager._step(tokens, pos, slots, len(variants[0]) + 1))
+        served = engine.step.decode(tokens, pos, slots, len(variants[0]) + 1)
+        eager_logits = eager.step.decode(tokens, pos, slots, len(variants[0]) + 1)
+        results["served_step_vs_eager_step"] = _relative(served, eager_logits)
     if device == "cuda":
         torch.cuda.empty_cache()
     return results
@@ -226,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(engine, FastEngine):
         raise SystemExit("the model did not load on the fast path")
     report["chatcore_load_s"] = time.perf_counter() - started  # the compile and the first captures included
-    report.update(parameters=engine.info.parameters, kernels=engine.kernels, compiled=engine._step.compiled)
+    report.update(parameters=engine.info.parameters, kernels=engine.kernels, compiled=engine.step.compiled)
     weight_bytes = sum(p.numel() * p.element_size() for p in engine.decoder.parameters())
     bandwidth = copy_bandwidth() if device == "cuda" else float("nan")
     report["copy_gb_s"] = bandwidth / 1e9
     report["decode_bound_tok_s"] = bandwidth / weight_bytes  # every weight read once per step
     say(f"loaded in {report['chatcore_load_s']:.1f} s: {engine.info.parameters / 1e9:.2f} B parameters, "
-        f"kernels {engine.kernels}, compiled {engine._step.compiled}; copy {bandwidth / 1e9:.0f} GB/s, so "
+        f"kernels {engine.kernels}, compiled {engine.step.compiled}; copy {bandwidth / 1e9:.0f} GB/s, so "
         f"decoding is bound at {report['decode_bound_tok_s']:.0f} tok/s")
     # One chat answer through the whole product path (template, scheduler, graphs, detokenizer).
     finished = list(engine.stream([{"role": "user", "content": "What is a KV cache?"}],
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def variant(compile_step: bool, graphs: bool) -> FastEngine:
         return FastEngine(engine.decoder, engine.tokenizer, engine.info, config=engine.config,
-                          directory=engine._directory, quant=engine.quant, compile_step=compile_step, graphs=graphs)
+                          directory=engine.directory, quant=engine.quant, compile_step=compile_step, graphs=graphs)
 
     graphs_only, eager = variant(False, device == "cuda"), variant(False, False)
     report["accuracy"] = accuracy(engine, eager, directory, device)

@@ -131,7 +131,7 @@ def measure_chatcore() -> dict[str, float]:
     results["batch8_tok_s"] = streams()
     results["peak_rss_mb"] = _peak_rss_mb()
     results["quant"] = engine.quant  # type: ignore[assignment]
-    results["compiled"] = engine._step.compiled  # type: ignore[assignment]
+    results["compiled"] = engine.step.compiled  # type: ignore[assignment]
     results["kernels"] = engine.kernels  # type: ignore[assignment]
     if engine.kernels == "native":
         from chatcore.engine.fast import native

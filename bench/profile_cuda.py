@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from chatcore.engine.fast.graphs import GraphStep
+    from chatcore.engine.fast.graphs import StepGraphs
     from chatcore.engine.fast.model import from_hf_state
 
     config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=args.layers,
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     model.setup_cache(8, 4096)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     say("compiling and capturing…" if not args.eager else "capturing…")
-    step = None if args.eager else torch.compile(model._decode, dynamic=True)
-    graphs = GraphStep(model, step)
+    step = None if args.eager else torch.compile(model.torch_step, dynamic=True)
+    graphs = StepGraphs(model, step)
     graphs.warm_up()
     report: dict = {"layers": args.layers, "compiled": not args.eager, "weight_gb": weight_bytes / 1e9, "rows": {}}
     for rows in (1, 8):
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         source = "graph replays"
         if not counts:  # the profiler saw no kernels inside the graphs: the same step launched directly
             inputs = torch.stack([tokens, pos, slots])
-            kinds, counts, top = _kernels(lambda: graphs._run(inputs, 256))
+            kinds, counts, top = _kernels(lambda: graphs.run(inputs, 256))
             source = "direct launches of the captured step"
         kernels = sum(counts.values()) / STEPS
         entry = {"step_ms": step_ms, "kernels_per_step": kernels, "profiled": source,

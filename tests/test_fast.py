@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from chatcore.engine.fast.engine import (
 )
 from chatcore.engine.fast.model import KVCache, from_hf_state, supports
 from chatcore.engine.fast.scheduler import Done, Request, Scheduler
+from chatcore.engine.fast.step import CompiledStep, TorchStep
 from chatcore.testing.engines import QUESTIONS, final_answer
 from chatcore.testing.tiny import poison_cache, tiny_model, tiny_tokenizer
 
@@ -62,6 +65,40 @@ def test_prefill_chunks_and_batched_decode_equal_transformers_logits(hf):
         for p in range(16, 24):  # slot 2 decodes next to slot 0 (another sequence) and slot 1 (free)
             logits = model.decode(torch.tensor([ids[0, 3].item(), 0, ids[0, p].item()]), torch.tensor([3, 0, p]), 32)
             torch.testing.assert_close(logits[2], reference[p], atol=1e-5, rtol=1e-5)
+
+
+def test_a_compiled_step_that_fails_says_so_and_decodes_eagerly_from_then_on(hf, capsys):
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    model.setup_cache(2, 32)
+    for slot in range(2):
+        model.clear(slot, 0, 32)
+    step = CompiledStep(model, TorchStep(model))
+
+    def broken(*args):
+        raise RuntimeError("no compiler today")
+
+    step.function = broken  # torch.compile's step fails on its first call, as it does without a compiler
+    tokens, pos, slots = torch.tensor([5, 6]), torch.tensor([0, 0]), torch.tensor([1, 0])
+    assert step.compiled
+    logits = step.decode(tokens, pos, slots, 32)
+    assert not step.compiled and "no compiler today" in capsys.readouterr().err
+    assert torch.equal(logits, TorchStep(model).decode(tokens, pos, slots, 32))
+    assert step.decode(tokens, pos, slots, 32).shape == logits.shape and capsys.readouterr().err == ""  # said once
+
+
+def test_a_dropped_model_is_freed_at_once_though_it_holds_its_step(hf):
+    """A step the model holds refers back to it weakly: a reference cycle would keep the weights (the
+    float32 model of a quantization check, say) until a garbage collection."""
+    model = from_hf_state(hf.config, hf.state_dict(), torch.float32)
+    model.setup_cache(1, 8)
+    assert isinstance(model.step, TorchStep)
+    freed = weakref.ref(model)
+    gc.disable()
+    try:
+        del model
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def test_an_int8_cache_keeps_each_position_to_half_a_step_and_clears_and_copies_its_scales():
@@ -243,7 +280,7 @@ def test_sampling_is_reproducible_per_seed(exact_engine):
 @pytest.mark.parametrize("mode", ["int8", "int4"])
 def test_packed_weights_cache_round_trips(mode, tmp_path):
     """The second load reads the packed weights from disk and computes exactly what the first did."""
-    from chatcore.engine.fast.engine import _quantize_cached
+    from chatcore.engine.fast.engine import quantize_cached
 
     def build():
         torch.manual_seed(0)
@@ -253,9 +290,9 @@ def test_packed_weights_cache_round_trips(mode, tmp_path):
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     first, second = build().to(torch.bfloat16), build().to(torch.bfloat16)
     path = tmp_path / "packed.safetensors"
-    _quantize_cached(first, mode, path)
+    quantize_cached(first, mode, path)
     [written] = list(tmp_path.glob("packed*.safetensors"))
-    _quantize_cached(second, mode, path)
+    quantize_cached(second, mode, path)
     assert list(tmp_path.glob("packed*.safetensors")) == [written]
     assert torch.equal(first(x), second(x))
 
@@ -297,17 +334,17 @@ def _by_hand(scheduler: Scheduler, prompts: list[list[int]], new: int) -> list[R
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=new)
     requests = [Request(prompt, params, torch.Generator(), None, frozenset()) for prompt in prompts]
     for request in requests:
-        scheduler._waiting.put(request)
-    scheduler._admit()
+        scheduler.enqueue(request)
+    scheduler.admit()
     return requests
 
 
 def _run_by_hand(scheduler: Scheduler, steps: int = 100) -> None:
     """Step the scheduler until nothing runs (at most ``steps`` steps)."""
     for _ in range(steps):
-        if not scheduler._running:
+        if not scheduler.running:
             return
-        scheduler._step()
+        scheduler.step()
 
 
 def _scheduler_over_nan_cache(hf, slots: int, length: int, copy: bool = False, together: Callable | None = None,
@@ -355,23 +392,23 @@ def test_requests_of_different_lengths_share_steps_over_uninitialized_cache(shar
     cancel = threading.Event()
     reqs.append(request(2, cancel))
     for r in reqs:
-        together._waiting.put(r)
-    together._admit()
+        together.enqueue(r)
+    together.admit()
     for step in range(100):
         if step == 3:  # two requests join a running batch mid-way
             for i in (3, 4):
                 reqs.append(request(i))
-                together._waiting.put(reqs[-1])
+                together.enqueue(reqs[-1])
         if step == 5:
             cancel.set()
         if step == 12:  # request 1 has finished: its slot is reused
             reqs.append(request(5))
-            together._waiting.put(reqs[-1])
-        together._admit()
-        if not together._running:
+            together.enqueue(reqs[-1])
+        together.admit()
+        if not together.running:
             break
-        together._step()
-    assert not together._running
+        together.step()
+    assert not together.running
     results = [_drain(r) for r in reqs]
     assert results[2][1].reason == "cancelled"
     for i, (tokens, done) in enumerate(results):

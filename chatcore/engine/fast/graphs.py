@@ -23,7 +23,7 @@ import torch
 
 MIN_SPAN = 256  # the shortest attention span a graph is captured for
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+StepFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def bucket(n: int, floor: int, ceiling: int) -> int:
@@ -40,18 +40,18 @@ class _Shape:
     graph: Any = None  # torch.cuda.CUDAGraph
 
 
-class GraphStep:
+class StepGraphs:
     """``decode(tokens [B], pos [B], slots [B], length) -> logits [B, V]`` through one CUDA graph per
     (rows, span) bucket. ``step(tokens, pos, slots, mask)`` is the torch step to capture (the model's
-    ``_decode``, or a compiled copy of it).
+    ``torch_step``, or a compiled copy of it).
 
     With ``capture=False`` it runs the same padded, bucketed step eagerly: what the tests check on a
     machine without a GPU.
     """
 
-    def __init__(self, decoder: Any, step: Step | None = None, *, capture: bool = True) -> None:
+    def __init__(self, decoder: Any, step: StepFunction | None = None, *, capture: bool = True) -> None:
         self.decoder = decoder
-        self._step = step or decoder._decode
+        self._step = step or decoder.torch_step
         self._capture = capture
         self._shapes: dict[tuple[int, int], _Shape] = {}
         self._pads: dict[tuple[int, int], torch.Tensor] = {}
@@ -101,7 +101,7 @@ class GraphStep:
             given = torch.stack([tokens, pos, slots])
             shape.inputs.copy_(given if b == key[0] else given.index_select(1, self._pad(b, key[0])))
             if not self._capture:
-                shape.logits = self._run(shape.inputs, key[1])
+                shape.logits = self.run(shape.inputs, key[1])
             elif fresh:
                 try:
                     self._record(shape, key[1])
@@ -119,9 +119,11 @@ class GraphStep:
             self._pads[b, rows] = torch.arange(rows, device=self.decoder.device).clamp_(max=b - 1)
         return self._pads[b, rows]
 
-    def _run(self, inputs: torch.Tensor, span: int) -> torch.Tensor:
+    def run(self, inputs: torch.Tensor, span: int) -> torch.Tensor:
+        """The step on inputs [3, rows] (tokens, positions, slots) over ``span`` positions, launched
+        directly: what a capture records."""
         tokens, pos, slots = inputs
-        return self._step(tokens, pos, slots, self.decoder._mask(pos, span))
+        return self._step(tokens, pos, slots, self.decoder.mask(pos, span))
 
     def _record(self, shape: _Shape, span: int) -> None:
         """Capture the step for this bucket, and run it once: its first result is the graph's output.
@@ -132,11 +134,11 @@ class GraphStep:
         side = torch.cuda.Stream(self.decoder.device)
         side.wait_stream(torch.cuda.current_stream(self.decoder.device))
         with torch.cuda.stream(side):
-            self._run(shape.inputs, span)
+            self.run(shape.inputs, span)
         torch.cuda.current_stream(self.decoder.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: another thread's use of the GPU (a perplexity check, say) must not break the capture.
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            shape.logits = self._run(shape.inputs, span)
+            shape.logits = self.run(shape.inputs, span)
         graph.replay()
         shape.graph = graph

@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Prompts up to this many tokens prefill through the C++ step (no per-layer Python, no GEMM set-up);
-# longer ones through bfloat16 GEMMs, whose matrix units win once there are enough rows.
-NATIVE_PREFILL_ROWS = 128
+from chatcore.engine.fast.step import Step, TorchStep
 
 
 @dataclass(frozen=True)
@@ -207,7 +205,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """The decoder. ``setup_cache`` must run before ``prefill`` / ``decode``."""
+    """The decoder. ``setup_cache`` must run before ``prefill`` / ``decode``, which go through ``step``:
+    torch's ops, or the C++ step once :func:`chatcore.engine.fast.step.attach_native` gives it one."""
 
     def __init__(self, cfg: FastConfig) -> None:
         super().__init__()
@@ -221,8 +220,7 @@ class Transformer(nn.Module):
         self.slots = 0
         self.length = 0
         self.rope_source: Any = None  # length -> (cos, sin) [length, D], set by the loader
-        # The C++ one-token step (chatcore.engine.fast.native) over these same weights and cache, when attached.
-        self.native_step: Any = None
+        self.step: Step = TorchStep(self)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -245,14 +243,16 @@ class Transformer(nn.Module):
         cos, sin = self.rope_source(length)
         self.cos, self.sin = cos.to(self.device, self.dtype), sin.to(self.device, self.dtype)
         self.slots, self.length = slots, length
-        self.native_step = None  # it held the old cache; attach it again
+        self.step = TorchStep(self)  # a C++ step held the old cache; attach one again
 
     def prefill(self, tokens: torch.Tensor, slot: int, start: int = 0) -> torch.Tensor:
-        """Run one sequence's prompt (or a chunk of it) into ``slot``. tokens: [1, S] -> last logits [1, V]."""
+        """Run one sequence's prompt (or a chunk of it) into ``slot`` through ``step``. tokens: [1, S] ->
+        last logits [1, V]."""
+        return self.step.prefill(tokens, slot, start)
+
+    def torch_prefill(self, tokens: torch.Tensor, slot: int, start: int = 0) -> torch.Tensor:
+        """``prefill`` in torch's ops."""
         s = tokens.shape[1]
-        if self.native_step is not None and s <= NATIVE_PREFILL_ROWS:
-            return self.native_step.forward(tokens[0], torch.full((s,), slot), torch.arange(start, start + s),
-                                            torch.tensor([s - 1]))
         cos = self.cos[start : start + s][None, None]  # [1, 1, S, D]
         sin = self.sin[start : start + s][None, None]
         x = self.embed(tokens)  # [1, S, dim]
@@ -262,18 +262,9 @@ class Transformer(nn.Module):
         return self.output(self.norm(x[:, -1:]))[:, 0].float()
 
     def prefill_together(self, prompts: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
-        """Several prompts (``(tokens [1, S], slot, start)`` each, distinct slots) -> last logits [n, V].
-
-        Through the C++ step, prompts of NATIVE_PREFILL_ROWS tokens in all are one call: their rows share
-        each read of the weights, as a batch's tokens do. Otherwise one prefill each.
-        """
-        rows = sum(tokens.shape[1] for tokens, _, _ in prompts)
-        if self.native_step is None or rows > NATIVE_PREFILL_ROWS:
-            return torch.cat([self.prefill(tokens, slot, start) for tokens, slot, start in prompts])
-        slots = torch.cat([torch.full((tokens.shape[1],), slot) for tokens, slot, _ in prompts])
-        positions = torch.cat([torch.arange(start, start + tokens.shape[1]) for tokens, _, start in prompts])
-        last = torch.tensor([tokens.shape[1] for tokens, _, _ in prompts]).cumsum(0) - 1
-        return self.native_step.forward(torch.cat([tokens[0] for tokens, _, _ in prompts]), slots, positions, last)
+        """Several prompts (``(tokens [1, S], slot, start)`` each, distinct slots) -> last logits [n, V],
+        in as few calls as ``step`` takes them (the C++ step: one for short prompts)."""
+        return self.step.prefill_together(prompts)
 
     def clear(self, slot: int, start: int, end: int) -> None:
         """Zero cache positions start..end-1 of ``slot`` in every layer."""
@@ -305,10 +296,8 @@ class Transformer(nn.Module):
     def decode(self, tokens: torch.Tensor, pos: torch.Tensor, length: int,
                slots: torch.Tensor | None = None) -> torch.Tensor:
         """One step: row b feeds tokens[b] to slot slots[b] (default b) at position pos[b], attending to
-        cache positions < length. tokens, pos, slots: [B] -> logits [B, V]."""
-        if self.native_step is not None:  # it reads exactly positions <= pos of each row
-            return self.native_step.decode(tokens, pos, slots)
-        return self._decode(tokens, pos, self.gathered(slots), self._mask(pos, length))
+        cache positions < length, through ``step``. tokens, pos, slots: [B] -> logits [B, V]."""
+        return self.step.decode(tokens, pos, slots, length)
 
     @staticmethod
     def gathered(slots: torch.Tensor | None) -> torch.Tensor | None:
@@ -316,12 +305,16 @@ class Transformer(nn.Module):
         cache instead of a gathered copy."""
         return None if slots is None or slots.tolist() == list(range(slots.shape[0])) else slots
 
-    def _mask(self, pos: torch.Tensor, length: int) -> torch.Tensor:
-        # Each slot sees its own positions up to and including the new token: [B, 1, 1, L].
+    @staticmethod
+    def mask(pos: torch.Tensor, length: int) -> torch.Tensor:
+        """Which of the first ``length`` cache positions each row attends to: [B, 1, 1, L]."""
+        # Each slot sees its own positions up to and including the new token.
         return (torch.arange(length, device=pos.device)[None, :] <= pos[:, None])[:, None, None, :]
 
-    def _decode(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor | None,
-                mask: torch.Tensor) -> torch.Tensor:
+    def torch_step(self, tokens: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor | None,
+                   mask: torch.Tensor) -> torch.Tensor:
+        """``decode`` in torch's ops, given ``gathered(slots)`` and ``mask(pos, length)``: the function
+        that torch.compile and CUDA graphs wrap."""
         cos = self.cos[pos][:, None, None]  # [B, 1, 1, D]
         sin = self.sin[pos][:, None, None]
         x = self.embed(tokens[:, None])  # [B, 1, dim]

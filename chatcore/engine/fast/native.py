@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -220,45 +220,6 @@ def unpack_q8(codes: torch.Tensor, scales: torch.Tensor, out_features: int) -> t
 def supported_shape(weight: torch.Tensor) -> bool:
     """The kernels take K in whole groups of 32."""
     return weight.dim() == 2 and weight.shape[1] % GROUP == 0
-
-
-def attach(module: ModuleType, model: Any) -> bool:
-    """Give ``model`` (a :class:`chatcore.engine.fast.model.Transformer` with its cache set up) the C++ step.
-
-    Only when every linear is a ``NativeLinear`` and the cache is bfloat16, or int8 (see ``KVCache``)
-    with heads of 64 or 128; returns whether it did.
-    """
-    from chatcore.engine.fast.quant import NativeLinear
-
-    linears = [model.output] + [linear for block in model.layers
-                                for linear in (block.attn.wqkv, block.attn.wo, block.mlp.w13, block.mlp.w2)]
-    if not all(isinstance(linear, NativeLinear) for linear in linears):  # the ones build_decoder reads
-        return False
-    if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not model.slots:
-        return False
-    if model.layers[0].attn.cache.quantized and not int8_cache_fits(model.cfg.head_dim):
-        return False
-    model.native_step = build_decoder(module, model)
-    return True
-
-
-def build_decoder(module: ModuleType, model: Any, kernel: Callable[[Any], Any] | None = None) -> Any:
-    """The C++ one-token step over ``model``'s native linears, norms and KV cache (shared, not copied).
-
-    ``kernel(linear)`` gives each ``NativeLinear``'s C++ object (default: its own ``kernel``; another
-    build of the module needs its own objects over the same buffers). The result's
-    ``decode(tokens [B], positions [B])`` gives float32 logits [B, V].
-    """
-    kernel = kernel or (lambda linear: linear.kernel)
-    cfg = model.cfg
-    decoder = module.Decoder(model.embed.weight.detach(), model.norm.weight.detach(), kernel(model.output),
-                             model.cos, model.sin, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.intermediate,
-                             cfg.norm_eps)
-    for block in model.layers:
-        decoder.add_layer(block.attn_norm.weight.detach(), block.mlp_norm.weight.detach(), kernel(block.attn.wqkv),
-                          kernel(block.attn.wo), kernel(block.mlp.w13), kernel(block.mlp.w2),
-                          block.attn.cache.k, block.attn.cache.v, block.attn.cache.k_scale, block.attn.cache.v_scale)
-    return decoder
 
 
 def int8_cache_fits(head_dim: int) -> bool:

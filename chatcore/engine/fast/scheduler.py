@@ -139,8 +139,14 @@ class Scheduler:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="chatcore-decoder", daemon=True)
                 self._thread.start()
-        self._waiting.put(request)
+        self.enqueue(request)
         self._wake.set()
+        return request
+
+    def enqueue(self, request: Request) -> Request:
+        """Queue a request without waking or starting the worker: for driving the scheduler by hand
+        (``admit`` and ``step``, as tests do to be deterministic)."""
+        self._waiting.put(request)
         return request
 
     @property
@@ -151,14 +157,14 @@ class Scheduler:
 
     def _loop(self) -> None:
         while True:
-            self._admit()
+            self.admit()
             if not self._running:
                 self._wake.wait()
                 self._wake.clear()
                 continue
-            self._step()
+            self.step()
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         """Take waiting requests into free slots and prefill them: those that arrive together in as few
         calls as ``prefill_together`` allows, except that a prompt sharing a beginning with one of them
         waits for it, to copy what it computed."""
@@ -281,7 +287,8 @@ class Scheduler:
         self._finite[slot] = max(self._finite[slot], best)
         return best
 
-    def _step(self) -> None:
+    def step(self) -> None:
+        """One decode step for every running request (the worker's; public to drive it by hand)."""
         for slot in [s for s, r in self._running.items() if r.stopped]:
             self._finish(self._running[slot], "cancelled")
         if not self._running:
