@@ -40,45 +40,11 @@ COMPOSERS = {"chatcore.web.server": {"api"}}  # the one module that joins the pa
 TORCH_LAYERS = {"engine", "testing"}  # the only layers of chatcore (and storage: none) that import torch
 TESTING_USERS = ("tests", "bench", "scripts")  # who may import chatcore.testing, besides itself
 
-# Violations the real tree has today, each owned by another change in flight; empty it once they land.
-# Anything found that is not listed here fails the real-tree test outright.
-KNOWN = {
-    # engine/fast: native.attach imports quant.NativeLinear, and quant imports native's packers.
-    "cycle: chatcore.engine.fast.native, chatcore.engine.fast.quant",
-    # click's registration pattern: cli/__init__ imports commands, whose modules import cli.main.
-    "cycle: chatcore.cli, chatcore.cli.commands, chatcore.cli.evaluate, chatcore.cli.history, chatcore.cli.models, "
-    "chatcore.cli.notes, chatcore.cli.prompts, chatcore.cli.run, chatcore.cli.serve, chatcore.cli.users",
-    "layer: chatcore.web.workspace -> torch",  # Workspace.device_choices asks torch for the devices
-    # engine/fast reaching into the model's and sources' privates.
-    "private: chatcore.engine.fast.engine -> chatcore.engine.sources._say",
-    "private: chatcore.engine.fast.engine -> ._decode",
-    "private: chatcore.engine.fast.engine -> ._mask",
-    "private: chatcore.engine.fast.graphs -> ._decode",
-    "private: chatcore.engine.fast.graphs -> ._mask",
-    # benches on the engine's step runner and directory.
-    "private: bench.bench_cuda -> ._directory",
-    "private: bench.bench_cuda -> ._step",
-    "private: bench.bench_engines -> ._step",
-    "private: bench.profile_cuda -> ._decode",
-    "private: bench.profile_cuda -> ._run",
-    # tests of the page, the scheduler, the graphs and the kernels.
-    "private: tests.test_app -> chatcore.web.app._text_of",
-    "private: tests.test_fast -> ._admit",
-    "private: tests.test_fast -> ._running",
-    "private: tests.test_fast -> ._step",
-    "private: tests.test_fast -> ._waiting",
-    "private: tests.test_fast -> chatcore.engine.fast.engine._quantize_cached",
-    "private: tests.test_graphs -> ._decode",
-    "private: tests.test_graphs -> ._directory",
-    "private: tests.test_graphs -> ._step",
-    "private: tests.test_native -> ._step",
-    "private: tests.test_native -> chatcore.engine.fast.native._why_not",
-}
 
 
 @dataclass(frozen=True, order=True)
 class Violation:
-    """One broken rule: ``key`` names it stably (for KNOWN), ``where`` says file and line."""
+    """One broken rule: ``key`` names it stably, ``where`` says file and line."""
 
     key: str
     where: str = field(default="", compare=False)
@@ -427,8 +393,4 @@ def test_each_rule_reports_what_breaks_it(tmp_path: Path, case: str) -> None:
 
 def test_the_repository_keeps_the_import_rules() -> None:
     found = check(ROOT)
-    unknown = [f"{v.key}  ({v.where})" for v in found if v.key not in KNOWN]
-    assert not unknown, "\n".join(unknown)
-    left = sorted(v.key for v in found if v.key in KNOWN)
-    if left:
-        pytest.xfail(f"known violations owned by other changes: {left}")
+    assert not found, "\n".join(f"{v.key}  ({v.where})" for v in found)

@@ -383,7 +383,7 @@ def test_without_the_kernels_the_engine_keeps_torchs(tiny_model_dir, tmp_path, m
 ])
 def test_the_kernels_run_on_avx512_vnni_or_avx2_with_fma(monkeypatch, flags, runs, width):
     monkeypatch.setattr(native, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(native, "_why_not", None)
+    monkeypatch.setattr(native, "build_failure", None)
     reason = native.unavailable_reason()
     assert (reason is None) == runs
     if runs:

@@ -1,35 +1,9 @@
-"""The ``chatcore`` command line: glue between flags, the service layer and the terminal."""
+"""The ``chatcore`` command line: glue between flags, the service layer and the terminal.
 
-from __future__ import annotations
+``main`` (in ``group.py``) is the root; importing ``commands`` attaches every command module to it.
+"""
 
-import click
+from chatcore.cli import commands  # noqa: F401  (importing registers the commands)
+from chatcore.cli.group import main
 
-from chatcore.core.errors import ChatCoreError
-from chatcore.core.settings import Settings
-from storage.errors import StorageError
-
-
-class _Group(click.Group):
-    """A group that turns ChatCore and storage errors into one clean line on stderr and exit status 1."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except (ChatCoreError, StorageError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="chatcore")
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """ChatCore: a local research assistant whose history you own."""
-    ctx.obj = Settings()
-
-
-def _register() -> None:
-    """Attach every sub-command module's commands to ``main``."""
-    from chatcore.cli import commands  # noqa: F401  (importing registers the commands)
-
-
-_register()
+__all__ = ["main"]

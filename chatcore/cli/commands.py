@@ -1,7 +1,7 @@
 """Imports each command module so that its commands attach to the ``main`` group."""
 
 # One line per module; each module decorates its commands with ``@main.command``/``@main.group``.
-from chatcore.cli import (
+from chatcore.cli import (  # the submodules, not the package's names
     evaluate,  # noqa: F401
     history,  # noqa: F401
     models,  # noqa: F401

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from chatcore.cli import main
+from chatcore.cli.group import main
 from chatcore.cli.options import model_options, settings_from
 
 

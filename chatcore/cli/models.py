@@ -6,7 +6,7 @@ import json
 
 import click
 
-from chatcore.cli import main
+from chatcore.cli.group import main
 from chatcore.core.settings import DEFAULT_MODEL
 from chatcore.engine import sources
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from chatcore.cli import main
 from chatcore.cli.common import (
     echo_json,
     echo_next_page,
@@ -21,6 +20,7 @@ from chatcore.cli.common import (
     snippet_line,
     storage_errors,
 )
+from chatcore.cli.group import main
 from chatcore.services import notes as note_service
 from storage import LOCAL_OWNER
 from storage import notes as store_notes

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from chatcore.cli import main
 from chatcore.cli.common import echo_json
+from chatcore.cli.group import main
 from chatcore.core.settings import Settings
 from chatcore.services.templates import PromptLibrary, Template, user_prompts_dir
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from chatcore.cli import main
+from chatcore.cli.group import main
 from chatcore.cli.options import (
     backend_options,
     model_options,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chatcore.cli import main
+from chatcore.cli.group import main
 from chatcore.cli.options import backend_options, model_options, settings_from
 from chatcore.core.settings import DEFAULT_CONCURRENCY
 

@@ -10,8 +10,8 @@ import json
 
 import click
 
-from chatcore.cli import main
 from chatcore.cli.common import json_option, open_store
+from chatcore.cli.group import main
 from chatcore.services.accounts import AccountError, Accounts, check_name
 from storage import LOCAL_OWNER
 

@@ -38,7 +38,7 @@ ISA_FLAG_PREFIXES = ("avx", "amx", "sse", "ssse", "fma", "f16c", "bmi", "abm", "
 
 _lock = threading.Lock()
 _loaded: dict[Path, ModuleType | None] = {}
-_why_not: str | None = None
+build_failure: str | None = None  # why this process's build failed, remembered so it is tried once
 
 
 def _source_bytes() -> bytes:
@@ -69,7 +69,7 @@ def unavailable_reason() -> str | None:
     missing = [flag for flag in REQUIRED_FLAGS if flag not in flags]
     if missing and not all(flag in flags for flag in AVX2_FLAGS):
         return f"the CPU lacks {', '.join(missing)}, and AVX2 with FMA"
-    return _why_not
+    return build_failure
 
 
 def instruction_set() -> str:
@@ -99,7 +99,7 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
 
     A failed build is reported once and remembered for the process: the caller falls back to torch.
     """
-    global _why_not
+    global build_failure
     if unavailable_reason() is not None:
         return None
     key = build_key(cpu_flags())
@@ -112,18 +112,19 @@ def load(cache: Path, progress: Callable[[str], None] | None = None) -> ModuleTy
         try:
             directory.mkdir(parents=True, exist_ok=True)
             if not any(directory.glob("*.so")):
-                (progress or _stderr)("building ChatCore's CPU kernels (once per machine, about 30 seconds)…")
+                (progress or _stderr)("building ChatCore's CPU kernels (once per machine, about a minute)…")
             from torch.utils.cpp_extension import load as build
 
             _find_ninja()
             with _build_lock(directory):
-                module = build(name=f"chatcore_native_{key}", sources=[str(SOURCE)], build_directory=str(directory),
+                module = build(name=f"chatcore_native_{key}", sources=[str(_staged_source(directory))],
+                               build_directory=str(directory),
                                extra_cflags=list(CFLAGS), verbose=False)
         except Exception as exc:  # noqa: BLE001 - no compiler, headers or disk: torch's kernels still work
             lines = str(exc).splitlines()
             errors = [line for line in lines if "error:" in line.lower()] or lines[-1:] or [type(exc).__name__]
-            _why_not = f"building them failed ({errors[0].strip()})"
-            _stderr(f"chatcore: CPU kernels unavailable, {_why_not}; using torch's")
+            build_failure = f"building them failed ({errors[0].strip()})"
+            _stderr(f"chatcore: CPU kernels unavailable, {build_failure}; using torch's")
         _loaded[directory] = module
         return module
 
@@ -144,6 +145,21 @@ def _build_lock(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _staged_source(directory: Path) -> Path:
+    """SOURCE and its headers copied into the build directory, so that every checkout builds one path.
+
+    torch's builder records the source's absolute path in its ninja file: two checkouts sharing one
+    kernels cache (the test suite's CHATCORE_KERNELS) rebuilt the same kernels, ~70 s each, whenever they
+    alternated. A copy is rewritten only when its bytes differ, since a new mtime is a rebuild too.
+    """
+    for path in (SOURCE, *HEADERS):
+        target = directory / path.name
+        data = path.read_bytes()
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
+    return directory / SOURCE.name
 
 
 def _find_ninja() -> None:
