@@ -56,12 +56,32 @@ def _wait(name: str) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Start the kernel build and the model fetch in the background when a collected test will need them."""
+    """Start the kernel build and the model fetch in the background when a collected test will need them,
+    and run first the test files that need neither, so that those two overlap them."""
     kernels_directory()
-    if any("tiny_model_dir" in item.fixturenames for item in items):
+    if any(_needs_kernels(item) for item in items):
         _start("kernels", _build_kernels)
-    if any(item.get_closest_marker("integration") for item in items):
+    if any(_needs_default_model(item) for item in items):
         _start("default model", _fetch_default_model)
+    # Whole files move, never single tests, so a module-scoped fixture (a server, a browser) is set up once.
+    rank: dict[str, int] = {}
+    for item in items:
+        need = 2 if _needs_default_model(item) else 1 if _needs_kernels(item) else 0
+        rank[item.nodeid.split("::")[0]] = max(rank.get(item.nodeid.split("::")[0], 0), need)
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: the order within a rank stays
+
+
+# Fixtures that load a decoder, so the kernels: every tiny engine and server is built over tiny_model_dir;
+# any_engine asks for its engines by name at run time, and the kill rounds' servers load endless_model_dir.
+KERNEL_FIXTURES = frozenset({"tiny_model_dir", "any_engine", "endless_model_dir"})
+
+
+def _needs_kernels(item: pytest.Item) -> bool:
+    return not KERNEL_FIXTURES.isdisjoint(item.fixturenames)
+
+
+def _needs_default_model(item: pytest.Item) -> bool:
+    return item.get_closest_marker("integration") is not None
 
 
 @pytest.fixture(autouse=True, scope="session")

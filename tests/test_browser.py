@@ -148,10 +148,8 @@ def test_stream_stop_reload_and_reopen(page, server, engine):
     _set_max_tokens(page, 400)
     with engine.holding():
         _send(page, "Now write a very long essay about attention.")
-        engine.wait_until_held(1)
+        engine.wait_until_held(1)  # the answer runs: its first piece is out (it may be blank: a random model)
         page.wait_for_selector("#stop", state="visible")
-        page.wait_for_function(f"document.querySelectorAll({BOT!r}).length >= 2 && "
-                               f"document.querySelectorAll({BOT!r})[1].innerText.length > 0")
         page.click("#stop")
         page.wait_for_function(f"[...document.querySelectorAll({BOT!r})].pop().innerText.includes('stopped')")
     stopped = _last_answer(page)
