@@ -1,8 +1,9 @@
 """Shared fixtures: isolated ChatCore homes and caches, a tiny model directory, the real default model.
 
 The two slow one-time steps of a fresh machine, building the C++ kernels (~70 s on 2 cores) and fetching
-and converting the default model (~35 s), start in background threads as soon as the tests that need
-them are collected, so that they overlap the first tests instead of stopping the run when first used.
+and converting the default model (~35 s), start in background threads (before collection in a whole-suite
+run, else once collection shows a test needs them), and the files that need neither run first, so that
+both overlap other work instead of stopping the run when first used.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -45,8 +46,21 @@ def _fetch_default_model() -> None:
 
 
 def _start(name: str, work: Callable[[], None]) -> None:
+    if name in _started:
+        return
     _started[name] = threading.Thread(target=work, name=f"conftest: {name}", daemon=True)
     _started[name].start()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run of the whole suite starts both before collecting, which imports for ~20 s on 2 cores."""
+    config = session.config
+    if [Path(arg).resolve() for arg in config.args] != [Path(config.rootpath, "tests").resolve()]:
+        return  # a chosen file or folder: collection decides what it needs
+    kernels_directory()
+    _start("kernels", _build_kernels)
+    if not config.option.markexpr:  # -m may leave the integration tests out
+        _start("default model", _fetch_default_model)
 
 
 def _wait(name: str) -> None:
@@ -85,14 +99,18 @@ def _needs_default_model(item: pytest.Item) -> bool:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def kernel_builds() -> Iterator[Path]:
+def kernel_builds() -> Path:
     """One build of the C++ kernels for the whole run (and the next ones), whatever cache a test uses.
 
     It is a re-creatable build product keyed by source, torch and CPU, so sharing it isolates nothing away.
-    The run ends after a background build does, never leaving a compiler running.
     """
-    yield kernels_directory()
-    _wait("kernels")
+    return kernels_directory()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run ends after its background work does, never leaving a compiler or a half-fetched model behind."""
+    for name in list(_started):
+        _wait(name)
 
 
 @pytest.fixture(scope="session")
