@@ -40,6 +40,25 @@ class Backend(Protocol):
                system: str | None = None, cancel: threading.Event | None = None) -> Iterator[Event]: ...
 
 
+class LocalDecoder:
+    """What both local decoders share: a tokenizer, and the facts of their weights in ``info``."""
+
+    tokenizer: Any
+    info: ModelInfo
+
+    @property
+    def context_window(self) -> int:
+        return self.info.context_window
+
+    @property
+    def model_name(self) -> str:
+        return self.info.name
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens that ``text`` takes, without special tokens."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+
 def begin_answer(
     tokenizer: Any, history: Sequence[Message | dict[str, Any]], params: GenerationParams, system: str | None,
     window: int,

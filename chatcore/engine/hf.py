@@ -21,6 +21,7 @@ from chatcore.core.params import GenerationParams
 from chatcore.core.settings import Settings
 from chatcore.engine import sources
 from chatcore.engine.base import (
+    LocalDecoder,
     ModelInfo,
     TextAssembler,
     begin_answer,
@@ -31,7 +32,7 @@ from chatcore.engine.base import (
 from chatcore.engine.sampling import sample_next
 
 
-class TransformersEngine:
+class TransformersEngine(LocalDecoder):
     """A causal language model from transformers, decoded by ChatCore's own loop."""
 
     def __init__(self, model: Any, tokenizer: Any, info: ModelInfo) -> None:
@@ -65,18 +66,6 @@ class TransformersEngine:
             parameters=sum(p.numel() for p in model.parameters()),
         )
         return cls(model, tokenizer, info)
-
-    @property
-    def context_window(self) -> int:
-        return self.info.context_window
-
-    @property
-    def model_name(self) -> str:
-        return self.info.name
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens that ``text`` takes, without special tokens."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def stream(
         self,

@@ -22,24 +22,31 @@ def endless(engine: Any) -> Any:
     return clone
 
 
-class Paced:
-    """An engine at a steady pace (a pause per text delta), so a browser sees streaming and can press Stop
-    however fast the decoder is."""
+class Wrapped:
+    """An engine in front of another: everything but what a subclass overrides goes to the one inside."""
 
-    def __init__(self, engine, delay_s: float) -> None:
+    def __init__(self, engine: Any) -> None:
         self._engine = engine
-        self._delay_s = delay_s
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
     @property
-    def context_window(self) -> int:
+    def context_window(self) -> int:  # a property on the inner engine: __getattr__ alone would not see it
         return self._engine.context_window
 
     @property
     def model_name(self) -> str:
         return self._engine.model_name
+
+
+class Paced(Wrapped):
+    """An engine at a steady pace (a pause per text delta), so a browser sees streaming and can press Stop
+    however fast the decoder is."""
+
+    def __init__(self, engine: Any, delay_s: float) -> None:
+        super().__init__(engine)
+        self._delay_s = delay_s
 
     def stream(self, *args, **kwargs):
         for event in self._engine.stream(*args, **kwargs):
@@ -48,7 +55,7 @@ class Paced:
             yield event
 
 
-class Held:
+class Held(Wrapped):
     """An engine whose answers a test can hold after their first text delta.
 
     Inside ``with engine.holding():`` every answer that shows its first piece waits there until the block
@@ -59,22 +66,11 @@ class Held:
     POLL_S = 0.01  # how often a held answer looks at its Stop
 
     def __init__(self, engine: Any) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._released = threading.Event()
         self._released.set()
         self._changed = threading.Condition()
         self._waiting = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    @property
-    def context_window(self) -> int:
-        return self._engine.context_window
-
-    @property
-    def model_name(self) -> str:
-        return self._engine.model_name
 
     @contextlib.contextmanager
     def holding(self) -> Iterator["Held"]:

@@ -26,6 +26,7 @@ from chatcore.core.params import GenerationParams
 from chatcore.core.settings import DEFAULT_CONCURRENCY, Settings
 from chatcore.engine import sources
 from chatcore.engine.base import (
+    LocalDecoder,
     ModelInfo,
     TextAssembler,
     begin_answer,
@@ -288,7 +289,7 @@ def perplexity(model: Transformer, ids: torch.Tensor) -> float:
     return float(torch.exp(nll))
 
 
-class FastEngine:
+class FastEngine(LocalDecoder):
     """Streams answers from the fast decoder; the interface of ``chatcore.engine.base.Backend``."""
 
     def __init__(self, decoder: Transformer, tokenizer: Any, info: Any, *, config: Any, directory: Path,
@@ -325,10 +326,6 @@ class FastEngine:
             return self._hf_model
 
     @property
-    def context_window(self) -> int:
-        return self.info.context_window
-
-    @property
     def kv_cache(self) -> str:
         """How the cache keeps keys and values: "int8", or the dtype's name ("bfloat16", "float32")."""
         cache = self.decoder.layers[0].attn.cache
@@ -339,13 +336,6 @@ class FastEngine:
         """Whose kernels decode: ChatCore's C++ step ("native"), torch's replayed through CUDA graphs
         ("cuda-graphs"), or torch's ("torch")."""
         return self.step.kernels
-
-    @property
-    def model_name(self) -> str:
-        return self.info.name
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def stream(
         self,
