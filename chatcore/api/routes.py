@@ -77,13 +77,12 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
     ``concurrency`` answers at once."""
     import uvicorn
 
-    from chatcore.engine.loader import load_backend
     from chatcore.services.accounts import Accounts
     from chatcore.services.models import ModelManager
     from storage import Store
 
     store = Store(settings.db_path)
-    manager = ModelManager(settings, loader=load_backend)
+    manager = ModelManager(settings)
     manager.start()
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key and not Accounts(store).enabled:
         print(f"warning: serving on {host} with no API key: anyone who can reach it can use it "

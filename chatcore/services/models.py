@@ -8,7 +8,7 @@ from typing import Callable, Literal
 
 from chatcore.core.errors import ChatCoreError
 from chatcore.core.settings import Settings
-from chatcore.engine.loader import load_engine
+from chatcore.engine import loader as engine_loader
 
 
 class ModelNotReadyError(ChatCoreError):
@@ -45,7 +45,8 @@ class ModelManager:
 
     def __init__(self, settings: Settings, loader: Callable[[Settings, Callable[[str], None]], object] | None = None) -> None:
         self.settings = settings
-        self._loader = loader or (lambda s, progress: load_engine(s, progress))
+        # The local decoder, or the server settings.backend names; looked up at load time, not bound here.
+        self._loader = loader or (lambda s, progress: engine_loader.load_backend(s, progress))
         self._lock = threading.Lock()
         self._backend: object | None = None
         self._status = ModelStatus("not loaded")

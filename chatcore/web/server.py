@@ -82,13 +82,12 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     start-up hears 503 "the model is still loading", never 404.
     """
     from chatcore.api.routes import v1_mount
-    from chatcore.engine.loader import load_backend
     from chatcore.services.accounts import Accounts
     from chatcore.services.models import ModelManager
     from storage import Store
 
     settings.home.mkdir(parents=True, exist_ok=True)
-    manager = ModelManager(settings, loader=load_backend)
+    manager = ModelManager(settings)
     manager.start()
     store = Store(settings.db_path)
     accounts = Accounts(store)
