@@ -188,3 +188,139 @@ def m004_notes(db: Database) -> None:
         END;
         """
     )
+
+
+@migrations()
+def m005_library(db: Database) -> None:
+    """The researcher's documents: files stored once, pages, chunks with an FTS5 index, vectors and jobs.
+
+    A document's chunks are written in the same transaction that marks it ``ready``: a search never sees
+    half of a document, and a crash mid-index leaves it ``queued`` or ``indexing`` for the next start to
+    resume. Offsets (``char_start``, ``char_end``) index the text of the chunk's page as stored in
+    ``document_pages``, so a citation can be shown in its page.
+    """
+    db.executescript(
+        """
+        CREATE TABLE library_files (
+            sha256 TEXT PRIMARY KEY,        -- hex SHA-256 of the bytes: identical files are stored once
+            size INTEGER NOT NULL,
+            content BLOB NOT NULL
+        );
+
+        CREATE TABLE collections (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            name TEXT NOT NULL,
+            embedding_model TEXT,           -- NULL: BM25 only
+            created TEXT NOT NULL,
+            UNIQUE (owner, name)
+        );
+
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            filename TEXT NOT NULL,         -- the base name only, never a path
+            sha256 TEXT NOT NULL REFERENCES library_files(sha256),
+            size INTEGER NOT NULL,
+            kind TEXT NOT NULL,             -- pdf, markdown, text, html, docx
+            pages INTEGER,                  -- NULL until extracted; 1 for formats without pages
+            title TEXT,
+            authors TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
+            year INTEGER,
+            doi TEXT,
+            extractor TEXT,                 -- e.g. "pypdfium2 5.15.2"
+            settings TEXT NOT NULL,         -- JSON: the chunking settings the chunks were built with
+            status TEXT NOT NULL CHECK (status IN ('queued', 'indexing', 'ready', 'failed', 'cancelled')),
+            progress INTEGER NOT NULL DEFAULT 0, -- pages read so far while indexing
+            error TEXT,                     -- why it failed, for the user
+            warnings TEXT NOT NULL DEFAULT '[]', -- JSON array: pages without text, a guessed encoding...
+            chunks INTEGER NOT NULL DEFAULT 0,
+            job_id INTEGER,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            deleted_at TEXT,                -- soft delete, for Undo
+            UNIQUE (owner, sha256)
+        );
+        CREATE INDEX documents_owner_collection ON documents (owner, collection_id, status);
+
+        CREATE TABLE document_pages (
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            page INTEGER NOT NULL,          -- 1-based
+            text TEXT NOT NULL,
+            PRIMARY KEY (document_id, page)
+        );
+
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            page INTEGER NOT NULL,
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            UNIQUE (document_id, ordinal)
+        );
+
+        CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            text, content='chunks', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+            INSERT INTO chunks_fts (rowid, text) VALUES (new.id, new.text);
+        END;
+        CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+            INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END;
+        CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text ON chunks BEGIN
+            INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO chunks_fts (rowid, text) VALUES (new.id, new.text);
+        END;
+
+        CREATE TABLE chunk_vectors (
+            chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,            -- the embedding model that made it
+            vector BLOB NOT NULL            -- float32, little-endian, L2-normalised
+        );
+
+        CREATE TABLE library_jobs (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('ingest', 'embed')),
+            collection_id INTEGER REFERENCES collections(id) ON DELETE CASCADE,
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'cancelled')),
+            total INTEGER NOT NULL DEFAULT 0,
+            done INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+
+        -- The passages an answer was given, numbered as in its prompt; text and place are copied so a
+        -- citation still reads after its document is deleted.
+        CREATE TABLE message_sources (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            n INTEGER NOT NULL,
+            chunk_id INTEGER,               -- no foreign key: the passage outlives its document
+            document_id INTEGER,
+            filename TEXT NOT NULL,
+            page INTEGER NOT NULL,
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            score REAL,
+            cited INTEGER NOT NULL DEFAULT 0 CHECK (cited IN (0, 1)),
+            verified INTEGER CHECK (verified IN (0, 1)), -- NULL: not cited
+            PRIMARY KEY (message_id, n)
+        );
+
+        -- Which documents a conversation answers from: {"collections": [...]} or {"documents": [...]}
+        -- or {"all": true}; NULL answers from the model alone.
+        ALTER TABLE conversations ADD COLUMN library_scope TEXT;
+
+        -- A note saved from a cited passage keeps where it came from.
+        ALTER TABLE notes ADD COLUMN source_document TEXT;
+        ALTER TABLE notes ADD COLUMN source_page INTEGER;
+        """
+    )

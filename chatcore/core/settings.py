@@ -48,6 +48,10 @@ class Settings:
     # When set, the HTTP API (/v1) requires "Authorization: Bearer <api_key>".
     api_key: str | None = field(default_factory=lambda: os.environ.get("CHATCORE_API_KEY") or None, repr=False)
 
+    # The library refuses files beyond these (a 2,000-page scan or a 1 GB dump would stall the index).
+    library_max_mb: float = field(default_factory=lambda: float(os.environ.get("CHATCORE_LIBRARY_MAX_MB") or 200))
+    library_max_pages: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_LIBRARY_MAX_PAGES") or 5000))
+
     @property
     def db_path(self) -> Path:
         """The SQLite database holding every conversation and note."""

@@ -10,9 +10,19 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from chatcore.core.chat import Message
+from chatcore.core.errors import ChatCoreError
 from chatcore.core.events import Event, Finished, Started, TextDelta
 from chatcore.core.params import GenerationParams
 from chatcore.engine.base import Backend
+from chatcore.services.library.citations import (
+    GROUNDED_SYSTEM,
+    Citation,
+    check_citations,
+    fit_passages,
+    grounded_question,
+    source_rows,
+)
+from chatcore.services.library.retrieval import Passage, Scope
 from chatcore.services.notes import with_pinned_notes
 
 # Streaming writes are throttled so that SQLite never slows decoding; a crash loses at most this much.
@@ -27,6 +37,23 @@ class Saved:
 
     conversation_id: int
     user_message_id: int
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """The passages the answer is grounded in, numbered from 1 as in its prompt (after ``Started``)."""
+
+    passages: tuple[Passage, ...]
+    scope: Scope
+
+
+@dataclass(frozen=True)
+class Cited:
+    """After ``Finished``: each ``[n]`` the answer cites, checked against its passage; the answer's id if saved."""
+
+    citations: tuple[Citation, ...]
+    passages: tuple[Passage, ...]
+    message_id: int | None
 
 
 # C0 control characters and DEL, except tab, newline and carriage return: never typed text, and some
@@ -60,9 +87,10 @@ def check_user_text(text: Any, name: str = "message") -> str:
 class ChatService:
     """Runs one exchange at a time per call: saves the question, streams the answer, saves it as it grows."""
 
-    def __init__(self, backend: Callable[[], Backend], store: Any | None) -> None:
+    def __init__(self, backend: Callable[[], Backend], store: Any | None, library: Any | None = None) -> None:
         self._backend = backend  # a callable, so the UI can start before the model finishes loading
         self.store = store
+        self.library = library  # a services.library.Library: answers from the user's documents when scoped
 
     def ask(
         self,
@@ -76,10 +104,14 @@ class ChatService:
         source: str = "cli",
         save: bool = True,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Event | Saved]:
+        scope: Scope | None = None,
+        passages: int = 5,
+    ) -> Iterator[Event | Saved | Sourced | Cited]:
         """Answer ``prompt`` in a new or continued conversation, saving both sides unless ``save`` is off.
 
-        ``history`` gives earlier turns of an unsaved chat; a saved one reads them from the store.
+        ``history`` gives earlier turns of an unsaved chat; a saved one reads them from the store. With a
+        ``scope`` (or a continued conversation saved with one) the answer is grounded in the best ``passages``
+        of the library: ``Sourced`` follows ``Started``, and ``Cited`` follows ``Finished``.
         """
         prompt = check_user_text(prompt)
         if system is not None and system.strip():
@@ -95,14 +127,28 @@ class ChatService:
             system = with_pinned_notes(self.store, owner, conversation_id, system,
                                        count_tokens=getattr(backend, "count_tokens", None),
                                        budget=backend.context_window - params.max_new_tokens)
-        history.append(Message("user", prompt))
-        stream = backend.stream(history, params, system=system, cancel=cancel)
+        if scope is None and conversation_id is not None and self.library is not None:
+            scope = self.library.scope(owner, conversation_id)
+        found: list[Passage] = []
+        model_system, model_prompt = system, prompt
+        if scope is not None:
+            if self.library is None:
+                raise ChatCoreError("this server has no library to answer from")
+            budget = backend.context_window - params.max_new_tokens - _tokens(backend, system or "") - 64
+            found = fit_passages(prompt, self.library.search(owner, prompt, scope, k=passages), budget,
+                                 getattr(backend, "count_tokens", None))
+            if found:  # grounded: the model sees the numbered sources; the history keeps the question as typed
+                model_system = GROUNDED_SYSTEM + (f"\n\n{system}" if system else "")
+                model_prompt = grounded_question(prompt, found)
+        stream = backend.stream([*history, Message("user", model_prompt)], params, system=model_system, cancel=cancel)
         # The backend fits the prompt to its window before its first event: an overflow or a bad
         # value fails here, before anything is written.
         started = next(stream)
+        sourced = [Sourced(tuple(found), scope)] if scope is not None else []
         if not save:
             yield started
-            yield from stream
+            yield from sourced
+            yield from self._cite(stream, found, scope, None)
             return
         settings = params.to_dict()
         if conversation_id is None:
@@ -110,9 +156,31 @@ class ChatService:
                 owner, title=self.store.auto_title(prompt), model=backend.model_name,
                 system_prompt=system, params=settings, source=source,
             )
+            if scope is not None:
+                self.library.set_scope(owner, conversation_id, scope)
         user_id = self.store.add_message(conversation_id, "user", prompt)
         yield Saved(conversation_id, user_id)
-        yield from self._stream_and_save(backend, itertools.chain([started], stream), params, system, conversation_id)
+        answer_ids: list[int] = []
+        events = self._stream_and_save(backend, itertools.chain([started], stream), params, system, conversation_id,
+                                       answer_ids)
+        yield started
+        next(events)  # the Started just yielded: the Sourced event goes between it and the text
+        yield from sourced
+        yield from self._cite(events, found, scope, answer_ids)
+
+    def _cite(self, events: Iterator[Event], passages: list[Passage], scope: Scope | None,
+              answer_ids: list[int] | None) -> Iterator[Event | Cited]:
+        """Pass the answer through; after ``Finished``, check its citations and keep them with the answer."""
+        for event in events:
+            yield event
+            if isinstance(event, Finished) and scope is not None:
+                citations = check_citations(event.text, passages)
+                message_id = answer_ids[0] if answer_ids else None
+                if message_id is not None and passages:
+                    from storage.library import save_message_sources
+
+                    save_message_sources(self.store, message_id, source_rows(passages, citations))
+                yield Cited(tuple(citations), tuple(passages), message_id)
 
     def reproduce(
         self, owner: str, message_id: int, *, cancel: threading.Event | None = None
@@ -133,9 +201,12 @@ class ChatService:
 
     def _stream_and_save(
         self, backend: Backend, events: Iterator[Event], params: GenerationParams, system: str | None,
-        conversation_id: int,
+        conversation_id: int, answer_ids: list[int] | None = None,
     ) -> Iterator[Event]:
-        """Stream the answer; create its row at the first token, update it throttled, finalize it."""
+        """Stream the answer; create its row at the first token, update it throttled, finalize it.
+
+        The answer's message id is appended to ``answer_ids`` once it has one.
+        """
         message_id: int | None = None
         text, last_save, finished = "", 0.0, False
         # The system prompt is a per-answer setting too (it can change mid-conversation): keep it with the answer.
@@ -156,6 +227,8 @@ class ChatService:
                 elif isinstance(event, Finished):
                     if message_id is None:
                         message_id = self.store.begin_assistant_message(conversation_id, content="", **record)
+                    if answer_ids is not None:
+                        answer_ids.append(message_id)
                     self.store.finish_message(
                         message_id, event.text, finish_reason=event.finish_reason,
                         prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
@@ -169,3 +242,9 @@ class ChatService:
             # A consumer that went away, or an error, leaves the partial answer saved and marked incomplete.
             if message_id is not None and not finished:
                 self.store.finish_message(message_id, text, finish_reason="cancelled", complete=False)
+
+
+def _tokens(backend: Backend, text: str) -> int:
+    """Tokens in ``text`` by the backend's tokenizer, or a safe over-estimate without one."""
+    count = getattr(backend, "count_tokens", None)
+    return count(text) if count is not None and text else len(text) // 3

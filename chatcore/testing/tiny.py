@@ -58,3 +58,25 @@ def poison_cache(decoder) -> None:
     for block in decoder.layers:
         for tensor in block.attn.cache.buffers():
             tensor.fill_(float("nan") if tensor.is_floating_point() else 77)
+
+
+def save_tiny_encoder(directory: Path, seed: int = 0) -> Path:
+    """A two-layer random BERT with a word-level tokenizer, saved as a directory ``Encoder`` loads."""
+    from tokenizers import normalizers
+    from transformers import BertConfig, BertModel
+
+    letters = [chr(c) for c in range(97, 123)] + [str(d) for d in range(10)]
+    # Every word splits into letters ("##" marks a letter inside a word), so any text has an embedding.
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + letters + [f"##{ch}" for ch in letters]
+    core = Tokenizer(models.WordPiece(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]",
+                                      max_input_chars_per_word=100))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]", model_max_length=512)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).eval().save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -36,6 +36,8 @@ def test_migration_creates_notes_tables(db_path):
         "source_message_id": int,
         "model": str,
         "params": str,
+        "source_document": str,  # m005: a note from a cited passage keeps its file and page
+        "source_page": int,
     }
     assert db["note_pins"].columns_dict == {"conversation_id": int, "note_id": int, "created": str}
     assert "notes_fts" in db.table_names()

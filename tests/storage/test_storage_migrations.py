@@ -25,7 +25,7 @@ def schema(path: Path) -> dict[str, str]:
 
 
 def test_names_are_ordered_and_prefixed():
-    assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes"]
+    assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes", "m005_library"]
 
 
 def test_fresh_database_has_latest_schema(db_path: Path):
@@ -68,6 +68,7 @@ def test_fresh_database_has_latest_schema(db_path: Path):
         "parent_message_id": int,
         "archived": int,
         "deleted_at": str,
+        "library_scope": str,
     }
     assert db["users"].columns_dict == {"id": int, "name": str, "password_hash": str, "created": str}
 
