@@ -40,7 +40,7 @@ MAX_TAGS = 32
 
 _COLUMNS = (
     "id, owner, title, body, tags, created, updated, source_conversation_id, source_message_id,"
-    " model, params"
+    " model, params, source_document, source_page"
 )
 # The notes ``list_notes`` pages through and ``count_notes`` counts; parameters: owner, tag, tag.
 _LISTED = "owner = ? AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(notes.tags) WHERE value = ?))"
@@ -54,8 +54,12 @@ def add_note(
     body: str,
     tags: Iterable[str] = (),
     source_message_id: int | None = None,
+    source_document: str | None = None,
+    source_page: int | None = None,
 ) -> int:
     """A new note; returns its id.
+
+    ``source_document`` and ``source_page`` name the file and page of a cited passage the note quotes.
 
     With ``source_message_id`` (a message in one of the owner's live conversations) the note
     links back to it and copies its model and settings.
@@ -77,8 +81,10 @@ def add_note(
         store.ensure_user(owner, now)
         cursor = db.execute(
             "INSERT INTO notes (owner, title, body, tags, created, updated, source_conversation_id,"
-            " source_message_id, model, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (owner, title, body, json.dumps(tag_list, ensure_ascii=False), now, now, *source),
+            " source_message_id, model, params, source_document, source_page)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (owner, title, body, json.dumps(tag_list, ensure_ascii=False), now, now, *source, source_document,
+             source_page),
         )
     return inserted_id(cursor)
 

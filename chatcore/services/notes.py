@@ -62,6 +62,37 @@ def save_answer_as_note(
     return store_notes.add_note(store, owner, title=title, body=body, tags=tags, source_message_id=message_id)
 
 
+def save_passage_as_note(
+    store: Store,
+    owner: str,
+    message_id: int,
+    n: int,
+    *,
+    title: str | None = None,
+    tags: Iterable[str] = (),
+) -> int:
+    """Save source ``[n]`` of an answer (its passage) as a note that keeps its file and page; returns its id."""
+    from storage.library import message_sources
+
+    sources = {source["n"]: source for source in message_sources(store, owner, message_id)}
+    if n not in sources:
+        raise ParameterError("n", f"answer {message_id} has no source [{n}]")
+    source = sources[n]
+    if title is None or not title.strip():
+        title = f"{source['filename']}, page {source['page']}: {Store.auto_title(source['text'])}"
+    return store_notes.add_note(store, owner, title=title, body=source["text"], tags=tags,
+                                source_message_id=message_id, source_document=source["filename"],
+                                source_page=source["page"])
+
+
+def source_citation(note: dict[str, Any]) -> str | None:
+    """How an export cites the passage a note quotes: ``file.pdf, page 4``; ``None`` for other notes."""
+    if not note.get("source_document"):
+        return None
+    page = note.get("source_page")
+    return f"{note['source_document']}, page {page}" if page else note["source_document"]
+
+
 def note_source(store: Store, owner: str, note_id: int) -> tuple[int, int]:
     """``(conversation_id, message_id)`` of the answer a note came from, to open it.
 
@@ -154,6 +185,8 @@ def note_front_matter(note: dict[str, Any]) -> dict[str, Any]:
         "source": {
             "conversation_id": note["source_conversation_id"],
             "message_id": note["source_message_id"],
+            **({"document": note["source_document"], "page": note["source_page"]} if note.get("source_document")
+               else {}),
         },
         "model": note["model"],
         "params": note["params"],
@@ -166,7 +199,13 @@ def _front_matter_yaml(note: dict[str, Any]) -> str:
 
 def note_markdown(note: dict[str, Any]) -> str:
     """One note as a Markdown file: YAML front matter between ``---`` lines, then its body."""
-    return f"---\n{_front_matter_yaml(note)}---\n\n{note['body'].rstrip()}\n"
+    return f"---\n{_front_matter_yaml(note)}---\n\n{note['body'].rstrip()}\n{_cited(note)}"
+
+
+def _cited(note: dict[str, Any]) -> str:
+    """The line under a quoted passage that says where it is from."""
+    citation = source_citation(note)
+    return f"\n— {citation}\n" if citation else ""
 
 
 def notes_markdown(notes: list[dict[str, Any]]) -> str:
@@ -174,7 +213,7 @@ def notes_markdown(notes: list[dict[str, Any]]) -> str:
     parts = [f"# Notes\n\n{len(notes)} note{'s' if len(notes) != 1 else ''} exported from ChatCore.\n"]
     for note in notes:
         front = _front_matter_yaml(note)
-        parts.append(f"## {note['title']}\n\n```yaml\n{front}```\n\n{note['body'].rstrip()}\n")
+        parts.append(f"## {note['title']}\n\n```yaml\n{front}```\n\n{note['body'].rstrip()}\n{_cited(note)}")
     return "\n".join(parts)
 
 
