@@ -246,6 +246,23 @@ def unfinished_documents(store: Store, owner: str | None = None) -> list[dict[st
     return [_document(row) for row in rows]
 
 
+def documents_with_other_settings(store: Store, settings: dict[str, Any],
+                                  owner: str | None = None) -> list[dict[str, Any]]:
+    """Ready, live documents whose chunks were cut with settings other than ``settings``."""
+    rows = store.rows(
+        "SELECT id, owner, collection_id, settings FROM documents WHERE status = 'ready' AND deleted_at IS NULL "
+        "AND (? IS NULL OR owner = ?) ORDER BY id", (owner, owner))
+    return [row for row in rows if load_json(row["settings"]) != settings]
+
+
+def requeue_documents(store: Store, document_ids: Sequence[int], settings: dict[str, Any], job_id: int) -> None:
+    """Queue documents to be indexed again with ``settings`` by ``job_id``; they stay searchable until then."""
+    with immediate(store.db):
+        store.db.conn.executemany(
+            "UPDATE documents SET status = 'queued', settings = ?, job_id = ?, progress = 0, updated = ? WHERE id = ?",
+            [(dump_json(settings), job_id, utc_now(), document_id) for document_id in document_ids])
+
+
 def document_content(store: Store, owner: str, document_id: int) -> bytes:
     """The bytes of one of the owner's documents, as added."""
     document = get_document(store, owner, document_id)
@@ -323,8 +340,12 @@ def page_text(store: Store, owner: str, document_id: int, page: int) -> str:
 
 def _scope_sql(owner: str, collection_ids: Sequence[int] | None,
                document_ids: Sequence[int] | None) -> tuple[str, list[Any]]:
-    """The WHERE clause (over ``d``) that keeps retrieval to the owner's ready, live documents in scope."""
-    sql, params = "d.owner = ? AND d.status = 'ready' AND d.deleted_at IS NULL", [owner]
+    """The WHERE clause (over ``d``) that keeps retrieval to the owner's live, indexed documents in scope.
+
+    A document queued to be indexed again keeps its old chunks (replaced in one transaction) and stays
+    searchable meanwhile; a failed or cancelled one has none.
+    """
+    sql, params = "d.owner = ? AND d.status IN ('ready', 'queued', 'indexing') AND d.deleted_at IS NULL", [owner]
     if collection_ids is not None:
         sql += f" AND d.collection_id IN ({','.join('?' * len(collection_ids)) or 'NULL'})"
         params += list(collection_ids)

@@ -51,6 +51,9 @@ class Settings:
     # The library refuses files beyond these (a 2,000-page scan or a 1 GB dump would stall the index).
     library_max_mb: float = field(default_factory=lambda: float(os.environ.get("CHATCORE_LIBRARY_MAX_MB") or 200))
     library_max_pages: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_LIBRARY_MAX_PAGES") or 5000))
+    # How pages are cut into passages (characters); documents indexed with other values are indexed again.
+    library_chunk_chars: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_CHUNK_CHARS") or 1000))
+    library_chunk_overlap: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_CHUNK_OVERLAP") or 200))
 
     @property
     def db_path(self) -> Path:

@@ -119,6 +119,8 @@ class Library:
     @classmethod
     def from_settings(cls, settings: Any, store: Store, **options: Any) -> "Library":
         """A library with the limits in ``settings`` (``library_max_mb``, ``library_max_pages``)."""
+        options.setdefault("chunking", ChunkSettings(chars=settings.library_chunk_chars,
+                                                     overlap=settings.library_chunk_overlap))
         return cls(store, max_bytes=int(settings.library_max_mb * 2**20), max_pages=settings.library_max_pages,
                    **options)
 
@@ -284,6 +286,26 @@ class Library:
             else:
                 self.run_job(job["owner"], job["id"])
         return resumed
+
+    def reindex_outdated(self, owner: str | None = None, *, background: bool = True) -> list[int]:
+        """Queue every ready document indexed with other chunk settings than this library's; returns the job ids.
+
+        One job per owner and collection, so progress and cancel work as for an add.
+        """
+        settings = self.chunking.to_dict()
+        groups: dict[tuple[str, int], list[int]] = {}
+        for document in db.documents_with_other_settings(self.store, settings, owner):
+            groups.setdefault((document["owner"], document["collection_id"]), []).append(document["id"])
+        jobs = []
+        for (doc_owner, collection_id), ids in groups.items():
+            job_id = db.create_job(self.store, doc_owner, "ingest", collection_id=collection_id, total=len(ids))
+            db.requeue_documents(self.store, ids, settings, job_id)
+            jobs.append(job_id)
+            if background:
+                self.start_job(doc_owner, job_id)
+            else:
+                self.run_job(doc_owner, job_id)
+        return jobs
 
     def _run_logged(self, owner: str, job_id: int) -> None:
         try:
