@@ -474,15 +474,16 @@ def interrupted_jobs(store: Store) -> list[dict[str, Any]]:
 
 
 def save_message_sources(store: Store, message_id: int, sources: Sequence[dict[str, Any]]) -> None:
-    """The numbered passages an answer was given, with whether it cited each and whether that checked out."""
+    """The numbered passages an answer was given, with whether it cited each (``kind``: cited by the model, or
+    matched by ChatCore in an answer that cites nothing) and whether that checked out."""
     with immediate(store.db):
         store.db.conn.execute("DELETE FROM message_sources WHERE message_id = ?", (message_id,))
         store.db.conn.executemany(
             """INSERT INTO message_sources (message_id, n, chunk_id, document_id, filename, page, char_start,
-                                            char_end, text, score, cited, verified)
+                                            char_end, text, score, cited, kind, verified)
                VALUES (:message_id, :n, :chunk_id, :document_id, :filename, :page, :char_start, :char_end, :text,
-                       :score, :cited, :verified)""",
-            [{"message_id": message_id, "score": None, **source,
+                       :score, :cited, :kind, :verified)""",
+            [{"message_id": message_id, "score": None, "kind": None, **source,
               "cited": int(bool(source.get("cited"))),
               "verified": None if source.get("verified") is None else int(bool(source["verified"]))}
              for source in sources],
@@ -493,7 +494,7 @@ def message_sources(store: Store, owner: str, message_id: int) -> list[dict[str,
     """The sources of one of the owner's answers, in prompt order (empty for another owner's, as for none)."""
     rows = store.rows(
         """SELECT s.n, s.chunk_id, s.document_id, s.filename, s.page, s.char_start, s.char_end, s.text, s.score,
-                  s.cited, s.verified
+                  s.cited, s.kind, s.verified
            FROM message_sources s JOIN messages m ON m.id = s.message_id
            JOIN conversations cv ON cv.id = m.conversation_id
            WHERE s.message_id = ? AND cv.owner = ? AND cv.deleted_at IS NULL ORDER BY s.n""",

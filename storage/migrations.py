@@ -311,6 +311,7 @@ def m005_library(db: Database) -> None:
             text TEXT NOT NULL,
             score REAL,
             cited INTEGER NOT NULL DEFAULT 0 CHECK (cited IN (0, 1)),
+            kind TEXT CHECK (kind IN ('cited', 'matched')), -- matched: found in the answer, not cited by the model
             verified INTEGER CHECK (verified IN (0, 1)), -- NULL: not cited
             PRIMARY KEY (message_id, n)
         );

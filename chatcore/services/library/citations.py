@@ -2,7 +2,9 @@
 
 A citation is **verified** when its number names a passage the model was given and every text it quotes
 (in straight or curly double quotes, in the same sentence) is in that passage. Otherwise it is
-**unverified**, with the reason. Nothing here calls the model.
+**unverified**, with the reason. An answer that cites nothing gets **matched** sources instead: the
+passages whose words its sentences repeat (``match_sources``), labelled as found by ChatCore, not cited
+by the model. Nothing here calls the model.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ class Citation:
     reason: str = ""  # why it is unverified
     passage: Passage | None = None
     quotes: list[str] = field(default_factory=list)
+    # "cited": the model wrote [n]; "matched": the model cited nothing, and ChatCore found a sentence of the
+    # answer in passage n (small models often repeat a source without citing it).
+    kind: str = "cited"
 
     def to_dict(self) -> dict[str, Any]:
         """The citation as the CLI's and the API's JSON: ``{n, document, page, char_start, char_end, text, verified}``."""
         p = self.passage
-        return {"n": self.n, "verified": self.verified, "reason": self.reason or None,
+        return {"n": self.n, "kind": self.kind, "verified": self.verified, "reason": self.reason or None,
                 "document": p.filename if p else None, "document_id": p.document_id if p else None,
                 "page": p.page if p else None, "char_start": p.char_start if p else None,
                 "char_end": p.char_end if p else None, "text": p.text if p else None}
@@ -91,7 +96,41 @@ def check_citations(answer: str, passages: Sequence[Passage]) -> list[Citation]:
                     citation.quotes.append(quote)
                     if _normal(quote) not in _normal(citation.passage.text) and citation.verified:
                         citation.verified, citation.reason = False, f"the quoted text is not in source [{number}]"
+    if not found:
+        return match_sources(answer, passages)
     return sorted(found.values(), key=lambda c: c.n)
+
+
+# A sentence is matched to a passage when most of its content words are in it, and there are enough of them.
+MATCH_SHARE = 0.7
+MATCH_MIN_WORDS = 5
+_STOP = frozenset("the a an of to in on for and or is are was were be by with as at from that this it its which "
+                  "can may will not no".split())
+
+
+def match_sources(answer: str, passages: Sequence[Passage]) -> list[Citation]:
+    """For an answer that cites nothing: the passages whose words its sentences repeat, as ``matched`` citations.
+
+    Each sentence with at least ``MATCH_MIN_WORDS`` content words is matched to the passage holding the largest
+    share of them, when that share is at least ``MATCH_SHARE``. A matched citation is verified by construction
+    (the words are there) and says so in its ``kind``: the model did not cite it.
+    """
+    vocabularies = [set(_content_words(p.text)) for p in passages]
+    found: dict[int, Citation] = {}
+    for sentence in _SENTENCE.finditer(answer):
+        words = set(_content_words(sentence.group()))
+        if len(words) < MATCH_MIN_WORDS or not vocabularies:
+            continue
+        shares = [len(words & vocabulary) / len(words) for vocabulary in vocabularies]
+        best = max(range(len(shares)), key=shares.__getitem__)
+        if shares[best] >= MATCH_SHARE and best + 1 not in found:
+            found[best + 1] = Citation(best + 1, True, passage=passages[best], kind="matched",
+                                       reason=f"not cited by the model; {shares[best]:.0%} of a sentence's words are in it")
+    return sorted(found.values(), key=lambda c: c.n)
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
 
 
 def _citation(number: int, passages: Sequence[Passage]) -> Citation:
@@ -141,5 +180,6 @@ def source_rows(passages: Sequence[Passage], citations: Sequence[Citation]) -> l
     by_number = {c.n: c for c in citations}
     return [{**{k: v for k, v in asdict(p).items() if k in ("chunk_id", "document_id", "filename", "page",
                                                            "char_start", "char_end", "text", "score")},
-             "n": n, "cited": n in by_number, "verified": by_number[n].verified if n in by_number else None}
+             "n": n, "cited": n in by_number, "kind": by_number[n].kind if n in by_number else None,
+             "verified": by_number[n].verified if n in by_number else None}
             for n, p in enumerate(passages, start=1)]
