@@ -1,0 +1,71 @@
+"""Grounding details: joined passages, sources matched in answers that cite nothing, re-indexing on new settings."""
+
+from __future__ import annotations
+
+from chatcore.services.library import Library
+from chatcore.services.library.chunking import ChunkSettings
+from chatcore.services.library.citations import check_citations, match_sources
+from chatcore.services.library.retrieval import Passage, merge_overlapping
+from chatcore.testing.documents import fact_pages, make_pdf
+from storage import Store
+
+PAGE = "".join(chr(97 + i % 26) for i in range(3000))
+
+
+def passage(chunk_id: int, start: int, end: int, page: int = 1, text: str = PAGE) -> Passage:
+    return Passage(chunk_id, 1, "f.pdf", None, page, start, end, text[start:end])
+
+
+def test_overlapping_passages_of_one_page_are_joined_as_an_exact_slice():
+    joined = merge_overlapping([passage(1, 800, 1800), passage(2, 0, 1000), passage(3, 100, 200, page=2)])
+    assert [(p.chunk_id, p.char_start, p.char_end) for p in joined] == [(1, 0, 1800), (3, 100, 200)]
+    assert joined[0].text == PAGE[0:1800]
+
+
+def test_passages_that_only_follow_each_other_stay_apart():
+    assert len(merge_overlapping([passage(1, 0, 1000), passage(2, 1000, 2000)])) == 2
+
+
+SOURCES = [
+    "The Kestrel survey counted 412 breeding pairs of peregrine falcons across the northern cliffs in 2019.",
+    "Sediment cores from Lake Varna show a sharp rise in pollen from beech trees around 3200 BCE.",
+]
+
+
+def sources() -> list[Passage]:
+    return [Passage(i, 1, "r.pdf", None, i + 3, 0, len(text), text) for i, text in enumerate(SOURCES, start=1)]
+
+
+def test_an_answer_that_repeats_a_source_without_citing_it_gets_a_matched_source():
+    answer = "Sure. Sediment cores from Lake Varna show a rise in beech pollen around 3200 BCE."
+    [citation] = check_citations(answer, sources())
+    assert (citation.n, citation.kind, citation.verified) == (2, "matched", True)
+    assert citation.to_dict()["page"] == 5 and citation.to_dict()["kind"] == "matched"
+
+
+def test_an_answer_with_its_own_citations_gets_no_matched_ones():
+    answer = "Sediment cores from Lake Varna show a rise in beech pollen around 3200 BCE [1]."
+    [citation] = check_citations(answer, sources())
+    assert (citation.n, citation.kind) == (1, "cited")
+
+
+def test_an_answer_unrelated_to_the_sources_matches_nothing():
+    assert match_sources("Falcons are fast birds that hunt pigeons over many large modern cities.", sources()) == []
+
+
+def test_documents_cut_with_other_settings_are_indexed_again_and_stay_searchable(tmp_path):
+    pages, gold = fact_pages()
+    make_pdf(tmp_path / "report.pdf", pages)
+    store = Store(tmp_path / "library.db")
+    first = Library(store, chunking=ChunkSettings(chars=1000, overlap=200))
+    job, _ = first.add_paths("local", [tmp_path / "report.pdf"])
+    first.run_job("local", job)
+    before = first.documents("local")[0]["chunks"]
+    smaller = Library(store, chunking=ChunkSettings(chars=200, overlap=40))
+    [job] = smaller.reindex_outdated(background=False)
+    document = smaller.documents("local")[0]
+    assert document["status"] == "ready" and document["chunks"] > before
+    assert document["settings"] == ChunkSettings(chars=200, overlap=40).to_dict()
+    assert smaller.reindex_outdated(background=False) == []  # nothing left to do
+    question, page = gold[0]
+    assert page in [p.page for p in smaller.search("local", question)]
