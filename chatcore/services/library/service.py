@@ -164,13 +164,15 @@ class Library:
         for filename, content in files:
             try:
                 check_filename(filename)
+            except Refused as exc:  # a name with path parts is never stored, not even as a failed record
+                outcomes.append(AddOutcome(str(filename), "refused", None, str(exc)))
+                continue
+            try:
                 kind = kind_of(filename)
                 check_content(filename, kind, content, max_bytes=self.max_bytes)
             except Refused as exc:
-                document_id = None
-                if isinstance(filename, str) and filename.strip() and "/" not in filename and "\\" not in filename:
-                    document_id = db.add_failed_document(self.store, owner, target["id"], filename=filename,
-                                                         content=content, kind="unknown", error=str(exc), job_id=job_id)
+                document_id = db.add_failed_document(self.store, owner, target["id"], filename=filename,
+                                                     content=content, kind="unknown", error=str(exc), job_id=job_id)
                 outcomes.append(AddOutcome(str(filename), "refused", document_id, str(exc)))
                 continue
             document_id, status = db.add_document(self.store, owner, target["id"], filename=filename,
