@@ -159,7 +159,8 @@ def open_pdf(filename: str, content: bytes) -> Any:
         if "password" in str(exc).lower():
             raise Refused(f"{filename} is encrypted (it needs a password to open); save an unencrypted copy "
                           "and add that") from None
-        raise Refused(f"{filename} is not a readable PDF ({str(exc).removeprefix('Failed to load document ')})") from None
+        reason = str(exc).removeprefix("Failed to load document").strip(" .()")  # "(PDFium: Data format error)."
+        raise Refused(f"{filename} is not a readable PDF ({reason}); it may be damaged or cut short") from None
 
 
 def _pdf(filename: str, content: bytes, *, max_pages: int, progress: Progress | None,
@@ -277,8 +278,9 @@ def _docx(filename: str, content: bytes) -> Extracted:
 
     try:
         document = docx.Document(io.BytesIO(content))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise Refused(f"{filename} is not a readable DOCX file ({exc})") from None
+    except Exception as exc:  # python-docx fails on damaged packages with many types (KeyError, AttributeError...)
+        reason = "not a ZIP archive" if isinstance(exc, zipfile.BadZipFile) else f"{type(exc).__name__}: {exc}"
+        raise Refused(f"{filename} is not a readable DOCX file ({reason})") from None
     lines = [p.text for p in document.paragraphs]
     for table in document.tables:
         lines += [" | ".join(cell.text for cell in row.cells) for row in table.rows]

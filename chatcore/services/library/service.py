@@ -76,8 +76,8 @@ class JobProgress:
     @property
     def fraction(self) -> float:
         """0 to 1, counting the pages of the document in progress."""
-        if not self.total:
-            return 1.0 if self.status != "running" else 0.0
+        if self.status == "done" or not self.total:
+            return 1.0 if self.status != "running" else 0.0  # done: a file removed meanwhile leaves no gap
         partial = self.current_pages[0] / self.current_pages[1] if self.current_pages and self.current_pages[1] else 0
         return min(1.0, (self.done + self.failed + partial) / self.total)
 
@@ -207,6 +207,8 @@ class Library:
         thread = threading.Thread(target=self._run_logged, args=(owner, job_id), name=f"library-job-{job_id}",
                                   daemon=True)
         with self._lock:
+            if job_id in self._threads and self._threads[job_id].is_alive():
+                return  # already running here (a second click, a resume): one worker per job
             self._threads[job_id] = thread
         thread.start()
 
@@ -394,6 +396,10 @@ class Library:
 
     def delete(self, owner: str, document_id: int) -> None:
         """Hide a document from lists and answers; :meth:`restore` undoes it."""
+        document = db.get_document(self.store, owner, document_id)
+        if document["status"] == "queued":
+            # Its job skips deleted documents: restored later, it would wait for a job that has ended.
+            db.stop_document(self.store, document_id, "cancelled", "removed before it was indexed; add it again")
         db.delete_document(self.store, owner, document_id)
         self.retriever.forget()
 
@@ -409,6 +415,8 @@ class Library:
         document = db.get_document(self.store, owner, document_id)
         if document["kind"] != "pdf":
             raise NotFound(f"document {document_id} is not a PDF: it has no page images")
+        if not 1 <= page <= (document["pages"] or 0):
+            db.page_text(self.store, owner, document_id, page)  # raises the same NotFound as a missing page's text
         return render_page(document["filename"], db.document_content(self.store, owner, document_id), page,
                            scale=scale)
 
