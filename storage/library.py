@@ -444,6 +444,16 @@ def list_jobs(store: Store, owner: str, *, status: str | None = None, limit: int
                       "ORDER BY id DESC LIMIT ?", (owner, status, status, limit))
 
 
+def claim_stale_job(store: Store, job_id: int, stale_before: str) -> bool:
+    """Take up a running job whose worker last beat before ``stale_before``; ``False`` if another process just did.
+
+    One conditional UPDATE: of two processes resuming at once, only one sees its row change.
+    """
+    cursor = store.db.conn.execute("UPDATE library_jobs SET updated = ?, error = NULL WHERE id = ? "
+                                   "AND status = 'running' AND updated <= ?", (utc_now(), job_id, stale_before))
+    return cursor.rowcount == 1
+
+
 def interrupted_jobs(store: Store) -> list[dict[str, Any]]:
     """Jobs marked running in the database: after a restart, none of them has a worker any more."""
     return store.rows(f"SELECT {_JOB_COLUMNS} FROM library_jobs WHERE status = 'running' ORDER BY id")

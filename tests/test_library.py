@@ -195,12 +195,17 @@ def test_non_utf8_text_decodes_with_a_warning(library, encoding, text):
     assert any("not UTF-8" in warning for warning in document["warnings"])
 
 
-def test_undecodable_binary_text_is_refused(library, store):
-    blob = bytes((i * 37 + 11) % 256 for i in range(4096))  # every byte value, NULs included
+@pytest.mark.parametrize("blob, words", [
+    (bytes((i * 37 + 11) % 256 for i in range(4096)), "looks binary"),  # NULs: refused when added
+    (bytes(range(1, 256)) * 16, "not text in any encoding"),  # no NUL: refused when read
+    (b"\xff\xd8\xff\xe0" + bytes((i * 7919) % 255 + 1 for i in range(3000)), "not text in any encoding"),
+])
+def test_undecodable_binary_text_is_refused(library, store, blob, words):
     _, outcomes = ingest(library, OWNER, [("data.txt", blob), GOOD])
     outcome = outcomes["data.txt"]
     row = status(library, OWNER, outcome.document_id)
-    assert row["status"] == "failed" and row["chunks"] == 0 and "data.txt" in row["error"]
+    assert row["status"] == "failed" and row["chunks"] == 0
+    assert row["error"].startswith("data.txt") and words in row["error"] and "extension" in row["error"]
     good_is_indexed(library, outcomes)
 
 
@@ -535,6 +540,7 @@ def test_embedding_model_embeds_reembeds_and_fuses(store, tmp_path, encoders, fa
     assert library.job(OWNER, job_id).total == library.document(OWNER, ids[0])["chunks"]
     done = library.run_job(OWNER, job_id)
     assert done.status == "done" and done.done == done.total
+    assert done.describe() == f"done: {done.total} of {done.total} passages embedded" and done.fraction == 1.0
     assert set(vector_models(store, ids)) == {model_a}
     dim = store.db.conn.execute("SELECT length(vector) FROM chunk_vectors LIMIT 1").fetchone()[0]
     assert dim == 32 * 4
@@ -762,3 +768,49 @@ def test_quotes_with_a_decimal_point_are_checked(answer, verified):
                         "The Kestrel survey counted 412 pairs.")
     (citation,) = check_citations(answer, [source])
     assert citation.verified is verified
+
+
+def test_restart_resumes_an_interrupted_embedding(db_path, encoders, facts_pdf):
+    from chatcore.engine.embeddings import load_encoder
+
+    with Store(db_path) as store:
+        crashed = Library(store, encoder_for=load_encoder)
+        _, outcomes = ingest(crashed, OWNER, [("facts.pdf", facts_pdf)], "papers")
+        job_id = crashed.set_embedding_model(OWNER, "papers", encoders[0], background=False)
+        store.db.conn.execute("UPDATE library_jobs SET updated = '2020-01-01T00:00:00.000000+00:00' WHERE id = ?",
+                              (job_id,))
+    with Store(db_path) as store:
+        assert Library(store, encoder_for=load_encoder).resume_interrupted(background=False) == [job_id]
+        assert set(vector_models(store, [outcomes["facts.pdf"].document_id])) == {encoders[0]}
+
+
+def test_bad_collections_and_batches_write_nothing(library, store, facts_pdf):
+    dump = "\n".join(store.db.conn.iterdump())
+    for bad in ("", "x" * 101, "a\x00b"):
+        with pytest.raises(ValueError):
+            library.add(OWNER, [("facts.pdf", facts_pdf)], bad)
+    with pytest.raises(ChatCoreError, match="more than 500"):
+        library.add(OWNER, [(f"f{i}.txt", b"x") for i in range(501)])
+    assert "\n".join(store.db.conn.iterdump()) == dump
+    ingest(library, OWNER, [GOOD], "mine")
+    for call in (lambda name: library.set_embedding_model(OTHER, name, None),
+                 lambda name: library.documents(OTHER, name)):
+        try:
+            result = call("mine")
+        except NotFound as exc:
+            with pytest.raises(NotFound) as missing:
+                call("nowhere")
+            assert str(exc).replace("mine", "nowhere") == str(missing.value)
+        else:
+            assert result == []
+
+
+def test_add_paths_refuses_unreadable_paths_alone(library, tmp_path, facts_pdf):
+    (tmp_path / "facts.pdf").write_bytes(facts_pdf)
+    (tmp_path / "folder").mkdir()
+    job_id, outcomes = library.add_paths(OWNER, [tmp_path / "facts.pdf", tmp_path / "missing.pdf", tmp_path / "folder"])
+    assert [o.status for o in outcomes] == ["added", "refused", "refused"]
+    assert "missing.pdf" in outcomes[1].message and "folder" in outcomes[2].message
+    final = library.run_job(OWNER, job_id)
+    assert (final.status, final.total, final.done, final.failed) == ("done", 3, 1, 2)
+    assert final.describe() == "done: 1 of 3 files indexed, 2 failed"

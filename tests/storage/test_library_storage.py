@@ -204,6 +204,17 @@ def test_jobs(store):
         db.update_job(store, job)
 
 
+def test_a_stale_job_is_claimed_once(store):
+    job = db.create_job(store, OWNER, "ingest")
+    store.db.conn.execute("UPDATE library_jobs SET updated = '2020-01-01T00:00:00.000000+00:00' WHERE id = ?", (job,))
+    cutoff = "2021-01-01T00:00:00.000000+00:00"
+    assert db.claim_stale_job(store, job, cutoff) is True
+    assert db.claim_stale_job(store, job, cutoff) is False  # its beat is fresh now: a second taker backs off
+    db.update_job(store, job, status="done")
+    store.db.conn.execute("UPDATE library_jobs SET updated = '2020-01-01T00:00:00.000000+00:00' WHERE id = ?", (job,))
+    assert db.claim_stale_job(store, job, cutoff) is False  # not running
+
+
 def test_message_sources_and_scope_belong_to_the_conversation_owner(store):
     conversation = store.create_conversation(OWNER, model="tiny")
     store.add_message(conversation, "user", "Where do herons wait?")

@@ -281,7 +281,8 @@ class Library:
             with self._lock:
                 if job["id"] in self._threads and self._threads[job["id"]].is_alive():
                     continue
-            db.update_job(self.store, job["id"], error=None)  # a beat: no other process takes it up too
+            if not db.claim_stale_job(self.store, job["id"], cutoff):
+                continue  # another process took it up between the list and here
             resumed.append(job["id"])
             if background:
                 self.start_job(job["owner"], job["id"])
