@@ -814,3 +814,61 @@ def test_add_paths_refuses_unreadable_paths_alone(library, tmp_path, facts_pdf):
     final = library.run_job(OWNER, job_id)
     assert (final.status, final.total, final.done, final.failed) == ("done", 3, 1, 2)
     assert final.describe() == "done: 1 of 3 files indexed, 2 failed"
+
+
+def test_a_finished_job_run_again_keeps_its_ending(library, facts_pdf):
+    job_id, _ = library.add(OWNER, [("facts.pdf", facts_pdf), GOOD])
+    library.cancel_job(OWNER, job_id)
+    assert library.run_job(OWNER, job_id).status == "cancelled"
+    assert [d["status"] for d in library.documents(OWNER)] == ["cancelled", "cancelled"]  # not queued for good
+    job_id, again = library.add(OWNER, [("facts.pdf", facts_pdf), GOOD])
+    assert [o.status for o in again] == ["requeued", "requeued"]
+    assert library.run_job(OWNER, job_id).status == "done"
+    assert [d["status"] for d in library.documents(OWNER)] == ["ready", "ready"]
+
+
+def test_a_failed_job_leaves_its_files_addable_again(library, facts_pdf):
+    job_id, _ = library.add(OWNER, [("facts.pdf", facts_pdf), GOOD])
+
+    def broken(progress):
+        raise RuntimeError("the progress bar went away")
+
+    with pytest.raises(RuntimeError):
+        library.run_job(OWNER, job_id, on_progress=broken)
+    assert library.job(OWNER, job_id).status == "failed"
+    assert {d["status"] for d in library.documents(OWNER)} <= {"failed", "ready"}
+    job_id, again = library.add(OWNER, [("facts.pdf", facts_pdf), GOOD])
+    assert "unchanged" not in [o.status for o in again if library.document(OWNER, o.document_id)["status"] != "ready"]
+    library.run_job(OWNER, job_id)
+    assert [d["status"] for d in library.documents(OWNER)] == ["ready", "ready"]
+
+
+def test_a_file_queued_by_an_ended_job_is_queued_again(library, store, facts_pdf):
+    job_id, outcomes = library.add(OWNER, [("facts.pdf", facts_pdf)])
+    db.update_job(store, job_id, status="failed", error="the process died")  # its documents left queued
+    _, again = library.add(OWNER, [("facts.pdf", facts_pdf)])
+    assert again[0].status == "requeued" and again[0].document_id == outcomes[0].document_id
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True, "3"])
+def test_search_wants_a_positive_whole_k(library, facts_pdf, k):
+    ingest(library, OWNER, [("facts.pdf", facts_pdf)])
+    with pytest.raises(ValueError, match="at least 1"):
+        library.search(OWNER, "falcons", k=k)
+
+
+REAL_PDFS = [Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"),
+             Path("/usr/share/doc/libtasn1-doc/libtasn1.pdf")]
+
+
+@pytest.mark.skipif(not all(p.exists() for p in REAL_PDFS), reason="the system's PDF documentation is not installed")
+def test_real_pdfs_index_and_answer(library):
+    final, outcomes = ingest(library, OWNER, [(p.name, p.read_bytes()) for p in REAL_PDFS])
+    assert (final.status, final.done) == ("done", 2)
+    spec = library.document(OWNER, outcomes["shared-mime-info-spec.pdf"].document_id)
+    assert spec["pages"] == 17 and spec["chunks"] > 17 and spec["extractor"].startswith("pypdfium2")
+    best = library.search(OWNER, "update-mime-database command after installing the XML file")[0]
+    assert best.filename == "shared-mime-info-spec.pdf"
+    assert best.text == library.page_text(OWNER, best.document_id, best.page)[best.char_start:best.char_end]
+    assert library.page_image(OWNER, best.document_id, best.page, scale=0.3).size[0] > 100
+    assert library.search(OWNER, "DER encoding ASN.1 structures")[0].filename == "libtasn1.pdf"

@@ -18,10 +18,10 @@ CHUNKS = [(1, 0, len(PAGES[0]), PAGES[0]), (2, 0, len(PAGES[1]), PAGES[1])]
 
 
 def add(store: Store, owner: str = OWNER, content: bytes = b"heron notes", collection: str = "default",
-        settings: dict | None = None, filename: str = "notes.md") -> tuple[int, str]:
+        settings: dict | None = None, filename: str = "notes.md", job_id: int | None = None) -> tuple[int, str]:
     target = db.ensure_collection(store, owner, collection)
     return db.add_document(store, owner, target["id"], filename=filename, content=content, kind="markdown",
-                           settings=settings or SETTINGS)
+                           settings=settings or SETTINGS, job_id=job_id)
 
 
 def indexed(store: Store, owner: str = OWNER, content: bytes = b"heron notes", **options) -> int:
@@ -62,9 +62,12 @@ def test_odd_queries_run_on_fts5(store, text):
 
 
 def test_identical_bytes_stored_once_and_statuses(store):
-    first, status = add(store)
+    job = db.create_job(store, OWNER, "ingest")
+    first, status = add(store, job_id=job)
     assert status == "added"
-    assert add(store) == (first, "unchanged")  # queued already: its job will index it
+    assert add(store, job_id=job) == (first, "unchanged")  # queued already: its running job will index it
+    db.update_job(store, job, status="cancelled")
+    assert add(store) == (first, "requeued")  # its job has ended: nothing else would ever index it
     db.begin_indexing(store, first, None)
     db.finish_indexing(store, first, pages=PAGES, chunks=CHUNKS, metadata={}, extractor="test")
     assert add(store) == (first, "unchanged")

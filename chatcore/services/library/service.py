@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from chatcore.core.errors import ChatCoreError
+from chatcore.core.errors import ChatCoreError, ParameterError
 from chatcore.services.library.chunking import ChunkSettings, chunk_page
 from chatcore.services.library.citations import Evidence, evidence
 from chatcore.services.library.extract import (
@@ -229,6 +229,8 @@ class Library:
                 event.set()
             # A worker in another process sees this at its next beat.
             db.update_job(self.store, job_id, status="cancelled")
+            # With no worker at all (never started, or gone), its files would stay queued for good.
+            self._stop_unfinished(owner, job_id, "cancelled", "cancelled before it was indexed")
         return self.job(owner, job_id)
 
     def job(self, owner: str, job_id: int) -> JobProgress:
@@ -251,6 +253,8 @@ class Library:
                 on_progress: ProgressCallback | None = None) -> JobProgress:
         """Run a job here until it ends; ``cancel`` stops it, ``on_progress`` hears about it at each beat."""
         job = db.get_job(self.store, owner, job_id)
+        if job["status"] != "running":  # run again, a cancelled job would end "done: 0 of 3 files indexed"
+            return self.job(owner, job_id)
         cancel = cancel or threading.Event()
         with self._lock:
             self._cancels[job_id] = cancel
@@ -261,6 +265,7 @@ class Library:
                 self._embed(owner, job, cancel, on_progress)
         except BaseException as exc:
             db.update_job(self.store, job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            self._stop_unfinished(owner, job_id, "failed", f"its job stopped ({type(exc).__name__}: {exc})")
             raise
         finally:
             with self._lock:
@@ -290,6 +295,12 @@ class Library:
                 self.run_job(job["owner"], job["id"])
         return resumed
 
+    def _stop_unfinished(self, owner: str, job_id: int, status: str, reason: str) -> None:
+        """Mark the job's documents still queued or indexing as ``status``: adding them again requeues them."""
+        for document in db.unfinished_documents(self.store, owner):
+            if document["job_id"] == job_id:
+                db.stop_document(self.store, document["id"], status, reason)
+
     def _run_logged(self, owner: str, job_id: int) -> None:
         try:
             self.run_job(owner, job_id)
@@ -311,9 +322,7 @@ class Library:
             db.update_job(self.store, job_id, done=done, failed=failed)
             beat(force=True)
         if cancel.is_set():
-            for document in db.unfinished_documents(self.store, owner):
-                if document["job_id"] == job_id:
-                    db.stop_document(self.store, document["id"], "cancelled", "cancelled before it was indexed")
+            self._stop_unfinished(owner, job_id, "cancelled", "cancelled before it was indexed")
             db.update_job(self.store, job_id, status="cancelled")
             return
         collection = next((c for c in db.list_collections(self.store, owner) if c["id"] == job["collection_id"]), None)
@@ -425,6 +434,8 @@ class Library:
 
     def search(self, owner: str, question: str, scope: Scope = ALL, *, k: int = 5) -> list[Passage]:
         """The ``k`` passages that best answer ``question`` within ``scope``, best first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ParameterError("k", f"the number of passages must be a whole number of at least 1, not {k!r}")
         return self.retriever.search(owner, question, scope, k=k)
 
     def evidence(self, owner: str, question: str, scope: Scope = ALL, *, k: int = 5) -> list[Evidence]:
