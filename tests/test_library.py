@@ -872,3 +872,19 @@ def test_real_pdfs_index_and_answer(library):
     assert best.text == library.page_text(OWNER, best.document_id, best.page)[best.char_start:best.char_end]
     assert library.page_image(OWNER, best.document_id, best.page, scale=0.3).size[0] > 100
     assert library.search(OWNER, "DER encoding ASN.1 structures")[0].filename == "libtasn1.pdf"
+
+
+def test_models_that_cannot_embed_fail_before_the_collection_changes(store, tmp_path, encoders, facts_pdf):
+    from chatcore.engine.embeddings import Encoder, load_encoder
+
+    broken = Encoder("broken", Path(encoders[0]))
+    broken.tokenizer.pad_token = None  # loads, then cannot pad a batch: the job would fail, not the setting
+    library = Library(store, encoder_for=lambda name: broken if name == "broken" else load_encoder(name))
+    ingest(library, OWNER, [("facts.pdf", facts_pdf)], "papers")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="has no config.json"):
+        library.set_embedding_model(OWNER, "papers", str(tmp_path / "empty"))
+    with pytest.raises(ModelError, match="loads but cannot embed text"):
+        library.set_embedding_model(OWNER, "papers", "broken")
+    assert [c["embedding_model"] for c in library.collections(OWNER)] == [None]
+    assert library.active_jobs(OWNER) == []

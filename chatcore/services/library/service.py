@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from chatcore.core.errors import ChatCoreError, ParameterError
+from chatcore.core.errors import ChatCoreError, ModelError, ParameterError
 from chatcore.services.library.chunking import ChunkSettings, chunk_page
 from chatcore.services.library.citations import Evidence, evidence
 from chatcore.services.library.extract import (
@@ -131,10 +131,16 @@ class Library:
                             background: bool = True) -> int | None:
         """Record the collection's embedding model and start the job that embeds its passages; returns its id.
 
-        The model is loaded first, so a wrong name fails here and the collection keeps its old model.
+        The model is loaded and tried on a sentence first, so a wrong name (or a model that loads but cannot
+        embed) fails here and the collection keeps its old model.
         """
         if model:
-            self.encoder_for(model)
+            encoder = self.encoder_for(model)
+            try:
+                encoder.encode(["A sentence to check that the model embeds text."])
+            except Exception as exc:
+                raise ModelError(f"the embedding model {model!r} loads but cannot embed text "
+                                 f"({type(exc).__name__}: {exc})") from exc
         db.set_embedding_model(self.store, owner, collection, model or None)
         self.retriever.forget()
         if not model:
