@@ -278,8 +278,7 @@ class Library:
                 self._cancels.pop(job_id, None)
         self.retriever.forget()
         progress = self.job(owner, job_id)
-        if on_progress is not None:
-            on_progress(progress)
+        _report(on_progress, progress)
         return progress
 
     def resume_interrupted(self, owner: str | None = None, *, background: bool = True) -> list[int]:
@@ -476,4 +475,14 @@ class _Beat:
             return
         db.update_job(self.library.store, self.job_id, error=None)  # the touch: updated = now
         if self.on_progress is not None:
-            self.on_progress(self.library.job(self.owner, self.job_id))
+            _report(self.on_progress, self.library.job(self.owner, self.job_id))
+
+
+def _report(on_progress: ProgressCallback | None, progress: JobProgress) -> None:
+    """Tell the caller; a progress display that breaks (a closed page) is logged, never blamed on a file."""
+    if on_progress is None:
+        return
+    try:
+        on_progress(progress)
+    except Exception:
+        log.exception("a progress callback of library job %s failed", progress.job_id)
