@@ -145,8 +145,9 @@ def add_document(
         conn.execute("INSERT INTO library_files (sha256, size, content) VALUES (?, ?, ?) ON CONFLICT (sha256) "
                      "DO UPDATE SET content = excluded.content WHERE length(library_files.content) != library_files.size",
                      (digest, len(content), content))
-        row = conn.execute("SELECT id, status, settings, deleted_at, collection_id FROM documents "
-                           "WHERE owner = ? AND sha256 = ?", (owner, digest)).fetchone()
+        row = conn.execute("SELECT d.id, d.status, d.settings, d.deleted_at, d.collection_id, j.status "
+                           "FROM documents d LEFT JOIN library_jobs j ON j.id = d.job_id "
+                           "WHERE d.owner = ? AND d.sha256 = ?", (owner, digest)).fetchone()
         if row is None:
             cursor = conn.execute(
                 """INSERT INTO documents (owner, collection_id, filename, sha256, size, kind, settings, status,
@@ -155,12 +156,12 @@ def add_document(
                 (owner, collection_id, filename, digest, len(content), kind, dump_json(settings), job_id, now, now),
             )
             return inserted_id(cursor), "added"
-        document_id, status, old_settings, deleted_at, old_collection = row
+        document_id, status, old_settings, deleted_at, old_collection, job_status = row
         same = load_json(old_settings) == settings and old_collection == collection_id
         if status == "ready" and same and deleted_at is None:
             return document_id, "unchanged"
-        if status in UNFINISHED and same and deleted_at is None:
-            return document_id, "unchanged"  # already queued: its job will index it
+        if status in UNFINISHED and same and deleted_at is None and job_status == "running":
+            return document_id, "unchanged"  # already queued: its job will index it (an ended job never will)
         conn.execute(
             """UPDATE documents SET collection_id = ?, filename = ?, kind = ?, settings = ?, status = 'queued',
                       progress = 0, error = NULL, job_id = ?, deleted_at = NULL, updated = ? WHERE id = ?""",
@@ -463,6 +464,16 @@ def list_jobs(store: Store, owner: str, *, status: str | None = None, limit: int
     """The owner's jobs, newest first."""
     return store.rows(f"SELECT {_JOB_COLUMNS} FROM library_jobs WHERE owner = ? AND (? IS NULL OR status = ?) "
                       "ORDER BY id DESC LIMIT ?", (owner, status, status, limit))
+
+
+def claim_stale_job(store: Store, job_id: int, stale_before: str) -> bool:
+    """Take up a running job whose worker last beat before ``stale_before``; ``False`` if another process just did.
+
+    One conditional UPDATE: of two processes resuming at once, only one sees its row change.
+    """
+    cursor = store.db.conn.execute("UPDATE library_jobs SET updated = ?, error = NULL WHERE id = ? "
+                                   "AND status = 'running' AND updated <= ?", (utc_now(), job_id, stale_before))
+    return cursor.rowcount == 1
 
 
 def interrupted_jobs(store: Store) -> list[dict[str, Any]]:

@@ -26,6 +26,9 @@ class Encoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.name = name
+        if not (directory / "config.json").is_file():  # else transformers answers with a page about sentencepiece
+            raise ModelError(f"cannot load the embedding model {name!r}: {directory} has no config.json; "
+                             "is it a model directory?")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(directory)
             self.model = AutoModel.from_pretrained(directory).eval()

@@ -22,7 +22,8 @@ GROUNDED_SYSTEM = (
 )
 CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 QUOTE = re.compile(r"[\"“]([^\"“”]{6,}?)[\"”]")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+# A sentence ends at . ! ? not followed by a letter or digit ("5.8", "i.e." stay inside it, with their quotes).
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=\w))+(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"\w+")
 
 

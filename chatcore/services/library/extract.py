@@ -52,8 +52,9 @@ def check_filename(name: str) -> str:
     if "\x00" in name or any(ord(ch) < 32 for ch in name):
         raise Refused(f"the file name {name!r} contains control characters")
     if name != PurePosixPath(name).name or name != PureWindowsPath(name).name or name in (".", ".."):
-        raise Refused(f"the file name {name!r} has path parts; give the file's own name, such as "
-                      f"{PureWindowsPath(PurePosixPath(name).name).name!r}")
+        base = PureWindowsPath(PurePosixPath(name).name).name
+        such_as = f", such as {base!r}" if base not in ("", ".", "..") else ""
+        raise Refused(f"the file name {name!r} has path parts; give the file's own name{such_as}")
     return name
 
 
@@ -72,8 +73,10 @@ def check_content(filename: str, kind: str, content: bytes, *, max_bytes: int) -
     if not content:
         raise Refused(f"{filename} is empty (0 bytes)")
     if len(content) > max_bytes:
-        raise Refused(f"{filename} is {len(content) / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB "
+        raise Refused(f"{filename} is {_size(len(content))}, over the limit of {_size(max_bytes)} "
                       "(set CHATCORE_LIBRARY_MAX_MB to raise it)")
+    if kind != "pdf" and content.startswith(b"%PDF-"):
+        raise Refused(f"{filename} is a PDF, not {kind}; is the extension right? (rename it to .pdf)")
     if kind == "pdf" and b"%PDF-" not in content[:1024]:
         raise Refused(f"{filename} is not a PDF (it does not start with %PDF-); is the extension right?")
     if kind == "docx" and not content.startswith(b"PK\x03\x04"):
@@ -109,13 +112,25 @@ def decode_text(filename: str, content: bytes) -> tuple[str, str]:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(content).best()
+    matches = from_bytes(content)
+    best = matches.best()
     if best is None:
         raise Refused(f"{filename} is not text in any encoding ChatCore recognises; is the extension right?")
-    # Short Western text fits several single-byte code pages equally well: prefer the commonest, Windows-1252.
-    if "cp1252" in best.could_be_from_charset:
+    # Short Western text fits several single-byte code pages equally well (charset-normalizer may rank cp1250
+    # first and turn "naïve" into "naďve"): among the equally good guesses prefer the commonest, Windows-1252.
+    tied = [m for m in matches if m.chaos <= best.chaos and m.coherence >= best.coherence]
+    if any("cp1252" in m.could_be_from_charset for m in tied):
         return content.decode("cp1252"), "cp1252"
     return str(best), best.encoding
+
+
+def _size(count: int) -> str:
+    """A byte count in words: ``1000 bytes``, ``1.5 KiB``, ``200 MiB`` (a small limit is never shown as 0 MiB)."""
+    if count < 2**10:
+        return f"{count} bytes"
+    if count < 2**20:
+        return f"{count / 2**10:.1f} KiB"
+    return f"{count / 2**20:.1f} MiB".replace(".0 MiB", " MiB")
 
 
 def _utf16(content: bytes) -> bool:
@@ -144,7 +159,8 @@ def open_pdf(filename: str, content: bytes) -> Any:
         if "password" in str(exc).lower():
             raise Refused(f"{filename} is encrypted (it needs a password to open); save an unencrypted copy "
                           "and add that") from None
-        raise Refused(f"{filename} is not a readable PDF ({str(exc).removeprefix('Failed to load document ')})") from None
+        reason = str(exc).removeprefix("Failed to load document").strip(" .()")  # "(PDFium: Data format error)."
+        raise Refused(f"{filename} is not a readable PDF ({reason}); it may be damaged or cut short") from None
 
 
 def _pdf(filename: str, content: bytes, *, max_pages: int, progress: Progress | None,
@@ -262,8 +278,9 @@ def _docx(filename: str, content: bytes) -> Extracted:
 
     try:
         document = docx.Document(io.BytesIO(content))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise Refused(f"{filename} is not a readable DOCX file ({exc})") from None
+    except Exception as exc:  # python-docx fails on damaged packages with many types (KeyError, AttributeError...)
+        reason = "not a ZIP archive" if isinstance(exc, zipfile.BadZipFile) else f"{type(exc).__name__}: {exc}"
+        raise Refused(f"{filename} is not a readable DOCX file ({reason})") from None
     lines = [p.text for p in document.paragraphs]
     for table in document.tables:
         lines += [" | ".join(cell.text for cell in row.cells) for row in table.rows]

@@ -143,9 +143,11 @@ class Retriever:
         query = np.asarray(self._encoder_for(model).encode([question]), dtype=np.float32)[0]
         scores = matrix @ query
         top = np.argsort(-scores)[:limit]
+        # chunks_by_id leaves out chunks gone since the matrix was cached: scores follow their chunk, not a position.
+        score_of = {ids[i]: float(scores[i]) for i in top}
         passages = [passage_from_row(row) for row in db.chunks_by_id(self.store, owner, [ids[i] for i in top])]
-        for rank, (passage, index) in enumerate(zip(passages, top), start=1):
-            passage.dense_rank, passage.score = rank, float(scores[index])
+        for rank, passage in enumerate(passages, start=1):
+            passage.dense_rank, passage.score = rank, score_of[passage.chunk_id]
         return passages
 
     def search(self, owner: str, question: str, scope: Scope = ALL, *, k: int = 5) -> list[Passage]:
@@ -168,7 +170,9 @@ class Retriever:
         # The cache key includes how many vectors the scope holds, so new vectors are seen at once.
         count = self.store.db.conn.execute("SELECT COUNT(*), MAX(rowid) FROM chunk_vectors WHERE model = ?",
                                            (model,)).fetchone()
-        key = (owner, model, tuple(collection_ids or ()), tuple(document_ids or ()), tuple(count))
+        # None (no limit) and an empty list (nothing) must not share a key: the whole library would leak into ().
+        key = (owner, model, None if collection_ids is None else tuple(collection_ids),
+               None if document_ids is None else tuple(document_ids), tuple(count))
         with self._lock:
             if key in self._matrices:
                 return self._matrices[key]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from chatcore.core.errors import ChatCoreError
+from chatcore.core.errors import ChatCoreError, ModelError, ParameterError
 from chatcore.services.library.chunking import ChunkSettings, chunk_page
 from chatcore.services.library.citations import Evidence, evidence
 from chatcore.services.library.extract import (
@@ -76,8 +76,8 @@ class JobProgress:
     @property
     def fraction(self) -> float:
         """0 to 1, counting the pages of the document in progress."""
-        if not self.total:
-            return 1.0 if self.status != "running" else 0.0
+        if self.status == "done" or not self.total:
+            return 1.0 if self.status != "running" else 0.0  # done: a file removed meanwhile leaves no gap
         partial = self.current_pages[0] / self.current_pages[1] if self.current_pages and self.current_pages[1] else 0
         return min(1.0, (self.done + self.failed + partial) / self.total)
 
@@ -133,10 +133,16 @@ class Library:
                             background: bool = True) -> int | None:
         """Record the collection's embedding model and start the job that embeds its passages; returns its id.
 
-        The model is loaded first, so a wrong name fails here and the collection keeps its old model.
+        The model is loaded and tried on a sentence first, so a wrong name (or a model that loads but cannot
+        embed) fails here and the collection keeps its old model.
         """
         if model:
-            self.encoder_for(model)
+            encoder = self.encoder_for(model)
+            try:
+                encoder.encode(["A sentence to check that the model embeds text."])
+            except Exception as exc:
+                raise ModelError(f"the embedding model {model!r} loads but cannot embed text "
+                                 f"({type(exc).__name__}: {exc})") from exc
         db.set_embedding_model(self.store, owner, collection, model or None)
         self.retriever.forget()
         if not model:
@@ -166,13 +172,15 @@ class Library:
         for filename, content in files:
             try:
                 check_filename(filename)
+            except Refused as exc:  # a name with path parts is never stored, not even as a failed record
+                outcomes.append(AddOutcome(str(filename), "refused", None, str(exc)))
+                continue
+            try:
                 kind = kind_of(filename)
                 check_content(filename, kind, content, max_bytes=self.max_bytes)
             except Refused as exc:
-                document_id = None
-                if isinstance(filename, str) and filename.strip() and "/" not in filename and "\\" not in filename:
-                    document_id = db.add_failed_document(self.store, owner, target["id"], filename=filename,
-                                                         content=content, kind="unknown", error=str(exc), job_id=job_id)
+                document_id = db.add_failed_document(self.store, owner, target["id"], filename=filename,
+                                                     content=content, kind="unknown", error=str(exc), job_id=job_id)
                 outcomes.append(AddOutcome(str(filename), "refused", document_id, str(exc)))
                 continue
             document_id, status = db.add_document(self.store, owner, target["id"], filename=filename,
@@ -207,6 +215,8 @@ class Library:
         thread = threading.Thread(target=self._run_logged, args=(owner, job_id), name=f"library-job-{job_id}",
                                   daemon=True)
         with self._lock:
+            if job_id in self._threads and self._threads[job_id].is_alive():
+                return  # already running here (a second click, a resume): one worker per job
             self._threads[job_id] = thread
         thread.start()
 
@@ -227,6 +237,8 @@ class Library:
                 event.set()
             # A worker in another process sees this at its next beat.
             db.update_job(self.store, job_id, status="cancelled")
+            # With no worker at all (never started, or gone), its files would stay queued for good.
+            self._stop_unfinished(owner, job_id, "cancelled", "cancelled before it was indexed")
         return self.job(owner, job_id)
 
     def job(self, owner: str, job_id: int) -> JobProgress:
@@ -249,6 +261,8 @@ class Library:
                 on_progress: ProgressCallback | None = None) -> JobProgress:
         """Run a job here until it ends; ``cancel`` stops it, ``on_progress`` hears about it at each beat."""
         job = db.get_job(self.store, owner, job_id)
+        if job["status"] != "running":  # run again, a cancelled job would end "done: 0 of 3 files indexed"
+            return self.job(owner, job_id)
         cancel = cancel or threading.Event()
         with self._lock:
             self._cancels[job_id] = cancel
@@ -259,14 +273,14 @@ class Library:
                 self._embed(owner, job, cancel, on_progress)
         except BaseException as exc:
             db.update_job(self.store, job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            self._stop_unfinished(owner, job_id, "failed", f"its job stopped ({type(exc).__name__}: {exc})")
             raise
         finally:
             with self._lock:
                 self._cancels.pop(job_id, None)
         self.retriever.forget()
         progress = self.job(owner, job_id)
-        if on_progress is not None:
-            on_progress(progress)
+        _report(on_progress, progress)
         return progress
 
     def resume_interrupted(self, owner: str | None = None, *, background: bool = True) -> list[int]:
@@ -279,7 +293,8 @@ class Library:
             with self._lock:
                 if job["id"] in self._threads and self._threads[job["id"]].is_alive():
                     continue
-            db.update_job(self.store, job["id"], error=None)  # a beat: no other process takes it up too
+            if not db.claim_stale_job(self.store, job["id"], cutoff):
+                continue  # another process took it up between the list and here
             resumed.append(job["id"])
             if background:
                 self.start_job(job["owner"], job["id"])
@@ -307,6 +322,12 @@ class Library:
                 self.run_job(doc_owner, job_id)
         return jobs
 
+    def _stop_unfinished(self, owner: str, job_id: int, status: str, reason: str) -> None:
+        """Mark the job's documents still queued or indexing as ``status``: adding them again requeues them."""
+        for document in db.unfinished_documents(self.store, owner):
+            if document["job_id"] == job_id:
+                db.stop_document(self.store, document["id"], status, reason)
+
     def _run_logged(self, owner: str, job_id: int) -> None:
         try:
             self.run_job(owner, job_id)
@@ -328,9 +349,7 @@ class Library:
             db.update_job(self.store, job_id, done=done, failed=failed)
             beat(force=True)
         if cancel.is_set():
-            for document in db.unfinished_documents(self.store, owner):
-                if document["job_id"] == job_id:
-                    db.stop_document(self.store, document["id"], "cancelled", "cancelled before it was indexed")
+            self._stop_unfinished(owner, job_id, "cancelled", "cancelled before it was indexed")
             db.update_job(self.store, job_id, status="cancelled")
             return
         collection = next((c for c in db.list_collections(self.store, owner) if c["id"] == job["collection_id"]), None)
@@ -414,6 +433,10 @@ class Library:
 
     def delete(self, owner: str, document_id: int) -> None:
         """Hide a document from lists and answers; :meth:`restore` undoes it."""
+        document = db.get_document(self.store, owner, document_id)
+        if document["status"] == "queued":
+            # Its job skips deleted documents: restored later, it would wait for a job that has ended.
+            db.stop_document(self.store, document_id, "cancelled", "removed before it was indexed; add it again")
         db.delete_document(self.store, owner, document_id)
         self.retriever.forget()
 
@@ -429,6 +452,8 @@ class Library:
         document = db.get_document(self.store, owner, document_id)
         if document["kind"] != "pdf":
             raise NotFound(f"document {document_id} is not a PDF: it has no page images")
+        if not 1 <= page <= (document["pages"] or 0):
+            db.page_text(self.store, owner, document_id, page)  # raises the same NotFound as a missing page's text
         return render_page(document["filename"], db.document_content(self.store, owner, document_id), page,
                            scale=scale)
 
@@ -436,6 +461,8 @@ class Library:
 
     def search(self, owner: str, question: str, scope: Scope = ALL, *, k: int = 5) -> list[Passage]:
         """The ``k`` passages that best answer ``question`` within ``scope``, best first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ParameterError("k", f"the number of passages must be a whole number of at least 1, not {k!r}")
         return self.retriever.search(owner, question, scope, k=k)
 
     def evidence(self, owner: str, question: str, scope: Scope = ALL, *, k: int = 5) -> list[Evidence]:
@@ -470,4 +497,14 @@ class _Beat:
             return
         db.update_job(self.library.store, self.job_id, error=None)  # the touch: updated = now
         if self.on_progress is not None:
-            self.on_progress(self.library.job(self.owner, self.job_id))
+            _report(self.on_progress, self.library.job(self.owner, self.job_id))
+
+
+def _report(on_progress: ProgressCallback | None, progress: JobProgress) -> None:
+    """Tell the caller; a progress display that breaks (a closed page) is logged, never blamed on a file."""
+    if on_progress is None:
+        return
+    try:
+        on_progress(progress)
+    except Exception:
+        log.exception("a progress callback of library job %s failed", progress.job_id)
