@@ -69,3 +69,9 @@ def test_documents_cut_with_other_settings_are_indexed_again_and_stay_searchable
     assert smaller.reindex_outdated(background=False) == []  # nothing left to do
     question, page = gold[0]
     assert page in [p.page for p in smaller.search("local", question)]
+
+
+def test_a_file_name_longer_than_file_systems_allow_is_refused(tmp_path):
+    library = Library(Store(tmp_path / "library.db"))
+    _, [outcome] = library.add("local", [("a" * 300 + ".txt", b"some text")])
+    assert outcome.status == "refused" and "the limit is 255" in outcome.message

@@ -21,6 +21,7 @@ from chatcore.core.errors import ChatCoreError
 
 KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text",
          ".html": "html", ".htm": "html", ".docx": "docx"}
+MAX_FILENAME_CHARS = 255  # what most file systems allow
 DOI = re.compile(r"\b(10\.\d{4,9}/[-._;()/:A-Za-z0-9]+[A-Za-z0-9])")
 YEAR = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
 # Characters PDFium puts in text that are not text: a soft-hyphen marker at a line break, NULs, other controls.
@@ -55,6 +56,8 @@ def check_filename(name: str) -> str:
         base = PureWindowsPath(PurePosixPath(name).name).name
         such_as = f", such as {base!r}" if base not in ("", ".", "..") else ""
         raise Refused(f"the file name {name!r} has path parts; give the file's own name{such_as}")
+    if len(name) > MAX_FILENAME_CHARS:
+        raise Refused(f"the file name is {len(name)} characters long; the limit is {MAX_FILENAME_CHARS}")
     return name
 
 
