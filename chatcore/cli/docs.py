@@ -7,10 +7,12 @@ progress bar on stderr; Ctrl-C cancels them cleanly.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -57,13 +59,31 @@ def supported_files(paths: tuple[Path, ...], recursive: bool) -> list[Path]:
     return files
 
 
-def run_in_foreground(library: Library, job_id: int, verb: str) -> tuple[JobProgress, bool]:
-    """Run a job on a worker thread with a progress bar on stderr; returns how it ended and whether Ctrl-C stopped it.
+@contextlib.contextmanager
+def ctrl_c_sets(event: threading.Event) -> Iterator[None]:
+    """While the block runs, Ctrl-C sets ``event`` instead of raising; a second Ctrl-C aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    The job runs on a thread so that Ctrl-C reaches this one: it sets the job's cancel flag and waits for the
-    worker to leave what it was reading as ``cancelled``, never half-written.
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_in_foreground(library: Library, job_id: int, verb: str, cancel: threading.Event) -> JobProgress:
+    """Run a job on a worker thread with a progress bar on stderr until it ends or ``cancel`` is set.
+
+    ``cancel`` (set by Ctrl-C, see :func:`ctrl_c_sets`) makes the worker leave what it was reading as
+    ``cancelled``, never half-written.
     """
-    cancel = threading.Event()
     latest: list[JobProgress] = [library.job(LOCAL_OWNER, job_id)]
     failure: list[BaseException] = []
 
@@ -74,23 +94,20 @@ def run_in_foreground(library: Library, job_id: int, verb: str) -> tuple[JobProg
             failure.append(exc)
 
     worker = threading.Thread(target=work, name=f"docs-job-{job_id}", daemon=True)
-    interrupted = False
+    told = False
     with click.progressbar(length=_BAR_STEPS, label=verb, file=sys.stderr, show_eta=False, show_percent=True,
                            item_show_func=lambda p: p.describe() if p is not None else None) as bar:
         worker.start()
         while worker.is_alive():
-            try:
-                worker.join(_POLL_S)
-            except KeyboardInterrupt:
-                interrupted = True
-                cancel.set()
+            worker.join(_POLL_S)
+            if cancel.is_set() and not told:
+                told = True
                 library.cancel_job(LOCAL_OWNER, job_id)
-                continue
             progress = latest[-1]
             bar.update(int(progress.fraction * _BAR_STEPS) - bar.pos, progress)
-    if failure and not interrupted:
+    if failure and not cancel.is_set():
         raise click.ClickException(f"the job stopped: {failure[0]}")
-    return library.job(LOCAL_OWNER, job_id), interrupted
+    return library.job(LOCAL_OWNER, job_id)
 
 
 def _file_line(name: str, status: str, detail: str) -> str:
@@ -148,11 +165,14 @@ def add(paths: tuple[Path, ...], collection: str, recursive: bool, as_json: bool
     if not files:
         raise click.ClickException("no files to add")
     library = open_library()
-    job_id, outcomes = library.add_paths(LOCAL_OWNER, files, collection)
-    queued = sum(o.status in ("added", "requeued") for o in outcomes)
-    click.echo(f"Indexing {queued} of {len(outcomes)} file{'s' if len(outcomes) != 1 else ''} into collection "
-               f"{collection!r} (job {job_id}; Ctrl-C cancels)…", err=True)
-    progress, interrupted = run_in_foreground(library, job_id, "Indexing")
+    cancel = threading.Event()
+    with ctrl_c_sets(cancel):  # from here on, Ctrl-C cancels the job (or, before it exists, all of it)
+        job_id, outcomes = library.add_paths(LOCAL_OWNER, files, collection)
+        queued = sum(o.status in ("added", "requeued") for o in outcomes)
+        click.echo(f"Indexing {queued} of {len(outcomes)} file{'s' if len(outcomes) != 1 else ''} into collection "
+                   f"{collection!r} (job {job_id}; Ctrl-C cancels)…", err=True)
+        progress = run_in_foreground(library, job_id, "Indexing", cancel)
+    interrupted = cancel.is_set()
     rows = _outcomes(library, outcomes)
     failed = [r for r in rows if r["status"] in ("refused", "failed")]
     if as_json:
@@ -337,8 +357,10 @@ def embed(model: str, collection: str) -> None:
     if job_id is None:
         click.echo(f"Collection {collection!r} now uses BM25 search only.")
         return
-    progress, interrupted = run_in_foreground(library, job_id, "Embedding")
-    if interrupted:
+    cancel = threading.Event()
+    with ctrl_c_sets(cancel):
+        progress = run_in_foreground(library, job_id, "Embedding", cancel)
+    if cancel.is_set():
         click.echo(f"Cancelled after {progress.done} of {progress.total} passages; run the command again to "
                    "embed the rest (search meanwhile uses what is embedded).", err=True)
         sys.exit(130)
