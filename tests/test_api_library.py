@@ -320,3 +320,19 @@ def test_a_running_job_can_be_cancelled(server: str, keys: dict[str, str], tmp_p
         assert job["status"] == "cancelled" and statuses <= {"ready", "cancelled"}
     else:  # it had already finished: cancelling a finished job changes nothing
         assert job["status"] == "done" and statuses == {"ready"}
+
+
+def test_a_file_over_the_size_limit_is_refused_without_stopping_the_others(tiny_engine, tmp_path: Path,
+                                                                           files: dict[str, Path]) -> None:
+    store = Store(tmp_path / "small.db")
+    library = Library(store, max_bytes=20_000, encoder_for=None)
+    big = tmp_path / "big.pdf"
+    big.write_bytes(b"%PDF-1.4\n" + b"0" * 30_000)
+    with serve(create_api_app(manager=manager_for(tiny_engine), store=store, library=library)) as url:
+        with http(url, "no-key-needed") as api:
+            body = upload(api, [big, files["facts"]])
+            outcomes = {f["filename"]: (f["status"], f["message"]) for f in body["files"]}
+            assert outcomes["big.pdf"][0] == "refused" and "over the limit" in outcomes["big.pdf"][1]
+            assert "CHATCORE_LIBRARY_MAX_MB" in outcomes["big.pdf"][1]
+            assert outcomes["facts.pdf"][0] == "added"
+            assert wait_for_job(api, body["job_id"])["done"] == 1

@@ -239,6 +239,12 @@ def test_ask_docs_answers_with_sources_and_json_carries_checked_citations(tiny_c
     saved = message_sources(Store(Settings().db_path), "local", data["message_id"])
     assert [(s["n"], s["filename"], s["page"]) for s in saved] == [
         (s["n"], s["document"], s["page"]) for s in data["sources"]]
+    # The conversation keeps its scope: continued without --docs, it still answers from the collection.
+    follow_up = json_of(tiny_cli("ask", "-c", str(data["conversation_id"]), "--json", "--max-tokens", "8",
+                                 "When did beech pollen rise in the Lake Varna sediment cores?"))
+    assert follow_up["scope"] == {"collections": ["papers"]} and follow_up["sources"][0]["page"] == 6
+    plain = tiny_cli("ask", "--max-tokens", "4", "--no-save", "Hello")  # no scope, no Sources list
+    assert plain.exit_code == 0 and "Sources" not in plain.stdout
 
 
 def _long_pdf(path: Path, source: Path, copies: int, label: str) -> Path:

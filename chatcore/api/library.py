@@ -37,7 +37,7 @@ from chatcore.api.protocol import (
 from chatcore.api.streams import Reply, numbered
 from chatcore.core.errors import ChatCoreError
 from chatcore.services.chat import check_user_text
-from chatcore.services.library import ALL, Evidence, JobProgress, Library, Scope
+from chatcore.services.library import ALL, AddOutcome, Evidence, JobProgress, Library, Scope
 from chatcore.services.library.scopes import EmptyScope, check_scope
 from storage.errors import InvalidValue, NotFound
 from storage.library import DEFAULT_COLLECTION
@@ -61,6 +61,12 @@ def job_json(job: JobProgress) -> dict[str, Any]:
         "documents": [{"id": d["id"], "filename": d["filename"], "status": d["status"], "error": d["error"],
                        "pages": d["pages"], "pages_read": d["progress"]} for d in job.documents],
     }
+
+
+def too_big(filename: str, size: int, limit: int) -> str:
+    """The library's own words for a file over its size limit."""
+    return (f"{filename} is {size / 2**20:.1f} MiB, over the limit of {limit / 2**20:.0f} MiB "
+            "(set CHATCORE_LIBRARY_MAX_MB to raise it)")
 
 
 def parse_id(value: str, what: str) -> int:
@@ -178,13 +184,20 @@ class LibraryServing:
             collection = form.get("collection") or DEFAULT_COLLECTION
             if not isinstance(collection, str):
                 raise APIError(400, "collection must be text", param="collection")
-            files = [(upload.filename or "", await upload.read()) for upload in uploads]
+            files, oversized = [], []
+            for upload in uploads:
+                name = upload.filename or ""
+                if upload.size is not None and upload.size > library.max_bytes:  # never read into memory
+                    oversized.append(AddOutcome(name, "refused", None, too_big(name, upload.size, library.max_bytes)))
+                else:
+                    files.append((name, await upload.read()))
         finally:
             await form.close()
 
         def add() -> tuple[int, list[Any], JobProgress]:
             try:
                 job_id, outcomes = library.add(owner, files, collection)
+                outcomes += oversized
             except InvalidValue as exc:
                 raise APIError(400, str(exc), param="collection") from None
             except ChatCoreError as exc:  # too many files at once

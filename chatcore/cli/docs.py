@@ -29,17 +29,21 @@ _POLL_S = 0.1
 _BAR_STEPS = 1000
 
 
-def _encoder(name: str) -> Any:
-    # Imported at first use: torch loads only for a collection with an embedding model.
+def encoder(name: str) -> Any:
+    """The embedding model ``name``, imported at first use: torch loads only for a collection that has one."""
     from chatcore.engine.embeddings import load_encoder
 
     return load_encoder(name)
 
 
+def library_for(settings: Settings, store: Any) -> Library:
+    """The library over ``store``, with the settings' limits."""
+    return Library.from_settings(settings, store, encoder_for=encoder)
+
+
 def open_library() -> Library:
-    """The library over the command's store, with the settings' limits."""
-    settings = click.get_current_context().find_object(Settings) or Settings()
-    return Library.from_settings(settings, open_store(), encoder_for=_encoder)
+    """The library over the command's store (closed when the command ends)."""
+    return library_for(click.get_current_context().find_object(Settings) or Settings(), open_store())
 
 
 def supported_files(paths: tuple[Path, ...], recursive: bool) -> list[Path]:

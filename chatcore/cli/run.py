@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -22,7 +23,7 @@ from chatcore.core.chat import Message
 from chatcore.core.events import Finished, TextDelta
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import Settings
-from chatcore.services.chat import ChatService, Cited, Saved, check_user_text
+from chatcore.services.chat import ChatService, Cited, Saved, Sourced, check_user_text
 from chatcore.services.library import ALL, Citation, Scope
 from storage import LOCAL_OWNER
 
@@ -36,9 +37,12 @@ def _service(settings: Settings, save: bool, *, lazy: bool = False, library: Any
     """
     store = None
     if save:
+        from chatcore.cli.docs import library_for
         from storage import Store
 
+        # A library even without --docs: a continued conversation saved with a scope keeps answering from it.
         store = library.store if library is not None else Store(settings.db_path)
+        library = library or library_for(settings, store)
     from chatcore.engine.loader import (
         load_backend,  # the local decoder, or --backend openai's server
     )
@@ -67,35 +71,44 @@ def _print_stats(final: Finished, conversation_id: int | None) -> None:
     click.secho("[" + ", ".join(parts) + "]", err=True, dim=True)
 
 
-def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *, as_json: bool = False,
-                  **kwargs: Any) -> tuple[Finished | None, int | None, Cited | None]:
-    """Stream one answer to stdout; Ctrl-C stops the decoder and keeps the partial answer.
+@dataclass
+class Exchange:
+    """How one answer went: its final event, its conversation, and for an answer from the library its sources."""
 
-    Returns the final event, the conversation's id and, for an answer from the library, its citations.
-    """
+    final: Finished | None = None
+    conversation_id: int | None = None
+    sourced: Sourced | None = None
+    cited: Cited | None = None
+
+    def note(self, event: Any) -> None:
+        if isinstance(event, Saved):
+            self.conversation_id = event.conversation_id
+        elif isinstance(event, Finished):
+            self.final = event
+        elif isinstance(event, Sourced):
+            self.sourced = event
+        elif isinstance(event, Cited):
+            self.cited = event
+
+
+def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *, as_json: bool = False,
+                  **kwargs: Any) -> Exchange:
+    """Stream one answer to stdout; Ctrl-C stops the decoder and keeps the partial answer."""
     cancel = threading.Event()
-    final, conversation_id, cited = None, kwargs.get("conversation_id"), None
+    exchange = Exchange(conversation_id=kwargs.get("conversation_id"))
     events = service.ask(prompt, params, cancel=cancel, **kwargs)
     try:
         for event in events:
-            if isinstance(event, Saved):
-                conversation_id = event.conversation_id
-            elif isinstance(event, TextDelta) and not as_json:
+            exchange.note(event)
+            if isinstance(event, TextDelta) and not as_json:
                 click.echo(event.text, nl=False)
-            elif isinstance(event, Finished):
-                final = event
-            elif isinstance(event, Cited):
-                cited = event
     except KeyboardInterrupt:
         cancel.set()
         for event in events:  # drain: the engine notices the flag within one token step
-            if isinstance(event, Finished):
-                final = event
-            elif isinstance(event, Cited):
-                cited = event
+            exchange.note(event)
     if not as_json:
         click.echo()
-    return final, conversation_id, cited
+    return exchange
 
 
 @main.command()
@@ -148,22 +161,20 @@ def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, co
             _print_evidence(library, scope, prompt, passages, as_json)
             return
     service = _service(settings_from(ctx, options), save=not no_save, library=library)
-    final, conversation_id, cited = _run_exchange(
+    exchange = _run_exchange(
         service, prompt, params, as_json=as_json, conversation_id=continue_id,
         system=options.get("system"), save=not no_save, source="cli",
         **({"scope": scope, "passages": passages} if scope is not None else {}),
     )
-    if final is None:
+    if exchange.final is None:
         raise click.ClickException("the answer ended without a result")
     if as_json:
-        result = {**final.to_dict(), "conversation_id": conversation_id}
-        if scope is not None:
-            result.update(_citations_json(scope, cited))
+        result = {**exchange.final.to_dict(), "conversation_id": exchange.conversation_id}
+        result.update(_citations_json(exchange))
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        if scope is not None:
-            _print_sources(scope, cited)
-        _print_stats(final, conversation_id)
+        _print_sources(exchange)
+        _print_stats(exchange.final, exchange.conversation_id)
 
 
 def _library_scope(settings: Settings, names: tuple[str, ...]) -> tuple[Any, Scope]:
@@ -216,23 +227,31 @@ def _citation_line(citation: Citation) -> str:
     return f"[{citation.n}] {where}, " + ("verified" if citation.verified else f"unverified ({citation.reason})")
 
 
-def _print_sources(scope: Scope, cited: Cited | None) -> None:
-    """After the answer: every passage it was given, each cited one checked."""
-    if cited is None or not cited.passages:
-        click.echo(f"\nSources: nothing in {scope.describe()} matched the question; this answer is the model's alone.")
+def _print_sources(exchange: Exchange) -> None:
+    """After an answer from the library: every passage it was given, each cited one checked."""
+    if exchange.sourced is None:
         return
-    by_number = {c.n: c for c in cited.citations}
+    passages = exchange.cited.passages if exchange.cited is not None else exchange.sourced.passages
+    if not passages:
+        click.echo(f"\nSources: nothing in {exchange.sourced.scope.describe()} matched the question; "
+                   "this answer is the model's alone.")
+        return
+    by_number = {c.n: c for c in exchange.cited.citations} if exchange.cited is not None else {}
     click.echo("\n" + click.style("Sources", bold=True))
-    for n, passage in enumerate(cited.passages, start=1):
+    for n, passage in enumerate(passages, start=1):
         citation = by_number.pop(n, None)
         click.echo("  " + (_citation_line(citation) if citation else f"[{n}] {passage.where}, not cited"))
     for citation in by_number.values():  # numbers the answer made up
         click.echo("  " + _citation_line(citation))
 
 
-def _citations_json(scope: Scope, cited: Cited | None) -> dict[str, Any]:
-    passages = cited.passages if cited is not None else ()
-    return {"scope": scope.to_dict(), "message_id": cited.message_id if cited is not None else None,
+def _citations_json(exchange: Exchange) -> dict[str, Any]:
+    """``scope``, ``message_id``, ``citations`` and ``sources`` for ``ask --json``, from the library only."""
+    if exchange.sourced is None:
+        return {}
+    cited = exchange.cited
+    passages = cited.passages if cited is not None else exchange.sourced.passages
+    return {"scope": exchange.sourced.scope.to_dict(), "message_id": cited.message_id if cited else None,
             "citations": [c.to_dict() for c in cited.citations] if cited is not None else [],
             "sources": [{"n": n, **p.to_dict()} for n, p in enumerate(passages, start=1)]}
 
@@ -276,14 +295,16 @@ def chat(ctx: click.Context, no_save: bool, continue_id: int | None, **options: 
         if not line.strip():
             continue
         click.echo("assistant> ", nl=False)
-        final, conversation_id, _ = _run_exchange(
+        exchange = _run_exchange(
             service, line, params, conversation_id=conversation_id, history=history,
             system=options.get("system"), save=not no_save, source="cli",
         )
-        if final is not None:
+        conversation_id = exchange.conversation_id
+        if exchange.final is not None:
             if no_save:
-                history += [Message("user", line), Message("assistant", final.text)]
-            _print_stats(final, conversation_id)
+                history += [Message("user", line), Message("assistant", exchange.final.text)]
+            _print_sources(exchange)  # a continued conversation saved with a library scope
+            _print_stats(exchange.final, conversation_id)
 
 
 
