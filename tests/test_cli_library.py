@@ -201,8 +201,9 @@ def test_ask_refuses_a_wrong_or_empty_collection_before_loading_the_model(cli, p
     assert "collection locked has no indexed documents yet; add some with: chatcore docs add" in empty.stderr
     nothing = cli("ask", "--docs", "all", "anything")
     assert nothing.exit_code == 1 and "the whole library has no indexed documents" in nothing.stderr
-    alone = cli("ask", "--evidence", "anything")
-    assert alone.exit_code == 2 and "--evidence needs --docs" in alone.stderr
+    for flag in (("--evidence",), ("--passages", "3")):
+        alone = cli("ask", *flag, "anything")
+        assert alone.exit_code == 2 and f"{flag[0]} needs --docs NAME (or --docs all)" in alone.stderr
 
 
 def test_evidence_mode_prints_ranked_passages_without_a_model(cli, papers) -> None:

@@ -123,13 +123,12 @@ def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")
 @click.option("--docs", "collections", multiple=True, metavar="NAME|all",
               help="Answer from this library collection, citing [n] (repeatable; 'all': the whole library).")
-@click.option("--passages", default=5, show_default=True, type=click.IntRange(1, 20),
-              help="With --docs: how many passages the answer is given.")
+@click.option("--passages", type=click.IntRange(1, 20), help="With --docs: how many passages the answer is given (default 5).")
 @click.option("--evidence", is_flag=True,
               help="With --docs: print the best passages, their best sentences highlighted; no model is loaded.")
 @click.pass_context
 def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, continue_id: int | None,
-        template: str | None, variables: tuple[str, ...], collections: tuple[str, ...], passages: int,
+        template: str | None, variables: tuple[str, ...], collections: tuple[str, ...], passages: int | None,
         evidence: bool, **options: Any) -> None:
     """Answer PROMPT (or standard input, or a filled --template), streaming to stdout.
 
@@ -152,8 +151,10 @@ def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, co
     check_user_text(prompt)  # an empty or broken message is refused before the model loads
     if options.get("system"):
         check_user_text(options["system"], "system prompt")
-    if evidence and not collections:
-        raise click.UsageError("--evidence needs --docs NAME (or --docs all)")
+    for flag, value in (("--evidence", evidence), ("--passages", passages)):
+        if value and not collections:
+            raise click.UsageError(f"{flag} needs --docs NAME (or --docs all)")
+    passages = passages or 5
     library = scope = None
     if collections:  # a wrong collection name, or an empty one, fails here, before the model loads
         library, scope = _library_scope(ctx.obj, collections)
@@ -187,8 +188,8 @@ def _library_scope(settings: Settings, names: tuple[str, ...]) -> tuple[Any, Sco
     try:
         check_scope(library, LOCAL_OWNER, scope)
     except EmptyScope as exc:
-        raise click.ClickException(f"{exc}; add some with: chatcore docs add PATH... "
-                                   + ("" if scope is ALL else f"--collection {scope.collections[0]}")) from exc
+        where = "" if scope is ALL else f" --collection {scope.collections[0]}"
+        raise click.ClickException(f"{exc}; add some with: chatcore docs add PATH...{where}") from exc
     return library, scope
 
 
