@@ -16,6 +16,7 @@ from chatcore.services.accounts import Accounts
 from chatcore.services.library import Library, check_citations
 from chatcore.services.library.retrieval import Passage
 from chatcore.testing.documents import fact_pages, make_pdf
+from chatcore.testing.engines import Scripted
 from chatcore.testing.servers import manager_for, serve
 from storage import Store
 from storage.library import message_sources
@@ -336,3 +337,32 @@ def test_a_file_over_the_size_limit_is_refused_without_stopping_the_others(tiny_
             assert "CHATCORE_LIBRARY_MAX_MB" in outcomes["big.pdf"][1]
             assert outcomes["facts.pdf"][0] == "added"
             assert wait_for_job(api, body["job_id"])["done"] == 1
+
+
+def test_citations_are_verified_against_the_passages_the_model_was_given(tiny_engine, tmp_path: Path,
+                                                                         files: dict[str, Path]) -> None:
+    """A quote that is in its source verifies; a number no source has does not, with the reason."""
+    store = Store(tmp_path / "cite.db")
+    library = Library(store, encoder_for=None)
+    job_id, _ = library.add_paths("local", [files["facts"]], "papers")
+    library.run_job("local", job_id)
+    answer = 'The survey counted "412 breeding pairs of peregrine falcons" [1]. Nobody knows the rest [7].'
+    backend = Scripted(tiny_engine, answer)
+    with serve(create_api_app(manager=manager_for(backend), store=store, library=library)) as url:
+        response = client(url, "no-key-needed").chat.completions.create(
+            model=tiny_engine.model_name, messages=[{"role": "user", "content": FALCONS}], max_tokens=4,
+            extra_body={"chatcore": {"collections": ["papers"]}})
+    system, prompt = backend.prompts[0]
+    assert "cite it as [n]" in system and prompt.startswith("Sources:\n\n[1] (facts.pdf, page 3)\n")
+    extension = response.model_extra["chatcore"]
+    given = len(extension["sources"])  # as many as fit the tiny model's window
+    citations = {c["n"]: c for c in extension["citations"]}
+    assert response.choices[0].message.content == answer
+    assert (citations[1]["verified"], citations[1]["document"], citations[1]["page"]) == (True, "facts.pdf", 3)
+    assert citations[1]["text"] == extension["sources"][0]["text"]
+    assert citations[7] == {"n": 7, "verified": False, "document": None, "document_id": None, "page": None,
+                            "reason": f"there is no source [7] (the answer was given {given})",
+                            "char_start": None, "char_end": None, "text": None}
+    answer_id = store.get_conversation("local", extension["conversation_id"])["messages"][-1]["id"]
+    saved = message_sources(store, "local", answer_id)
+    assert [(s["n"], s["cited"], s["verified"]) for s in saved][:1] == [(1, True, True)]

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from chatcore.api.routes import create_api_app
 from chatcore.cli import main
 from chatcore.core.settings import Settings
 from chatcore.services.library import Library, check_citations
 from chatcore.services.library.retrieval import Passage
 from chatcore.testing.documents import fact_pages, make_pdf
+from chatcore.testing.engines import Scripted
+from chatcore.testing.servers import manager_for, serve
 from chatcore.testing.tiny import save_tiny_encoder
 from storage import Store
 from storage.library import message_sources
@@ -283,3 +286,20 @@ def test_ctrl_c_cancels_the_job_cleanly(tmp_path: Path, papers) -> None:
     from storage.library import list_jobs
 
     assert list_jobs(store, "local")[0]["status"] == "cancelled"
+
+
+def test_the_sources_list_marks_verified_and_unverified_citations(cli, papers, tiny_engine) -> None:
+    """Through --backend openai, a server whose model answers a fixed text: the citations are checked here."""
+    cli("docs", "add", str(papers["facts"]), "--collection", "papers")
+    answer = 'The survey counted "412 breeding pairs of peregrine falcons" [1]. Nobody knows the rest [7].'
+    backend = Scripted(tiny_engine, answer)
+    with serve(create_api_app(manager=manager_for(backend), store=None)) as url:
+        result = cli("ask", "--docs", "papers", "--backend", "openai", "--base-url", f"{url}/v1", "--no-save",
+                     "--model", tiny_engine.model_name, "--max-tokens", "4", FALCONS)
+    assert result.exit_code == 0, result.output
+    assert backend.prompts[0][1].startswith("Sources:\n\n[1] (facts.pdf, page 3)\n")
+    answer_text, sources = result.stdout.split("\nSources\n")
+    assert answer_text.strip() == answer
+    lines = sources.splitlines()
+    assert lines[0] == "  [1] facts.pdf, page 3, verified"
+    assert lines[-1].startswith("  [7] no such source, unverified (there is no source [7] (the answer was given ")
