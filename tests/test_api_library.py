@@ -69,7 +69,8 @@ def wait_for_job(api: httpx.Client, job_id: int) -> dict:
     """Poll the job until it ends (no time limit: the test runner's own timeout applies)."""
     while True:
         job = api.get(f"/library/jobs/{job_id}").json()
-        if job["status"] != "running":
+        if job["finished"]:
+            assert job["status"] != "running"
             return job
         time.sleep(0.05)
 
@@ -258,6 +259,11 @@ def test_evidence_mode_ranks_passages_with_highlights_and_generates_nothing(
         extra_body={"chatcore": {"collections": ["papers"], "evidence": True, "passages": 2}}))
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == content
     assert streamed[-1].model_extra["chatcore"]["evidence"] == evidence
+    with pytest.raises(openai.BadRequestError) as caught:  # unused settings are still checked
+        client(server, keys["ada"]).chat.completions.create(
+            model="any-name", messages=[{"role": "user", "content": FALCONS}], temperature=5,
+            extra_body={"chatcore": {"collections": ["papers"], "evidence": True}})
+    assert caught.value.body["param"] == "temperature"
 
 
 @pytest.mark.parametrize(("chatcore", "param", "message"), [

@@ -88,7 +88,7 @@ def test_add_indexes_the_good_files_and_lists_each_bad_one_with_its_reason(cli, 
 def test_adding_good_files_exits_zero_and_again_changes_nothing(cli, papers) -> None:
     first = json_of(cli("docs", "add", str(papers["facts"]), "--json"))
     assert first["status"] == "done" and first["collection"] == "default"
-    assert [(f["file"], f["status"], f["pages"], f["chunks"]) for f in first["files"]] == [
+    assert [(f["filename"], f["status"], f["pages"], f["chunks"]) for f in first["files"]] == [
         ("facts.pdf", "ready", 30, 30)]
     again = cli("docs", "add", str(papers["facts"]))
     assert again.exit_code == 0 and "unchanged  facts.pdf: already in the library" in again.stdout
@@ -102,9 +102,9 @@ def test_a_directory_adds_its_supported_files_and_recursive_its_subdirectories(c
     (folder / ".draft.txt").write_text("hidden")
     (folder / "figure.png").write_bytes(b"\x89PNG")
     flat = json_of(cli("docs", "add", str(folder), "--json"))
-    assert [f["file"] for f in flat["files"]] == ["method.md"]
+    assert [f["filename"] for f in flat["files"]] == ["method.md"]
     deep = json_of(cli("docs", "add", str(folder), "--recursive", "--json"))
-    assert sorted((f["file"], f["status"]) for f in deep["files"]) == [
+    assert sorted((f["filename"], f["status"]) for f in deep["files"]) == [
         ("method.md", "unchanged"), ("results.txt", "ready")]
     empty = tmp_path / "empty-folder"
     empty.mkdir()

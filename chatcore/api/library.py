@@ -12,7 +12,7 @@ missing one, 404 with the same message):
 - ``GET /v1/library/documents/{id}``; ``DELETE /v1/library/documents/{id}`` (hidden from lists and answers,
   undone by ``POST /v1/library/documents/{id}/restore``).
 - ``GET /v1/library/jobs/{id}`` (progress: ``fraction``, ``description``, each document's status and pages
-  read) and ``POST /v1/library/jobs/{id}/cancel``.
+  read; ``finished`` once nothing more will change) and ``POST /v1/library/jobs/{id}/cancel``.
 - ``GET /v1/library/search?q=...&collection=NAME&k=5``: the passages that best answer ``q`` (``collection``
   repeatable), each with ``document``, ``page``, ``char_start``, ``char_end`` and ``text``.
 """
@@ -52,9 +52,15 @@ def document_json(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_json(job: JobProgress) -> dict[str, Any]:
-    """A job's progress as the API shows it."""
+    """A job's progress as the API shows it.
+
+    ``finished`` is true once nothing more will change: a cancelled job's status says so at once, but its
+    worker may still be leaving the document it was reading as ``cancelled``.
+    """
+    settled = all(d["status"] not in ("queued", "indexing") for d in job.documents)
     return {
-        "object": "library.job", "id": job.job_id, "kind": job.kind, "status": job.status, "total": job.total,
+        "object": "library.job", "id": job.job_id, "kind": job.kind, "status": job.status,
+        "finished": job.finished and settled, "total": job.total,
         "done": job.done, "failed": job.failed, "error": job.error, "fraction": round(job.fraction, 4),
         "description": job.describe(), "current": job.current,
         "current_pages": list(job.current_pages) if job.current_pages else None,

@@ -39,6 +39,7 @@ user, 127.0.0.1).
 from __future__ import annotations
 
 import hmac
+import json
 import threading
 from typing import Any, AsyncIterator, Iterator
 
@@ -190,6 +191,7 @@ class OpenAIServing:
     async def evidence(self, request: ChatCompletionRequest, owner: str, scope: Any) -> Response:
         """Evidence mode: the ranked passages with their best sentences, as a completion; nothing is generated."""
         question = check_user_text(request.conversation()[2])
+        request.sampling_params(None)  # unused, but a wrong value is still refused, as everywhere
         found = await run_in_threadpool(self.library.evidence, owner, question, scope,
                                         k=request.chatcore.passages)
         completion = evidence_completion(Reply(request.model), found, scope)
@@ -201,8 +203,6 @@ class OpenAIServing:
 
 async def _evidence_events(completion: Any, include_usage: bool) -> AsyncIterator[str]:
     """Evidence mode streamed: one content chunk, the finishing chunk with the evidence, usage if asked."""
-    import json
-
     reply = Reply(completion.model)
     reply.id, reply.created = completion.id, completion.created
     chunks = [reply.chunk(DeltaMessage(role="assistant", content=""), chatcore=completion.chatcore),

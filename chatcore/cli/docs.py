@@ -125,7 +125,7 @@ def _outcomes(library: Library, outcomes: list[Any]) -> list[dict[str, Any]]:
     """Each file handed in, with its final status and the reason when it was not indexed."""
     rows = []
     for outcome in outcomes:
-        row = {"file": outcome.filename, "document_id": outcome.document_id, "status": outcome.status,
+        row = {"filename": outcome.filename, "document_id": outcome.document_id, "status": outcome.status,
                "message": outcome.message or None}
         if outcome.status in ("added", "requeued") and outcome.document_id is not None:
             document = library.document(LOCAL_OWNER, outcome.document_id)
@@ -183,7 +183,7 @@ def add(paths: tuple[Path, ...], collection: str, recursive: bool, as_json: bool
         echo_json({"job_id": job_id, "status": progress.status, "collection": collection, "files": rows})
     else:
         for row in rows:
-            click.echo(_file_line(row["file"], row["status"], _detail(row)))
+            click.echo(_file_line(row["filename"], row["status"], _detail(row)))
         click.echo(progress.describe().capitalize() + f" (job {job_id}).")
     if interrupted:
         click.echo("Cancelled: files not yet indexed are left cancelled; add them again to index them.", err=True)
