@@ -24,6 +24,7 @@ _PHRASES = {
     "missing": "is required", "float_type": "must be a number", "int_type": "must be an integer",
     "bool_type": "must be true or false", "string_type": "must be a string", "list_type": "must be a list",
     "dict_type": "must be an object", "model_type": "must be an object", "model_attributes_type": "must be an object",
+    "extra_forbidden": "is not a known field",
 }
 
 
@@ -87,7 +88,7 @@ def _reason(error: dict[str, Any]) -> str:
         phrase = _PHRASES[kind]
     else:
         return f"is invalid: {error['msg']}"
-    return phrase if kind == "missing" else f"{phrase}, got {_short(error.get('input'))}"
+    return phrase if kind in ("missing", "extra_forbidden") else f"{phrase}, got {_short(error.get('input'))}"
 
 
 def _short(value: Any) -> str:

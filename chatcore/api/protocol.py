@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator, model_validator
 
 from chatcore.core.chat import Message
 from chatcore.core.errors import ParameterError
 from chatcore.core.params import GenerationParams
+from chatcore.services.library.retrieval import ALL, Scope
 
 # Request fields handed to GenerationParams under the same name.
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop")
@@ -64,6 +65,63 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+MAX_PASSAGES = 20
+
+
+class LibraryOptions(BaseModel):
+    """The request's ``chatcore`` object: answer from the library, citing its passages as ``[n]``.
+
+    Exactly one of ``collections`` (names), ``documents`` (ids) or ``library: "all"``; ``passages`` is how
+    many the answer is given (1 to 20, default 5); ``evidence: true`` returns the ranked passages with their
+    best sentences marked instead of generating. Unknown fields are refused here: a misspelt option would
+    otherwise answer from the wrong documents without a word.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    collections: list[str] | None = None
+    documents: list[int] | None = None
+    library: Literal["all"] | None = None
+    passages: int = 5
+    evidence: bool = False
+
+    @field_validator("collections")
+    @classmethod
+    def _named_collections(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and (not names or any(not name.strip() for name in names)):
+            raise ValueError("must be a non-empty list of collection names")
+        return names
+
+    @field_validator("documents")
+    @classmethod
+    def _some_documents(cls, ids: list[int] | None) -> list[int] | None:
+        if ids is not None and not ids:
+            raise ValueError("must be a non-empty list of document ids")
+        return ids
+
+    @field_validator("passages")
+    @classmethod
+    def _passages_in_range(cls, k: int) -> int:
+        if not 1 <= k <= MAX_PASSAGES:
+            raise ValueError(f"must be in the range [1, {MAX_PASSAGES}], got {k}")
+        return k
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> "LibraryOptions":
+        given = [name for name in ("collections", "documents", "library") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError('must name exactly one of "collections", "documents" or "library": "all"'
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    def scope(self) -> Scope:
+        if self.library == "all":
+            return ALL
+        if self.collections is not None:
+            return Scope(collections=tuple(dict.fromkeys(name.strip() for name in self.collections)))
+        return Scope(documents=tuple(dict.fromkeys(self.documents or ())))
+
+
 class ChatCompletionRequest(_Body):
     """``POST /v1/chat/completions``; ``top_k`` and ``repetition_penalty`` are extras, as in vLLM."""
 
@@ -88,6 +146,7 @@ class ChatCompletionRequest(_Body):
     response_format: dict[str, Any] | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    chatcore: LibraryOptions | None = None  # answer from the library (see LibraryOptions)
 
     @field_validator("model")
     @classmethod
@@ -167,10 +226,18 @@ class ChatCompletionRequest(_Body):
 
 
 class ChatCoreExtension(BaseModel):
-    """ChatCore's extra object on a response: where the exchange was saved and the seed it used."""
+    """ChatCore's extra object on a response: where the exchange was saved and the seed it used.
+
+    An answer from the library adds ``scope``, ``sources`` (the numbered passages it was given) and
+    ``citations`` (each ``[n]`` it cites, checked); evidence mode adds ``evidence`` instead of citations.
+    """
 
     conversation_id: int | None = None
     seed: int | None = None
+    scope: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    sources: list[dict[str, Any]] | None = Field(default=None, exclude_if=_absent)
+    citations: list[dict[str, Any]] | None = Field(default=None, exclude_if=_absent)
+    evidence: list[dict[str, Any]] | None = Field(default=None, exclude_if=_absent)
 
 
 class PromptTokensDetails(BaseModel):
@@ -232,7 +299,8 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: None = None
     choices: list[ChunkChoice]
     usage: Usage | None = Field(default=None, exclude_if=_absent)
-    chatcore: ChatCoreExtension | None = Field(default=None, exclude_if=_absent)  # on the first chunk
+    # On the first chunk; for an answer from the library also on the finishing one, with its citations.
+    chatcore: ChatCoreExtension | None = Field(default=None, exclude_if=_absent)
 
 
 class ModelCard(BaseModel):

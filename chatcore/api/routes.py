@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP API's routes: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+"""The OpenAI-compatible HTTP API's routes: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``/v1/library``.
 
 Routes only map to :class:`OpenAIServing`'s methods. The API is mounted on the web app's server
 (:func:`v1_mount` before it starts, :func:`mount_api` on a running one) or served alone
@@ -14,6 +14,7 @@ from starlette.routing import Mount
 
 from chatcore.api.admission import MAX_WAITING, Admission
 from chatcore.api.errors import APIError, api_error_handler, chatcore_error_handler
+from chatcore.api.library import LibraryServing
 from chatcore.api.serving import OpenAIServing
 from chatcore.core.errors import ChatCoreError
 from chatcore.core.settings import DEFAULT_CONCURRENCY
@@ -22,12 +23,24 @@ API_PREFIX = "/v1"
 
 
 def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None,
-                  max_running: int = DEFAULT_CONCURRENCY, max_waiting: int = MAX_WAITING) -> FastAPI:
-    """The API as an application whose routes are relative to ``/v1``; its ``state.admission`` is its line."""
-    serving = OpenAIServing(manager, store, api_key, Admission(max_running, max_waiting))
+                  max_running: int = DEFAULT_CONCURRENCY, max_waiting: int = MAX_WAITING,
+                  library: Any | None = None) -> FastAPI:
+    """The API as an application whose routes are relative to ``/v1``; its ``state.admission`` is its line.
+
+    ``library`` is the :class:`~chatcore.services.library.Library` the answers and ``/v1/library`` use; by
+    default one over ``store`` with the environment's limits (none without a store). Its ``state.library``.
+    """
+    if library is None and store is not None:
+        from chatcore.core.settings import Settings
+        from chatcore.services.library import Library
+
+        library = Library.from_settings(Settings(), store)
+    serving = OpenAIServing(manager, store, api_key, Admission(max_running, max_waiting), library=library)
     app = FastAPI(title="ChatCore OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None,
                   exception_handlers={APIError: api_error_handler, ChatCoreError: chatcore_error_handler})
     app.state.admission = serving.admission
+    app.state.library = library
+    _library_routes(app, LibraryServing(library, serving.authenticate))
 
     @app.get("/models")
     async def list_models(raw_request: Request) -> Response:
@@ -42,6 +55,19 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
         return await serving.create_chat_completion(raw_request)
 
     return app
+
+
+def _library_routes(app: FastAPI, library: LibraryServing) -> None:
+    """``/library/...``: documents, upload, jobs and search (see :mod:`chatcore.api.library`)."""
+    app.add_api_route("/library/collections", library.collections, methods=["GET"])
+    app.add_api_route("/library/documents", library.list_documents, methods=["GET"])
+    app.add_api_route("/library/documents", library.upload, methods=["POST"])
+    app.add_api_route("/library/documents/{document_id}", library.get_document, methods=["GET"])
+    app.add_api_route("/library/documents/{document_id}", library.delete_document, methods=["DELETE"])
+    app.add_api_route("/library/documents/{document_id}/restore", library.restore_document, methods=["POST"])
+    app.add_api_route("/library/jobs/{job_id}", library.get_job, methods=["GET"])
+    app.add_api_route("/library/jobs/{job_id}/cancel", library.cancel_job, methods=["POST"])
+    app.add_api_route("/library/search", library.search, methods=["GET"])
 
 
 def v1_mount(**options: Any) -> Mount:
@@ -87,5 +113,10 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key and not Accounts(store).enabled:
         print(f"warning: serving on {host} with no API key: anyone who can reach it can use it "
               "(give --api-key or CHATCORE_API_KEY, or issue keys with `chatcore users key`)")
-    app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency)
+    from chatcore.services.library import Library
+
+    library = Library.from_settings(settings, store)
+    library.resume_interrupted()  # ingest jobs a restart cut short go on in the background
+    app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency,
+                         library=library)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -24,7 +24,7 @@ from chatcore.api.protocol import (
     Usage,
 )
 from chatcore.core.events import Finished, Started, TextDelta
-from chatcore.services.chat import Saved
+from chatcore.services.chat import Cited, Saved, Sourced
 
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
 # How often a non-streaming request checks whether its client has gone away (seconds).
@@ -83,15 +83,29 @@ class Reply:
         self.model = model
         self.conversation_id: int | None = None
         self.seed: int | None = None
+        self.scope: dict[str, Any] | None = None  # set for an answer from the library
+        self.sources: list[dict[str, Any]] | None = None
+        self.citations: list[dict[str, Any]] | None = None
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the answer comes from the library (its sources and citations go with it)."""
+        return self.scope is not None
 
     def note(self, event: Any) -> None:
         if isinstance(event, Saved):
             self.conversation_id = event.conversation_id
         elif isinstance(event, Started):
             self.seed = event.seed
+        elif isinstance(event, Sourced):
+            self.sources = numbered(event.passages)
+        elif isinstance(event, Cited):
+            self.sources = numbered(event.passages)
+            self.citations = [c.to_dict() for c in event.citations]
 
     def extension(self) -> ChatCoreExtension:
-        return ChatCoreExtension(conversation_id=self.conversation_id, seed=self.seed)
+        return ChatCoreExtension(conversation_id=self.conversation_id, seed=self.seed, scope=self.scope,
+                                 sources=self.sources, citations=self.citations)
 
     def chunk(self, delta: DeltaMessage | None, finish: str | None = None, **extra: Any) -> ChatCompletionChunk:
         """A chunk with one choice carrying ``delta``, or with no choice when ``delta`` is ``None``."""
@@ -103,6 +117,11 @@ class Reply:
                         finish_reason=_FINISH.get(final.finish_reason, "stop"))
         return ChatCompletionResponse(id=self.id, created=self.created, model=self.model, choices=[choice],
                                       usage=usage(final), chatcore=self.extension())
+
+
+def numbered(passages: Any) -> list[dict[str, Any]]:
+    """Passages as the response lists them: ``{n, document, page, char_start, char_end, text, ...}``, from 1."""
+    return [{"n": n, **p.to_dict()} for n, p in enumerate(passages, start=1)]
 
 
 def usage(final: Finished) -> Usage:
@@ -133,6 +152,7 @@ async def collect(answer: AsyncIterator[Any], reply: Reply, request: Request,
                 event = step.result()
             except StopAsyncIteration:
                 break
+            reply.note(event)  # the citations come after Finished
             if isinstance(event, Finished):
                 final = event
     finally:
@@ -153,24 +173,34 @@ def _sse_line(data: Any) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def finish_lines(reply: Reply, final: Finished, include_usage: bool, **extra: Any) -> str:
+    """The finishing chunk (with ``extra``), then the usage chunk if asked for."""
+    lines = _sse_line(reply.chunk(DeltaMessage(), _FINISH.get(final.finish_reason, "stop"), **extra))
+    return lines + (_sse_line(reply.chunk(None, usage=usage(final))) if include_usage else "")
+
+
 async def sse(answer: AsyncIterator[Any], reply: Reply, include_usage: bool,
               cancel: threading.Event) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, a chunk per text delta, a finish chunk, usage if asked, ``[DONE]``.
 
     A client that disconnects makes Starlette cancel this generator: the cancel flag stops the decoder.
     """
+    final: Finished | None = None
     try:
         yield _sse_line(reply.chunk(DeltaMessage(role="assistant", content=""), chatcore=reply.extension()))
         async for event in answer:
+            reply.note(event)
             if isinstance(event, TextDelta):
                 yield _sse_line(reply.chunk(DeltaMessage(content=event.text)))
             elif isinstance(event, Finished):
                 if event.finish_reason == "error":
                     yield _sse_line(_backend_failed(event).body())  # the openai client raises APIError on it
                     break
-                yield _sse_line(reply.chunk(DeltaMessage(), _FINISH.get(event.finish_reason, "stop")))
-                if include_usage:
-                    yield _sse_line(reply.chunk(None, usage=usage(event)))
+                final = event
+                if not reply.grounded:
+                    yield finish_lines(reply, final, include_usage)
+        if final is not None and reply.grounded:  # after the citations, which follow Finished
+            yield finish_lines(reply, final, include_usage, chatcore=reply.extension())
         yield "data: [DONE]\n\n"
     finally:
         cancel.set()

@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -22,20 +23,26 @@ from chatcore.core.chat import Message
 from chatcore.core.events import Finished, TextDelta
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import Settings
-from chatcore.services.chat import ChatService, Saved, check_user_text
+from chatcore.services.chat import ChatService, Cited, Saved, Sourced, check_user_text
+from chatcore.services.library import ALL, Citation, Scope
+from storage import LOCAL_OWNER
 
 
-def _service(settings: Settings, save: bool, *, lazy: bool = False) -> ChatService:
+def _service(settings: Settings, save: bool, *, lazy: bool = False, library: Any | None = None) -> ChatService:
     """A service over the local engine, with the history store unless saving is off.
 
     The engine loads now, so that a chat starts ready, or with ``lazy`` at its first use, so that a
-    command whose input turns out wrong says so without a model load first.
+    command whose input turns out wrong says so without a model load first. With a ``library`` the
+    answers can be grounded in the user's documents.
     """
     store = None
     if save:
+        from chatcore.cli.docs import library_for
         from storage import Store
 
-        store = Store(settings.db_path)
+        # A library even without --docs: a continued conversation saved with a scope keeps answering from it.
+        store = library.store if library is not None else Store(settings.db_path)
+        library = library or library_for(settings, store)
     from chatcore.engine.loader import (
         load_backend,  # the local decoder, or --backend openai's server
     )
@@ -45,7 +52,7 @@ def _service(settings: Settings, save: bool, *, lazy: bool = False) -> ChatServi
     engine = functools.cache(lambda: load_backend(settings, progress=lambda m: click.echo(m, err=True)))
     if not lazy:
         engine()
-    return ChatService(engine, store)
+    return ChatService(engine, store, library=library)
 
 
 def _print_stats(final: Finished, conversation_id: int | None) -> None:
@@ -64,28 +71,44 @@ def _print_stats(final: Finished, conversation_id: int | None) -> None:
     click.secho("[" + ", ".join(parts) + "]", err=True, dim=True)
 
 
+@dataclass
+class Exchange:
+    """How one answer went: its final event, its conversation, and for an answer from the library its sources."""
+
+    final: Finished | None = None
+    conversation_id: int | None = None
+    sourced: Sourced | None = None
+    cited: Cited | None = None
+
+    def note(self, event: Any) -> None:
+        if isinstance(event, Saved):
+            self.conversation_id = event.conversation_id
+        elif isinstance(event, Finished):
+            self.final = event
+        elif isinstance(event, Sourced):
+            self.sourced = event
+        elif isinstance(event, Cited):
+            self.cited = event
+
+
 def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *, as_json: bool = False,
-                  **kwargs: Any) -> tuple[Finished | None, int | None]:
+                  **kwargs: Any) -> Exchange:
     """Stream one answer to stdout; Ctrl-C stops the decoder and keeps the partial answer."""
     cancel = threading.Event()
-    final, conversation_id = None, kwargs.get("conversation_id")
+    exchange = Exchange(conversation_id=kwargs.get("conversation_id"))
     events = service.ask(prompt, params, cancel=cancel, **kwargs)
     try:
         for event in events:
-            if isinstance(event, Saved):
-                conversation_id = event.conversation_id
-            elif isinstance(event, TextDelta) and not as_json:
+            exchange.note(event)
+            if isinstance(event, TextDelta) and not as_json:
                 click.echo(event.text, nl=False)
-            elif isinstance(event, Finished):
-                final = event
     except KeyboardInterrupt:
         cancel.set()
         for event in events:  # drain: the engine notices the flag within one token step
-            if isinstance(event, Finished):
-                final = event
+            exchange.note(event)
     if not as_json:
         click.echo()
-    return final, conversation_id
+    return exchange
 
 
 @main.command()
@@ -98,10 +121,20 @@ def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *
 @click.option("-c", "--continue", "continue_id", type=int, help="Continue conversation ID.")
 @click.option("--template", help="Fill a research prompt template (see `chatcore prompts list`).")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")
+@click.option("--docs", "collections", multiple=True, metavar="NAME|all",
+              help="Answer from this library collection, citing [n] (repeatable; 'all': the whole library).")
+@click.option("--passages", type=click.IntRange(1, 20), help="With --docs: how many passages the answer is given (default 5).")
+@click.option("--evidence", is_flag=True,
+              help="With --docs: print the best passages, their best sentences highlighted; no model is loaded.")
 @click.pass_context
 def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, continue_id: int | None,
-        template: str | None, variables: tuple[str, ...], **options: Any) -> None:
-    """Answer PROMPT (or standard input, or a filled --template), streaming to stdout."""
+        template: str | None, variables: tuple[str, ...], collections: tuple[str, ...], passages: int | None,
+        evidence: bool, **options: Any) -> None:
+    """Answer PROMPT (or standard input, or a filled --template), streaming to stdout.
+
+    With --docs, the answer comes from the library's passages and cites them as [n]; a "Sources" list
+    follows it, each citation checked (verified, or unverified with the reason).
+    """
     defaults: dict[str, Any] = {}
     if template is not None:
         prompt, system, defaults = _render_template(ctx.obj, template, variables, prompt)
@@ -118,17 +151,110 @@ def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, co
     check_user_text(prompt)  # an empty or broken message is refused before the model loads
     if options.get("system"):
         check_user_text(options["system"], "system prompt")
-    service = _service(settings_from(ctx, options), save=not no_save)
-    final, conversation_id = _run_exchange(
+    for flag, value in (("--evidence", evidence), ("--passages", passages)):
+        if value and not collections:
+            raise click.UsageError(f"{flag} needs --docs NAME (or --docs all)")
+    passages = passages or 5
+    library = scope = None
+    if collections:  # a wrong collection name, or an empty one, fails here, before the model loads
+        library, scope = _library_scope(ctx.obj, collections)
+        if evidence:
+            _print_evidence(library, scope, prompt, passages, as_json)
+            return
+    service = _service(settings_from(ctx, options), save=not no_save, library=library)
+    exchange = _run_exchange(
         service, prompt, params, as_json=as_json, conversation_id=continue_id,
         system=options.get("system"), save=not no_save, source="cli",
+        **({"scope": scope, "passages": passages} if scope is not None else {}),
     )
-    if final is None:
+    if exchange.final is None:
         raise click.ClickException("the answer ended without a result")
     if as_json:
-        click.echo(json.dumps({**final.to_dict(), "conversation_id": conversation_id}, indent=2))
+        result = {**exchange.final.to_dict(), "conversation_id": exchange.conversation_id}
+        result.update(_citations_json(exchange))
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        _print_stats(final, conversation_id)
+        _print_sources(exchange)
+        _print_stats(exchange.final, exchange.conversation_id)
+
+
+def _library_scope(settings: Settings, names: tuple[str, ...]) -> tuple[Any, Scope]:
+    """The library and the scope ``--docs`` names, checked: unknown or empty collections are refused."""
+    from chatcore.cli.docs import open_library
+    from chatcore.services.library.scopes import EmptyScope, check_scope
+
+    scope = ALL if "all" in names else Scope(collections=tuple(dict.fromkeys(names)))
+    library = open_library()
+    try:
+        check_scope(library, LOCAL_OWNER, scope)
+    except EmptyScope as exc:
+        where = "" if scope is ALL else f" --collection {scope.collections[0]}"
+        raise click.ClickException(f"{exc}; add some with: chatcore docs add PATH...{where}") from exc
+    return library, scope
+
+
+def _print_evidence(library: Any, scope: Scope, question: str, k: int, as_json: bool) -> None:
+    """Evidence mode: the ranked passages, their best sentences highlighted; nothing is generated or saved."""
+    from chatcore.cli.docs import echo_passage
+
+    found = library.evidence(LOCAL_OWNER, question, scope, k=k)
+    if as_json:
+        click.echo(json.dumps({"question": question, "scope": scope.to_dict(),
+                               "evidence": [e.to_dict() for e in found]}, indent=2, ensure_ascii=False))
+        return
+    if not found:
+        click.echo(f"No passages in {scope.describe()} match the question.")
+        return
+    plain = not sys.stdout.isatty()  # styles vanish off a terminal: mark the sentences as Markdown bold there
+    for item in found:
+        echo_passage(item.n, item.passage, highlighted(item.passage.text, item.highlights, plain=plain))
+
+
+def highlighted(text: str, spans: list[tuple[int, int]], *, plain: bool) -> str:
+    """``text`` with ``spans`` in bold: terminal styles, or ``**...**`` when ``plain``."""
+    out, last = [], 0
+    for start, end in spans:
+        out.append(text[last:start])
+        # Each line on its own, so a sentence across a line break reads as marked on both lines.
+        out.append("\n".join((f"**{line}**" if plain else click.style(line, bold=True, underline=True)) if line else line
+                             for line in text[start:end].split("\n")))
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _citation_line(citation: Citation) -> str:
+    where = citation.passage.where if citation.passage is not None else "no such source"
+    return f"[{citation.n}] {where}, " + ("verified" if citation.verified else f"unverified ({citation.reason})")
+
+
+def _print_sources(exchange: Exchange) -> None:
+    """After an answer from the library: every passage it was given, each cited one checked."""
+    if exchange.sourced is None:
+        return
+    passages = exchange.cited.passages if exchange.cited is not None else exchange.sourced.passages
+    if not passages:
+        click.echo(f"\nSources: nothing in {exchange.sourced.scope.describe()} matched the question; "
+                   "this answer is the model's alone.")
+        return
+    by_number = {c.n: c for c in exchange.cited.citations} if exchange.cited is not None else {}
+    click.echo("\n" + click.style("Sources", bold=True))
+    for n, passage in enumerate(passages, start=1):
+        citation = by_number.pop(n, None)
+        click.echo("  " + (_citation_line(citation) if citation else f"[{n}] {passage.where}, not cited"))
+    for citation in by_number.values():  # numbers the answer made up
+        click.echo("  " + _citation_line(citation))
+
+
+def _citations_json(exchange: Exchange) -> dict[str, Any]:
+    """``scope``, ``message_id``, ``citations`` and ``sources`` for ``ask --json``, from the library only."""
+    if exchange.sourced is None:
+        return {}
+    cited = exchange.cited
+    passages = cited.passages if cited is not None else exchange.sourced.passages
+    return {"scope": exchange.sourced.scope.to_dict(), "message_id": cited.message_id if cited else None,
+            "citations": [c.to_dict() for c in cited.citations] if cited is not None else [],
+            "sources": [{"n": n, **p.to_dict()} for n, p in enumerate(passages, start=1)]}
 
 
 def _render_template(settings: Settings, name: str, pairs: tuple[str, ...],
@@ -170,14 +296,16 @@ def chat(ctx: click.Context, no_save: bool, continue_id: int | None, **options: 
         if not line.strip():
             continue
         click.echo("assistant> ", nl=False)
-        final, conversation_id = _run_exchange(
+        exchange = _run_exchange(
             service, line, params, conversation_id=conversation_id, history=history,
             system=options.get("system"), save=not no_save, source="cli",
         )
-        if final is not None:
+        conversation_id = exchange.conversation_id
+        if exchange.final is not None:
             if no_save:
-                history += [Message("user", line), Message("assistant", final.text)]
-            _print_stats(final, conversation_id)
+                history += [Message("user", line), Message("assistant", exchange.final.text)]
+            _print_sources(exchange)  # a continued conversation saved with a library scope
+            _print_stats(exchange.final, conversation_id)
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 import time
 from typing import Any, Iterator
@@ -53,6 +54,26 @@ class Paced(Wrapped):
             if isinstance(event, TextDelta):
                 time.sleep(self._delay_s)
             yield event
+
+
+class Scripted(Wrapped):
+    """An engine that decodes for real but answers a fixed text, and keeps the (system, last message) it got:
+    what a test of citations needs, since a random model never writes ``[1]``."""
+
+    def __init__(self, engine: Any, answer: str) -> None:
+        super().__init__(engine)
+        self.answer = answer
+        self.prompts: list[tuple[str | None, str]] = []
+
+    def stream(self, history, params, **kwargs):
+        last = history[-1]
+        self.prompts.append((kwargs.get("system"), last["content"] if isinstance(last, dict) else last.content))
+        for event in self._engine.stream(history, params, **kwargs):
+            if isinstance(event, Finished):
+                yield TextDelta(self.answer)
+                yield dataclasses.replace(event, text=self.answer)
+            elif not isinstance(event, TextDelta):
+                yield event
 
 
 class Held(Wrapped):
