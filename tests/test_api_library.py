@@ -366,7 +366,7 @@ def test_citations_are_verified_against_the_passages_the_model_was_given(tiny_en
     assert response.choices[0].message.content == answer
     assert (citations[1]["verified"], citations[1]["document"], citations[1]["page"]) == (True, "facts.pdf", 3)
     assert citations[1]["text"] == extension["sources"][0]["text"]
-    assert citations[7] == {"n": 7, "verified": False, "document": None, "document_id": None, "page": None,
+    assert citations[7] == {"n": 7, "kind": "cited", "verified": False, "document": None, "document_id": None, "page": None,
                             "reason": f"there is no source [7] (the answer was given {given})",
                             "char_start": None, "char_end": None, "text": None}
     answer_id = store.get_conversation("local", extension["conversation_id"])["messages"][-1]["id"]
