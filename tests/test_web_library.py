@@ -69,7 +69,7 @@ def table(chat_app: app.ChatApp, request=None) -> list[list]:
 
 def ask(chat_app: app.ChatApp, text: str, sources: str | None, conversation_id=None, request=None):
     values = list(PARAMS.values())
-    return list(chat_app.respond(text, conversation_id, StopSignal(), "", *values, sources, request=request))
+    return list(chat_app.respond(text, conversation_id, StopSignal(), "", *values, request, sources))
 
 
 def test_upload_indexes_with_a_progress_bar_that_reaches_done(chat_app, facts_pdf):
@@ -151,7 +151,9 @@ def test_delete_and_undo(chat_app, facts_pdf):
     add(chat_app, [facts_pdf])
     ids = chat_app.show_library(None)[2]
     selected, line, delete = chat_app.select_document(ids, gr.SelectData(None, {"index": [0, 1], "value": ""}))
-    assert selected == ids[0] and delete.interactive
+    assert selected == ids[0] and delete.interactive and line == "Selected: facts\\.pdf"
+    stale = chat_app.select_document(ids, gr.SelectData(None, {"index": [5, 0], "value": ""}))
+    assert stale[0] is None and stale[2].interactive is False
     frame, empty, ids_after, selected, line, delete, deleted, undo = chat_app.delete_document(selected)
     assert frame.visible is False and empty.visible and ids_after == [] and undo.visible
     assert delete.interactive is False and deleted == ids[0]
@@ -169,7 +171,7 @@ def test_a_grounded_answer_lists_its_sources_and_opens_one_on_its_page(chat_app,
     outputs = ask(chat_app, "What is the capital of Zorbia?", SOURCES_ALL)
     chatbot, conversation_id, title, context, _ = outputs[-1]
     answer = text_of(chatbot.value[-1]["content"])
-    assert "Sources" in answer and "\\[1\\] facts\\.pdf, page 1" in answer
+    assert "Sources" in answer and "&#91;1&#93; facts\\.pdf, page 1" in answer
     assert "answered from" in context and "passage" in context and "the whole library" in context
     # The viewer lists the last grounded answer's sources, and the picker shows the chat's scope.
     picker, message_id, radio, line, page, image, save, accordion, evidence = chat_app.conversation_sources(
@@ -215,16 +217,17 @@ def test_verified_and_unverified_citations_show_with_the_reason(chat_app, facts_
                                              {**row, "n": 3, "cited": False, "verified": None}])
     view = chat_app.workspace.open("local", conversation_id)
     content = view.messages[-1]["content"]
-    assert "\\[1\\] facts\\.pdf, page 1 · cited · verified" in content
-    assert "\\[2\\] facts\\.pdf, page 1 · cited · unverified \\(the quoted text is not in source \\[2\\]\\)" in content
-    assert "\\[3\\] facts\\.pdf, page 1 · not cited" in content
+    assert "&#91;1&#93; facts\\.pdf, page 1 · cited · verified" in content
+    assert ("&#91;2&#93; facts\\.pdf, page 1 · cited · unverified &#40;the quoted text is not in source &#91;2&#93;&#41;"
+            in content)
+    assert "&#91;3&#93; facts\\.pdf, page 1 · not cited" in content
 
 
 def test_evidence_ranks_passages_and_generates_and_saves_nothing(chat_app, facts_pdf):
     add(chat_app, [facts_pdf], collection="papers")
     before = chat_app.workspace.store.list_conversations("local")
     shown = chat_app.show_evidence("Which city is the capital of Zorbia?", COLLECTION_PREFIX + "papers")
-    assert shown.visible and shown.value.startswith('<div class="passage"><div class="where">[1] facts.pdf, page 1<')
+    assert shown.visible and '<div class="passages"><div class="passage"><div class="where">[1] facts.pdf, page 1<' in shown.value
     assert "<mark>The capital of Zorbia is Quillton, a city of bridges.</mark>" in shown.value
     assert chat_app.workspace.store.list_conversations("local") == before
     with pytest.raises(gr.Error, match="choose Sources"):
@@ -281,6 +284,7 @@ def test_views_escape_document_text():
     html = page_html("a <script>alert(1)</script> b", 2, 29, "<img src=x onerror=alert(1)>.pdf, page 1")
     assert "<script>" not in html and "<img" not in html
     assert sources_markdown([]) == ""
+    assert "\\[" not in sources_markdown([{"n": 1, "filename": "a.pdf", "page": 2, "cited": False}])  # not LaTeX
     assert "\\<" not in sources_markdown([{"n": 1, "filename": "<b>.pdf", "page": 2, "cited": False}])
     assert "&lt;b&gt;" in sources_markdown([{"n": 1, "filename": "<b>.pdf", "page": 2, "cited": False}])
 
@@ -292,3 +296,8 @@ def test_the_library_is_wired_to_the_page(chat_app):
             "conversation_sources", "select_answer_sources"} <= names
     respond = next(fn for fn in chat_app.demo.fns.values() if fn.name == "respond")
     assert respond.inputs[-1] is chat_app.sources
+    # Gradio puts the request where respond declares it and the Sources picker's value after it.
+    from gradio.helpers import special_args
+
+    args = special_args(chat_app.respond, list(range(len(respond.inputs))), request=ADA)[0]
+    assert args[-2] is ADA and args[-1] == len(respond.inputs) - 1

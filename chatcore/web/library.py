@@ -113,13 +113,14 @@ class LibraryHandlers:
         gr.Info("Cancelled: files not yet indexed are left out (add them again to index them).")
         return (*self._job(owner, job_id), *self._documents(owner))
 
-    @staticmethod
-    def select_document(ids: list[int], event: gr.SelectData) -> tuple:
+    def select_document(self, ids: list[int], event: gr.SelectData, request: gr.Request = None) -> tuple:
         """Clicking a row selects its document for Delete."""
         index = event_index(event)
-        if not 0 <= index < len(ids or []):
+        try:
+            document = self.workspace.library.document(self.owner(request), ids[index])
+        except (IndexError, TypeError, *EXPECTED_ERRORS):  # a stale table: nothing to select
             return None, "", enabled(False)
-        return ids[index], f"Selected: row {index + 1}", enabled(True)
+        return document["id"], "Selected: " + plain(document["filename"]), enabled(True)
 
     @user_errors
     def delete_document(self, document_id: int | None, request: gr.Request = None) -> tuple:

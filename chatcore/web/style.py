@@ -56,5 +56,6 @@ button:disabled, button[disabled] { cursor: not-allowed; opacity: 0.5; }
 .passage .text, .source-page { white-space: pre-wrap; font-size: 0.9rem; line-height: 1.45; }
 .source-page { max-height: 520px; overflow-y: auto; padding: 0.6em; border: 1px solid var(--border-color-primary);
                border-radius: 8px; }
+.passages { max-height: 560px; overflow-y: auto; }
 .passage mark, .source-page mark { background: #fde68a; color: inherit; padding: 0 0.1em; border-radius: 2px; }
 """

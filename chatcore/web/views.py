@@ -215,11 +215,19 @@ def source_state(source: dict[str, Any]) -> str:
     return f"cited · unverified ({reason})" if reason else "cited · unverified"
 
 
+def chat_plain(text: str) -> str:
+    """:func:`plain` for the chat, whose LaTeX delimiters include ``\\[``, ``\\(`` and ``$``: those become entities."""
+    escaped = plain(text)
+    for code, entity in (("\\[", "&#91;"), ("\\]", "&#93;"), ("\\(", "&#40;"), ("\\)", "&#41;"), ("$", "&#36;")):
+        escaped = escaped.replace(code, entity)
+    return escaped
+
+
 def sources_markdown(sources: list[dict[str, Any]]) -> str:
     """The sources under a grounded answer: one line each, ``[n] file, page p · cited · verified``."""
     if not sources:
         return ""
-    lines = [f"- {plain(source_label(s))} · {plain(source_state(s))}" for s in sources]
+    lines = [f"- {chat_plain(source_label(s))} · {chat_plain(source_state(s))}" for s in sources]
     return "<sub>Sources</sub>\n\n" + "\n".join(lines)
 
 
@@ -231,7 +239,7 @@ def passages_html(items: list[tuple[int, str, int, str, list[tuple[int, int]]]],
     for n, filename, page, text, highlights in items:
         blocks.append(f'<div class="passage"><div class="where">[{n}] {html.escape(filename)}, page {page}</div>'
                       f'<div class="text">{mark(text, highlights)}</div></div>')
-    return "".join(blocks)
+    return '<div class="passages">' + "".join(blocks) + "</div>"
 
 
 def page_html(text: str, start: int, end: int, where: str) -> str:
