@@ -104,16 +104,17 @@ def test_a_refused_file_is_listed_with_its_reason_and_the_others_are_indexed(cha
     empty.write_bytes(b"")
     fake = tmp_path / "fake.pdf"
     fake.write_text("not a pdf at all")
-    outputs = add(chat_app, [facts_pdf, empty, fake])
+    outputs = add(chat_app, [facts_pdf, empty, fake, tmp_path / "vanished.txt"])
     outcome = outputs[2]
     assert outcome.startswith("1 file queued") and "**Refused:**" in outcome
+    assert "- vanished\\.txt: " in outcome and "No such file" in outcome  # a temp file gone: refused alone
     assert "empty\\.txt: empty\\.txt is empty \\(0 bytes\\)" in outcome
     assert "fake\\.pdf is not a PDF" in outcome
     rows = {row[1]: row for row in table(chat_app)}
     assert rows["facts.pdf"][5] == "ready"
     assert rows["empty.txt"][5] == "failed" and "is empty (0 bytes)" in rows["empty.txt"][6]
     bar = chat_app.poll_job(outputs[3])[1].value
-    assert "done: 1 of 3 files indexed, 2 failed" in bar
+    assert "done: 1 of 4 files indexed, 3 failed" in bar
 
 
 def test_no_files_is_refused_with_a_clear_error(chat_app):
@@ -301,3 +302,15 @@ def test_the_library_is_wired_to_the_page(chat_app):
 
     args = special_args(chat_app.respond, list(range(len(respond.inputs))), request=ADA)[0]
     assert args[-2] is ADA and args[-1] == len(respond.inputs) - 1
+
+
+def test_a_retry_of_a_grounded_answer_is_grounded_in_the_same_sources(chat_app, facts_pdf):
+    add(chat_app, [facts_pdf], collection="papers")
+    conversation_id = ask(chat_app, "What is the capital of Zorbia?", COLLECTION_PREFIX + "papers")[-1][1]
+    ask(chat_app, "And its bridges?", None, conversation_id)  # None: the chat keeps its saved sources
+    assert list(chat_app.workspace.open("local", conversation_id).grounded) == [1, 3]
+    values = list(PARAMS.values())
+    branch = list(chat_app.retry(conversation_id, StopSignal(), "", *values))[-1][1]
+    assert branch != conversation_id
+    assert chat_app.conversation_sources(branch)[0].value == COLLECTION_PREFIX + "papers"
+    assert 3 in chat_app.workspace.open("local", branch).grounded

@@ -229,17 +229,20 @@ class Workspace(Conversations):
         conversation_id = conversation["id"]
         check_user_text(text)
         self.manager.get()  # refuse before creating the branch, so no empty branch is left behind
+        scope = self.library.scope(owner, conversation_id)  # a branch answers from the same sources
         if index == 0:  # nothing to copy: the branch is a new conversation with the same system prompt
             branch = None
             prior = ChatView()
         else:
             branch = self.store.fork_conversation(owner, conversation_id, messages[index - 1]["id"])
+            if scope is not None:
+                self.library.set_scope(owner, branch, scope)
             prior = self.open(owner, branch)
         if system is None:
             system = conversation.get("system_prompt") or ""
         events = _confined(self.service.ask(
             text, params, conversation_id=branch, system=system_prompt(system), owner=owner, source="web",
-            cancel=cancel,
+            cancel=cancel, scope=scope,
         ), cancel)
         yield from self._stream(owner, prior, text, events)
 
@@ -272,13 +275,13 @@ class Workspace(Conversations):
     def add_uploads(self, owner: str, paths: list[str], collection: str) -> tuple[int, list[Any]]:
         """Add uploaded files (temporary paths) under their base names and start indexing them in the background.
 
-        Only the last part of a path names the document: an upload's folders are the server's, never the user's.
+        Only the last part of a path names the document (Gradio keeps an upload's own name there): an upload's
+        folders are the server's, never the user's. A file that cannot be read is refused alone, with the reason.
         """
         if not paths:
             raise ParameterError("files", "choose one or more files to add")
         collection = (collection or "").strip() or "default"
-        files = [(Path(path).name, Path(path).read_bytes()) for path in paths]
-        job_id, outcomes = self.library.add(owner, files, collection)
+        job_id, outcomes = self.library.add_paths(owner, paths, collection)
         self.library.start_job(owner, job_id)
         return job_id, outcomes
 
