@@ -314,3 +314,18 @@ def test_a_retry_of_a_grounded_answer_is_grounded_in_the_same_sources(chat_app, 
     assert branch != conversation_id
     assert chat_app.conversation_sources(branch)[0].value == COLLECTION_PREFIX + "papers"
     assert 3 in chat_app.workspace.open("local", branch).grounded
+
+
+def test_clicking_an_answer_lists_its_sources_and_a_question_changes_nothing(chat_app, facts_pdf):
+    add(chat_app, [facts_pdf])
+    conversation_id = ask(chat_app, "What is the capital of Zorbia?", SOURCES_ALL)[-1][1]
+    ask(chat_app, "Say hello", SOURCES_OFF, conversation_id)
+
+    def click(index):
+        return chat_app.select_answer_sources(conversation_id, gr.SelectData(None, {"index": index, "value": ""}))
+
+    message_id, radio, line, *_ = click(1)
+    assert message_id is not None and radio.visible and radio.choices[0][1] == 1
+    message_id, radio, line, *_ = click(3)  # the later answer had Sources off
+    assert message_id is None and radio.visible is False and line == NO_SOURCES
+    assert all(isinstance(out, type(gr.skip())) for out in click(0))

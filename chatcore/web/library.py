@@ -93,7 +93,11 @@ class LibraryHandlers:
         """Store the chosen files and index them in the background; refused ones are listed with their reasons."""
         owner = self.owner(request)
         job_id, outcomes = self.workspace.add_uploads(owner, list(files or []), collection)
-        gr.Info(f"Indexing {len(outcomes)} file{'s' if len(outcomes) != 1 else ''} in the background.")
+        queued = sum(o.status in ("added", "requeued") for o in outcomes)
+        if queued:
+            gr.Info(f"Indexing {queued} file{'s' if queued != 1 else ''} in the background.")
+        else:
+            gr.Warning("Nothing new to index: see below why.")
         return (gr.File(value=None), enabled(False), refused_markdown(outcomes), *self._job(owner, job_id),
                 *self._documents(owner), *self._collections(owner, (collection or "").strip() or "default"))
 
@@ -182,12 +186,15 @@ class LibraryHandlers:
 
     def select_answer_sources(self, conversation_id: int | None, event: gr.SelectData,
                               request: gr.Request = None) -> tuple:
-        """Clicking an answer in the chat lists its sources in the viewer."""
+        """Clicking an answer in the chat lists its sources in the viewer; clicking a question changes nothing."""
+        index = event_index(event)
         try:
             view = self.workspace.open(self.owner(request), conversation_id)
         except EXPECTED_ERRORS:
             return self._source_list(None)
-        return self._source_list(view.grounded.get(event_index(event)))
+        if not 0 <= index < len(view.messages) or view.messages[index]["role"] != "assistant":
+            return tuple(gr.skip() for _ in range(7))
+        return self._source_list(view.grounded.get(index))
 
     @user_errors
     def show_source(self, message_id: int | None, n: int | None, request: gr.Request = None) -> tuple:
