@@ -1,5 +1,5 @@
 """ChatCore's page: its layout and all its event wiring. What each tab does lives in ``chat.py``,
-``notes.py`` and ``stats.py``, how things are shown in ``views.py``, and ``chatcore.web.server`` serves it."""
+``notes.py``, ``library.py`` and ``stats.py``, how things are shown in ``views.py``, and ``chatcore.web.server`` serves it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from chatcore.core.params import GenerationParams
 from chatcore.core.settings import DEFAULT_CONCURRENCY
 from chatcore.web.chat import MAX_TEMPLATE_VARIABLES, ChatHandlers
 from chatcore.web.handling import REFUSABLE_EVENT, UNQUEUED_EVENT
+from chatcore.web.library import JOB_POLL_S, NO_DOCUMENTS, NO_SOURCES, LibraryHandlers
 from chatcore.web.notes import NotesHandlers
 from chatcore.web.stats import StatsHandlers
 from chatcore.web.style import CSS, HEAD, LATEX
+from chatcore.web.views import DOCUMENT_HEADERS, SOURCES_OFF, source_choices
 from chatcore.web.workspace import StopSignal, Workspace
 from storage import LOCAL_OWNER
 
@@ -26,8 +28,8 @@ MAX_QUEUE = 64
 STATUS_POLL_S = 1.0
 
 
-class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
-    """The page: a sidebar of conversations, the Chat, Notes and Stats tabs, and a settings panel."""
+class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
+    """The page: a sidebar of conversations, the Chat, Library, Notes and Stats tabs, and a settings panel."""
 
     def __init__(self, workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> None:
         self.workspace = workspace
@@ -42,8 +44,11 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
             with gr.Column(scale=1), gr.Tabs(selected="chat") as self.tabs:
                 with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
                     self._render_chat()
+                    self._render_sources()
                     self._render_templates()
                     self._render_answer_tools()
+                with gr.Tab("Library", id="library", elem_id="library-tab") as self.library_tab:
+                    self._render_library()
                 with gr.Tab("Notes", id="notes", elem_id="notes-tab") as self.notes_tab:
                     self._render_notes()
                 with gr.Tab("Stats", id="stats", elem_id="stats-tab") as self.stats_tab:
@@ -61,6 +66,12 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
         self.note_id = gr.State(None)  # the note open in the Notes tab
         self.template_variables = gr.State([])  # the names the template form's boxes stand for, in order
         self.status_timer = gr.Timer(STATUS_POLL_S, active=True)
+        self.job_id = gr.State(None)  # the library's indexing job this tab shows
+        self.document_ids = gr.State([])  # the documents table's ids, in row order
+        self.document_id = gr.State(None)  # the document clicked in the table
+        self.deleted_document = gr.State(None)  # for the Library's Undo
+        self.source_message = gr.State(None)  # the answer whose sources the viewer lists
+        self.job_timer = gr.Timer(JOB_POLL_S, active=False)
 
     def _render_sidebar(self) -> None:
         with gr.Sidebar(label="Conversations", open=True, width=300, elem_id="history-panel"):
@@ -99,10 +110,57 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
                                       elem_id="message", autofocus=True)
             self.send = gr.Button("Send", variant="primary", scale=0, min_width=90, elem_id="send")
             self.stop = gr.Button("Stop", variant="stop", scale=0, min_width=90, visible=False, elem_id="stop")
+            # Evidence: the passages for the typed question, nothing generated; enabled once Sources are chosen.
+            self.evidence = gr.Button("Evidence", scale=0, min_width=100, interactive=False, elem_id="evidence")
+        with gr.Row(equal_height=True):
+            self.sources = gr.Dropdown(label="Sources", choices=source_choices([]), value=SOURCES_OFF, scale=0,
+                                       min_width=260, elem_id="sources-picker",
+                                       info="What the next answer is grounded in; saved with the chat")
+            self.evidence_view = gr.HTML("", visible=False, elem_id="evidence-view", padding=False)
         with gr.Row():
             self.context = gr.Markdown("", elem_id="context-line")
             self.pinned = gr.Markdown("", elem_id="pinned-line")
             self.status = gr.Markdown("", elem_id="model-status")
+
+    def _render_sources(self) -> None:
+        with gr.Accordion("Sources of the answer: click one to see it on its page", open=False,
+                          elem_id="source-viewer") as self.source_viewer:
+            self.source_line = gr.Markdown(NO_SOURCES, elem_id="source-line")
+            self.source_list = gr.Radio(choices=[], show_label=False, container=False, visible=False,
+                                        elem_id="source-list")
+            with gr.Row():
+                self.source_page = gr.HTML("", visible=False, elem_id="source-page", padding=False)
+                self.source_image = gr.Image(type="pil", interactive=False, visible=False, elem_id="source-image",
+                                             buttons=["download", "fullscreen"], height=520)
+            self.save_source = gr.Button("Save passage as note", size="sm", interactive=False,
+                                         elem_id="save-source-note")
+
+    def _render_library(self) -> None:
+        with gr.Row(equal_height=True):
+            self.upload = gr.File(label="Add files (PDF, HTML, DOCX, Markdown, text)", file_count="multiple",
+                                  type="filepath", scale=4, height=140, elem_id="library-upload")
+            with gr.Column(scale=2, min_width=220):
+                self.collection = gr.Dropdown(label="Collection", choices=["default"], value="default",
+                                              allow_custom_value=True, elem_id="library-collection",
+                                              info="Type a new name to start a collection")
+                self.add = gr.Button("Add to library", variant="primary", interactive=False, elem_id="library-add")
+        with gr.Row(equal_height=True):
+            self.job_progress = gr.HTML("", visible=False, elem_id="library-progress", padding=False)
+            self.cancel_job_button = gr.Button("Cancel", variant="stop", size="sm", scale=0, min_width=90,
+                                               visible=False, elem_id="library-cancel")
+        self.add_outcome = gr.Markdown("", elem_id="library-outcome")
+        self.documents_empty = gr.Markdown(NO_DOCUMENTS, elem_classes="empty-state", elem_id="library-empty")
+        self.documents = gr.Dataframe(headers=DOCUMENT_HEADERS, value=[], interactive=False, visible=False,
+                                      wrap=True, elem_id="library-documents")
+        with gr.Row(equal_height=True):
+            self.document_line = gr.Markdown("", elem_id="library-selected")
+            self.delete_document_button = gr.Button("Delete document", variant="stop", size="sm", scale=0,
+                                                    min_width=150, interactive=False, elem_id="library-delete")
+            self.undo_document = gr.Button("Undo delete", size="sm", scale=0, min_width=120, visible=False,
+                                           elem_id="library-undo")
+        self.library_search = gr.Textbox(placeholder="Search passages in the library…", show_label=False,
+                                         max_lines=1, elem_id="library-search")
+        self.library_results = gr.HTML("", visible=False, elem_id="library-results", padding=False)
 
     def _render_settings(self) -> None:
         defaults = GenerationParams()
@@ -224,6 +282,8 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
         self._wire_chat()
         self._wire_answer_tools()
         self._wire_notes()
+        self._wire_library()
+        self._wire_sources()
         for trigger in (self.stats_tab.select, self.stats_refresh.click):
             trigger(self.show_stats, None, [self.messages_plot, self.ratings_plot, self.speed_plot,
                                             self.messages_empty, self.ratings_empty, self.speed_empty],
@@ -246,19 +306,23 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
             picker.input(self.switch_model, [self.model, self.device], [self.status, self.status_timer],
                          **REFUSABLE_EVENT)
         for trigger in (self.new_chat.click, self.chatbot.clear):  # the chat's own Clear starts a new chat too
-            trigger(self.new_conversation, None, [*self._view, self.conversations, self.export_file, self.pinned],
-                    **UNQUEUED_EVENT)
-        self.conversations.input(self.open_conversation, [self.conversations],
-                                 [*self._view, self.export_file, self.pinned], **REFUSABLE_EVENT)
+            (trigger(self.new_conversation, None, [*self._view, self.conversations, self.export_file, self.pinned],
+                     **UNQUEUED_EVENT)
+             .then(*self._after_answer, **REFUSABLE_EVENT))
+        (self.conversations.input(self.open_conversation, [self.conversations],
+                                  [*self._view, self.export_file, self.pinned], **REFUSABLE_EVENT)
+         .then(*self._after_answer, **REFUSABLE_EVENT))
         self.search.change(self.search_conversations, [self.search, self.conversation_id], [self.conversations],
                            **REFUSABLE_EVENT)
         for trigger in (self.title.submit, self.rename.click):
             trigger(self.rename_conversation, [self.conversation_id, self.title, self.search],
                     [self.conversations], **REFUSABLE_EVENT)
         after_delete = [*self._view, self.conversations, self.deleted_id, self.undo, self.pinned]
-        self.delete.click(self.delete_conversation, [self.conversation_id, self.search], after_delete,
-                          **REFUSABLE_EVENT)
-        self.undo.click(self.undo_delete, [self.deleted_id, self.search], after_delete, **REFUSABLE_EVENT)
+        (self.delete.click(self.delete_conversation, [self.conversation_id, self.search], after_delete,
+                           **REFUSABLE_EVENT)
+         .then(*self._after_answer, **REFUSABLE_EVENT))
+        (self.undo.click(self.undo_delete, [self.deleted_id, self.search], after_delete, **REFUSABLE_EVENT)
+         .then(*self._after_answer, **REFUSABLE_EVENT))
         self.export_md.click(self.export_markdown, [self.conversation_id], [self.export_file], **REFUSABLE_EVENT)
         self.export_json.click(self.export_json_file, [self.conversation_id], [self.export_file], **REFUSABLE_EVENT)
 
@@ -274,17 +338,20 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
         for trigger in (self.message.submit, self.send.click):
             (trigger(self.accept, [self.message, self.chatbot, self.stop_signal, *self._params],
                      [self.message, self.chatbot, self.pending, *busy_out], **REFUSABLE_EVENT)
-             .success(self.respond, [self.pending, self.conversation_id, self.stop_signal, *settings], answer_out,
-                      **generating)
-             .then(*finish, **UNQUEUED_EVENT))
+             .success(self.respond, [self.pending, self.conversation_id, self.stop_signal, *settings, self.sources],
+                      answer_out, **generating)
+             .then(*finish, **UNQUEUED_EVENT)
+             .then(*self._after_answer, **REFUSABLE_EVENT))
         (self.chatbot.retry(self.begin, [self.stop_signal], busy_out, **REFUSABLE_EVENT)
          .success(self.retry, [self.conversation_id, self.stop_signal, *settings], answer_out, **generating)
-         .then(*finish, **UNQUEUED_EVENT))
+         .then(*finish, **UNQUEUED_EVENT)
+         .then(*self._after_answer, **REFUSABLE_EVENT))
         (self.chatbot.edit(self.begin_edit, [self.chatbot, self.stop_signal], [self.chatbot, self.pending, *busy_out],
                            **REFUSABLE_EVENT)
          .success(self.edit, [self.pending, self.conversation_id, self.stop_signal, *settings], answer_out,
                   **generating)
-         .then(*finish, **UNQUEUED_EVENT))
+         .then(*finish, **UNQUEUED_EVENT)
+         .then(*self._after_answer, **REFUSABLE_EVENT))
         # Stop sets the session's signal: the decoder ends at its next token and the partial answer is saved.
         self.stop.click(self.stop_generation, [self.stop_signal], None, **UNQUEUED_EVENT)
         self.chatbot.like(self.rate, [self.conversation_id], None, **REFUSABLE_EVENT)
@@ -326,13 +393,62 @@ class ChatApp(ChatHandlers, NotesHandlers, StatsHandlers):
         self.note_delete.click(self.delete_note, [self.note_id, self.notes_search, self.conversation_id],
                                [*listed, *editor, *controls], **REFUSABLE_EVENT)
         self.export_notes.click(self.export_all_notes, None, [self.notes_file], **REFUSABLE_EVENT)
-        self.note_open.click(self.open_note_source, [self.note_id, self.search],
-                             [*self._view, self.export_file, self.pinned, self.conversations, self.tabs],
-                             **REFUSABLE_EVENT)
+        (self.note_open.click(self.open_note_source, [self.note_id, self.search],
+                              [*self._view, self.export_file, self.pinned, self.conversations, self.tabs],
+                              **REFUSABLE_EVENT)
+         .then(*self._after_answer, **REFUSABLE_EVENT))
         self.note_pin.click(self.pin_note, [self.note_id, self.conversation_id],
                             [self.pinned, self.note_meta, *controls], **REFUSABLE_EVENT)
         self.note_unpin.click(self.unpin_note, [self.note_id, self.conversation_id],
                               [self.pinned, self.note_meta, *controls], **UNQUEUED_EVENT)
+
+
+    @property
+    def _after_answer(self) -> tuple:
+        """After a conversation opens or an answer ends: its scope in the picker, its last sources in the viewer."""
+        return (self.conversation_sources, [self.conversation_id],
+                [self.sources, *self._source_outputs, self.evidence])
+
+    @property
+    def _source_outputs(self) -> list[gr.components.Component]:
+        """The outputs of library._source_list: the answer, its sources and the cleared viewer."""
+        return [self.source_message, self.source_list, self.source_line, self.source_page, self.source_image,
+                self.save_source, self.source_viewer]
+
+    def _wire_library(self) -> None:
+        """The Library tab: add files with a progress bar and Cancel, the table, Delete with Undo, search."""
+        table = [self.documents, self.documents_empty, self.document_ids]
+        collections = [self.collection, self.sources]
+        job = [self.job_id, self.job_progress, self.cancel_job_button, self.job_timer]
+        for trigger in (self.library_tab.select, self.demo.load):
+            trigger(self.show_library, [self.job_id], [*table, *collections, *job], **REFUSABLE_EVENT)
+        self.upload.change(self.files_chosen, [self.upload], [self.add], **UNQUEUED_EVENT)
+        self.add.click(self.add_files, [self.upload, self.collection],
+                       [self.upload, self.add, self.add_outcome, *job, *table, *collections], **REFUSABLE_EVENT)
+        self.job_timer.tick(self.poll_job, [self.job_id], [*job, *table, *collections], **REFUSABLE_EVENT)
+        self.cancel_job_button.click(self.cancel_job, [self.job_id], [*job, *table], **REFUSABLE_EVENT)
+        selection = [self.document_id, self.document_line, self.delete_document_button]
+        self.documents.select(self.select_document, [self.document_ids], selection, **UNQUEUED_EVENT)
+        after_delete = [*table, *selection, self.deleted_document, self.undo_document]
+        self.delete_document_button.click(self.delete_document, [self.document_id], after_delete, **REFUSABLE_EVENT)
+        self.undo_document.click(self.undo_delete_document, [self.deleted_document], after_delete,
+                                 **REFUSABLE_EVENT)
+        self.library_search.submit(self.search_library, [self.library_search], [self.library_results],
+                                   **REFUSABLE_EVENT)
+
+    def _wire_sources(self) -> None:
+        """The Chat tab's Sources picker, the source viewer and Evidence."""
+        self.sources.input(self.choose_sources, [self.sources, self.conversation_id], [self.evidence],
+                           **REFUSABLE_EVENT)
+        self.chatbot.select(self.select_answer_sources, [self.conversation_id], self._source_outputs,
+                            **REFUSABLE_EVENT)
+        self.source_list.input(self.show_source, [self.source_message, self.source_list],
+                               [self.source_line, self.source_page, self.source_image, self.save_source],
+                               **REFUSABLE_EVENT)
+        self.save_source.click(self.save_source_note, [self.source_message, self.source_list], None,
+                               **REFUSABLE_EVENT)
+        self.evidence.click(self.show_evidence, [self.message, self.sources], [self.evidence_view],
+                            **REFUSABLE_EVENT)
 
 
 def build_app(workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> gr.Blocks:

@@ -156,12 +156,19 @@ class ChatHandlers:
     @user_errors
     def respond(self, text: str, conversation_id: int | None, stop_signal: StopSignal, system: str,
                 temperature: float, top_p: float, top_k: float, max_new_tokens: float,
-                repetition_penalty: float, seed: str, request: gr.Request = None) -> Iterator[tuple]:
+                repetition_penalty: float, seed: str, request: gr.Request = None,
+                sources: str | None = None) -> Iterator[tuple]:
+        """Answer ``text``; ``sources`` (the Sources picker) grounds it in the library, ``None`` keeps the chat's.
+
+        ``sources`` comes after ``request``: Gradio puts the request where it is declared and the inputs in
+        order around it, and callers that pass the request by position keep working.
+        """
         owner = self.owner(request)
         params = self.workspace.params(**param_values(temperature, top_p, top_k, max_new_tokens,
                                                       repetition_penalty, seed))
-        yield from self._stream(owner, self.workspace.send(owner, conversation_id, text, params, system=system,
-                                                           cancel=stop_signal), conversation_id, unsent=text)
+        views = self.workspace.send(owner, conversation_id, text, params, system=system, cancel=stop_signal,
+                                    sources=sources)
+        yield from self._stream(owner, views, conversation_id, unsent=text)
 
     @user_errors
     def retry(self, conversation_id: int | None, stop_signal: StopSignal, system: str, temperature: float,

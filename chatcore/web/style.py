@@ -44,4 +44,18 @@ CSS = """
   content: "No conversation matches this search."; }
 .empty-state { opacity: 0.8; padding: 1em; border: 1px dashed var(--border-color-primary); border-radius: 8px; }
 button:disabled, button[disabled] { cursor: not-allowed; opacity: 0.5; }
+/* The library: an indexing job's bar, ranked passages, and a source on its page. */
+.library-progress { width: 100%; }
+.library-progress .bar { height: 0.7em; border-radius: 0.35em; background: var(--border-color-primary); overflow: hidden; }
+.library-progress .fill { height: 100%; background: #2563eb; transition: width 0.3s; }
+.library-progress.done .fill { background: #16a34a; }
+.library-progress.cancelled .fill, .library-progress.failed .fill { background: #dc2626; }
+.library-progress .line { font-size: 0.85rem; opacity: 0.85; margin-top: 0.25em; }
+.passage { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 0.6em 0.8em; margin: 0.4em 0; }
+.passage .where, #source-page .where { font-weight: 600; font-size: 0.9rem; margin-bottom: 0.3em; }
+.passage .text, .source-page { white-space: pre-wrap; font-size: 0.9rem; line-height: 1.45; }
+.source-page { max-height: 520px; overflow-y: auto; padding: 0.6em; border: 1px solid var(--border-color-primary);
+               border-radius: 8px; }
+.passages { max-height: 560px; overflow-y: auto; }
+.passage mark, .source-page mark { background: #fde68a; color: inherit; padding: 0 0.1em; border-radius: 2px; }
 """

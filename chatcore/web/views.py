@@ -130,3 +130,127 @@ def text_of(content: Any) -> str:
     if isinstance(content, (list, tuple)):
         return "".join(text_of(part) for part in content)
     return str(content)
+
+
+# -- the library -------------------------------------------------------------------------------------
+
+SOURCES_OFF, SOURCES_ALL, COLLECTION_PREFIX = "off", "all", "collection:"
+DOCUMENT_HEADERS = ["Title", "File", "Collection", "Pages", "Chunks", "Status", "Warnings / error"]
+
+
+def source_choices(collections: list[str]) -> list[tuple[str, str]]:
+    """The Sources picker: (label, value) for Off, the whole library and each collection."""
+    return [("Off", SOURCES_OFF), ("Whole library", SOURCES_ALL),
+            *((f"Collection: {name}", COLLECTION_PREFIX + name) for name in collections)]
+
+
+def source_value(scope: Any) -> str:
+    """The picker value for a saved scope (a ``Scope`` or ``None``); chosen documents show as the whole library."""
+    if scope is None:
+        return SOURCES_OFF
+    if scope.collections is not None and len(scope.collections) == 1:
+        return COLLECTION_PREFIX + scope.collections[0]
+    return SOURCES_ALL
+
+
+def mark(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` as HTML, every character escaped, the ``(start, end)`` spans wrapped in ``<mark>``."""
+    out, at = [], 0
+    for start, end in sorted(spans):
+        start, end = max(start, at), min(end, len(text))
+        if start >= end:
+            continue
+        out += [html.escape(text[at:start]), "<mark>", html.escape(text[start:end]), "</mark>"]
+        at = end
+    out.append(html.escape(text[at:]))
+    return "".join(out)
+
+
+def progress_html(fraction: float, line: str, status: str = "running") -> str:
+    """A job as a progress bar with its line under it (``status`` colours it: running, done, cancelled, failed)."""
+    percent = max(0.0, min(1.0, fraction)) * 100
+    return (f'<div class="library-progress {html.escape(status)}" role="progressbar" aria-valuemin="0" '
+            f'aria-valuemax="100" aria-valuenow="{percent:.0f}">'
+            f'<div class="bar"><div class="fill" style="width:{percent:.1f}%"></div></div>'
+            f'<div class="line">{html.escape(line)} ({percent:.0f}%)</div></div>')
+
+
+def document_row(document: dict[str, Any]) -> list[Any]:
+    """A document as a row of the documents table (``DOCUMENT_HEADERS``)."""
+    notes = document.get("error") or "; ".join(document.get("warnings") or [])
+    status = document["status"]
+    if status == "indexing" and document.get("pages"):
+        status = f"indexing ({document.get('progress') or 0} of {document['pages']} pages)"
+    return [document.get("title") or "", document["filename"], document.get("collection") or "",
+            document.get("pages") or 0, document.get("chunks") or 0, status, notes]
+
+
+def refused_markdown(outcomes: list[Any]) -> str:
+    """What happened to the files of an add: how many were queued, and each refused one with its reason."""
+    queued = [o for o in outcomes if o.status in ("added", "requeued")]
+    unchanged = [o for o in outcomes if o.status == "unchanged"]
+    refused = [o for o in outcomes if o.status == "refused"]
+    parts = [f"{len(queued)} file{'s' if len(queued) != 1 else ''} queued for indexing."]
+    if unchanged:
+        parts.append("Already in the library: " + ", ".join(plain(o.filename) for o in unchanged) + ".")
+    lines = [" ".join(parts)]
+    if refused:
+        lines.append("**Refused:**")
+        lines += [f"- {plain(o.filename)}: {plain(o.message)}" for o in refused]
+    return "\n".join(lines)
+
+
+def source_label(source: dict[str, Any]) -> str:
+    """``[2] paper.pdf, page 4``: a source as the picker lists it (plain text)."""
+    return f"[{source['n']}] {source['filename']}, page {source['page']}"
+
+
+def source_state(source: dict[str, Any]) -> str:
+    """``cited · verified``, ``cited · unverified (reason)`` or ``not cited``."""
+    if not source.get("cited"):
+        return "not cited"
+    if source.get("verified"):
+        return "cited · verified"
+    reason = source.get("reason")
+    return f"cited · unverified ({reason})" if reason else "cited · unverified"
+
+
+def chat_plain(text: str) -> str:
+    """:func:`plain` for the chat, whose LaTeX delimiters include ``\\[``, ``\\(`` and ``$``: those become entities."""
+    escaped = plain(text)
+    for code, entity in (("\\[", "&#91;"), ("\\]", "&#93;"), ("\\(", "&#40;"), ("\\)", "&#41;"), ("$", "&#36;")):
+        escaped = escaped.replace(code, entity)
+    return escaped
+
+
+def sources_markdown(sources: list[dict[str, Any]]) -> str:
+    """The sources under a grounded answer: one line each, ``[n] file, page p · cited · verified``."""
+    if not sources:
+        return ""
+    lines = [f"- {chat_plain(source_label(s))} · {chat_plain(source_state(s))}" for s in sources]
+    return "<sub>Sources</sub>\n\n" + "\n".join(lines)
+
+
+def passages_html(items: list[tuple[int, str, int, str, list[tuple[int, int]]]], empty: str) -> str:
+    """Ranked passages as HTML: ``(n, file, page, text, highlights)`` each, their best sentences marked."""
+    if not items:
+        return f'<div class="empty-state">{html.escape(empty)}</div>'
+    blocks = []
+    for n, filename, page, text, highlights in items:
+        blocks.append(f'<div class="passage"><div class="where">[{n}] {html.escape(filename)}, page {page}</div>'
+                      f'<div class="text">{mark(text, highlights)}</div></div>')
+    return '<div class="passages">' + "".join(blocks) + "</div>"
+
+
+def page_html(text: str, start: int, end: int, where: str) -> str:
+    """A page's text with the cited passage marked (scrolled into view by its id), all of it escaped."""
+    body = mark(text, [(start, end)]).replace("<mark>", '<mark id="cited-passage">', 1)
+    return f'<div class="where">{html.escape(where)}</div><div class="source-page">{body}</div>'
+
+
+def grounding_line(count: int, scope: Any) -> str:
+    """``Answered from 3 passages of the whole library``, or that none matched (plain text)."""
+    where = scope.describe()
+    if not count:
+        return f"no passage of {where} matched: answered without sources"
+    return f"answered from {count} passage{'s' if count != 1 else ''} of {where}"

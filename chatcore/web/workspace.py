@@ -22,16 +22,22 @@ from typing import Any, Iterator
 from chatcore.core.errors import ParameterError
 from chatcore.core.events import Finished, Started, TextDelta
 from chatcore.core.params import GenerationParams
-from chatcore.services.chat import ChatService, Saved, check_user_text
+from chatcore.services.chat import ChatService, Cited, Saved, Sourced, check_user_text
 from chatcore.services.conversations import Conversations, system_prompt
+from chatcore.services.library import ALL, Library, Passage, Scope, check_citations
 from chatcore.services.models import ModelManager
 from chatcore.web.views import (
+    COLLECTION_PREFIX,
     RATINGS,
+    SOURCES_ALL,
+    SOURCES_OFF,
     answer_markdown,
     context_markdown,
     conversation_label,
+    grounding_line,
     match_label,
     pinned_line,
+    sources_markdown,
     stats_line,
 )
 
@@ -64,14 +70,23 @@ class ChatView:
     context: str = ""  # Markdown: how much of the window is used, and what was left out
     system_prompt: str | None = None
     pinned: str = ""  # plain text: the notes pinned to this conversation and the tokens they take
+    # Grounded answers by chat index: {"message_id", "sources": [message_sources rows, each with its "reason"]}.
+    grounded: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def last_grounded(self) -> dict[str, Any] | None:
+        """The latest grounded answer's message id and sources, or ``None``."""
+        return self.grounded[max(self.grounded)] if self.grounded else None
 
 
 class Workspace(Conversations):
     """The page's operations for one model manager and one store; ``owner`` is passed to each call."""
 
     def __init__(self, manager: ModelManager, store: Any, *, service: ChatService | None = None,
-                 stream_interval: float = STREAM_INTERVAL_S) -> None:
-        super().__init__(manager, store, service=service)
+                 library: Library | None = None, stream_interval: float = STREAM_INTERVAL_S) -> None:
+        self.library = library or Library.from_settings(manager.settings, store)
+        super().__init__(manager, store, service=service or ChatService(manager.get, store, library=self.library))
+        if self.service.library is None:  # a service handed in without one answers from this library
+            self.service.library = self.library
         self.stream_interval = stream_interval
 
     # -- the model -----------------------------------------------------------------------------
@@ -152,13 +167,18 @@ class Workspace(Conversations):
         if conversation_id is None:
             return ChatView()
         conversation = self.store.get_conversation(owner, conversation_id)
-        messages, feedback = [], []
+        messages, feedback, grounded = [], [], {}
         last_answer = None
         for m in conversation["messages"]:
             if m["role"] == "system":
                 continue
             if m["role"] == "assistant":
-                messages.append({"role": "assistant", "content": answer_markdown(m["content"], stats_line(m))})
+                sources = self.answer_sources(owner, m["id"], m["content"])
+                content = answer_markdown(m["content"], stats_line(m))
+                if sources:
+                    grounded[len(messages)] = {"message_id": m["id"], "sources": sources}
+                    content += "\n\n" + sources_markdown(sources)
+                messages.append({"role": "assistant", "content": content})
                 feedback.append(RATINGS.get(m.get("rating")))
                 last_answer = m
             else:
@@ -168,17 +188,26 @@ class Workspace(Conversations):
             used = last_answer["prompt_tokens"] + (last_answer.get("completion_tokens") or 0)
             context = context_markdown(used, self.window())
         return ChatView(conversation_id, conversation["title"] or "", messages, feedback, context,
-                        conversation.get("system_prompt"), self.pinned_line(owner, conversation_id))
+                        conversation.get("system_prompt"), self.pinned_line(owner, conversation_id), grounded)
 
     def send(
         self, owner: str, conversation_id: int | None, text: str, params: GenerationParams, *,
-        system: str | None = None, cancel: threading.Event | None = None,
+        system: str | None = None, cancel: threading.Event | None = None, sources: str | None = None,
     ) -> Iterator[ChatView]:
-        """Ask ``text`` in the conversation (a new one when ``None``), yielding the view as the answer grows."""
+        """Ask ``text`` in the conversation (a new one when ``None``), yielding the view as the answer grows.
+
+        ``sources`` is the Sources picker's value (``off``, ``all`` or ``collection:NAME``): it becomes the
+        open conversation's scope before the question is asked; ``None`` keeps the scope it has.
+        """
         prior = self.open(owner, conversation_id)
+        scope = None
+        if sources is not None:
+            scope = self.scope_of(sources)
+            if conversation_id is not None:
+                self.library.set_scope(owner, conversation_id, scope)
         events = _confined(self.service.ask(
             text, params, conversation_id=conversation_id, system=system_prompt(system), owner=owner,
-            source="web", cancel=cancel,
+            source="web", cancel=cancel, scope=scope,
         ), cancel)
         yield from self._stream(owner, prior, text, events)
 
@@ -200,17 +229,20 @@ class Workspace(Conversations):
         conversation_id = conversation["id"]
         check_user_text(text)
         self.manager.get()  # refuse before creating the branch, so no empty branch is left behind
+        scope = self.library.scope(owner, conversation_id)  # a branch answers from the same sources
         if index == 0:  # nothing to copy: the branch is a new conversation with the same system prompt
             branch = None
             prior = ChatView()
         else:
             branch = self.store.fork_conversation(owner, conversation_id, messages[index - 1]["id"])
+            if scope is not None:
+                self.library.set_scope(owner, branch, scope)
             prior = self.open(owner, branch)
         if system is None:
             system = conversation.get("system_prompt") or ""
         events = _confined(self.service.ask(
             text, params, conversation_id=branch, system=system_prompt(system), owner=owner, source="web",
-            cancel=cancel,
+            cancel=cancel, scope=scope,
         ), cancel)
         yield from self._stream(owner, prior, text, events)
 
@@ -238,6 +270,74 @@ class Workspace(Conversations):
                 text = event.text
         return text, text == answer["content"]
 
+    # -- the library ---------------------------------------------------------------------------
+
+    def add_uploads(self, owner: str, paths: list[str], collection: str) -> tuple[int, list[Any]]:
+        """Add uploaded files (temporary paths) under their base names and start indexing them in the background.
+
+        Only the last part of a path names the document (Gradio keeps an upload's own name there): an upload's
+        folders are the server's, never the user's. A file that cannot be read is refused alone, with the reason.
+        """
+        if not paths:
+            raise ParameterError("files", "choose one or more files to add")
+        collection = (collection or "").strip() or "default"
+        job_id, outcomes = self.library.add_paths(owner, paths, collection)
+        self.library.start_job(owner, job_id)
+        return job_id, outcomes
+
+    def collection_names(self, owner: str) -> list[str]:
+        return [c["name"] for c in self.library.collections(owner)]
+
+    @staticmethod
+    def scope_of(value: str | None) -> Scope | None:
+        """The scope a Sources picker value stands for (``None`` for Off)."""
+        if not value or value == SOURCES_OFF:
+            return None
+        if value == SOURCES_ALL:
+            return ALL
+        if value.startswith(COLLECTION_PREFIX) and value[len(COLLECTION_PREFIX):]:
+            return Scope(collections=(value[len(COLLECTION_PREFIX):],))
+        raise ParameterError("sources", f"unknown sources {value!r}: choose Off, Whole library or a collection")
+
+    def set_sources(self, owner: str, conversation_id: int | None, value: str | None) -> None:
+        """Save the picker's choice as the open conversation's scope (with none open, it waits for the next message)."""
+        scope = self.scope_of(value)
+        if conversation_id is not None:
+            self.library.set_scope(owner, conversation_id, scope)
+        elif scope is not None:
+            self.library.retriever.resolve(owner, scope)  # an unknown collection is refused now, not at Send
+
+    def answer_sources(self, owner: str, message_id: int, answer: str | None = None) -> list[dict[str, Any]]:
+        """An answer's numbered sources (empty for another owner's), each unverified one with its reason."""
+        from storage.library import message_sources
+
+        rows = message_sources(self.store, owner, message_id)
+        if rows and answer is not None:
+            # The reason is not stored: checking the same answer against the same passages gives it again.
+            passages = [Passage(r["chunk_id"] or 0, r["document_id"] or 0, r["filename"], None, r["page"],
+                                r["char_start"], r["char_end"], r["text"]) for r in rows]
+            reasons = {c.n: c.reason for c in check_citations(answer, passages)}
+            for row in rows:
+                row["reason"] = reasons.get(row["n"], "")
+        return rows
+
+    def source(self, owner: str, message_id: int | None, n: int | None) -> dict[str, Any]:
+        """Source ``[n]`` of an answer; another owner's answer is ``NotFound`` like one without sources."""
+        from storage.errors import NotFound
+
+        sources = {s["n"]: s for s in self.answer_sources(owner, message_id)} if message_id is not None else {}
+        if n is None or int(n) not in sources:
+            raise NotFound(f"answer {message_id} has no source [{n}]")
+        return sources[int(n)]
+
+    def evidence(self, owner: str, question: str, value: str | None, k: int = 5) -> list[Any]:
+        """Evidence mode for ``question`` within the picker's scope: ranked passages, nothing generated or saved."""
+        check_user_text(question, "question")
+        scope = self.scope_of(value)
+        if scope is None:
+            raise ParameterError("sources", "choose Sources (the whole library or a collection) to see evidence")
+        return self.library.evidence(owner, question, scope, k=k)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _stream(self, owner: str, prior: ChatView, text: str, events: Iterator[Any]) -> Iterator[ChatView]:
@@ -245,7 +345,7 @@ class Workspace(Conversations):
         view = ChatView(prior.conversation_id, prior.title, base, list(prior.feedback), prior.context,
                         prior.system_prompt)
         started: Started | None = None
-        answer, shown_at = "", 0.0
+        answer, shown_at, grounding = "", 0.0, ""
         for event in events:
             if isinstance(event, Saved):
                 view.conversation_id = event.conversation_id
@@ -253,6 +353,10 @@ class Workspace(Conversations):
             elif isinstance(event, Started):
                 started = event
                 view.context = context_markdown(event.prompt_tokens, event.context_window, event.dropped_messages)
+            elif isinstance(event, Sourced):
+                grounding = grounding_line(len(event.passages), event.scope)
+                view.context = " · ".join(filter(None, [view.context, grounding]))
+                yield view
             elif isinstance(event, TextDelta):
                 answer += event.text
                 now = time.monotonic()
@@ -266,6 +370,12 @@ class Workspace(Conversations):
                     final.context = context_markdown(
                         event.prompt_tokens + event.completion_tokens, started.context_window, event.dropped_messages
                     )
+                final.context = " · ".join(filter(None, [final.context, grounding]))
+                view = final
+                yield view
+            elif isinstance(event, Cited):  # its sources are saved now: show them under the answer
+                final = self.open(owner, view.conversation_id)
+                final.context = view.context
                 view = final
                 yield view
 
