@@ -5,7 +5,7 @@ from __future__ import annotations
 from chatcore.services.library import Library
 from chatcore.services.library.chunking import ChunkSettings
 from chatcore.services.library.citations import check_citations, match_sources
-from chatcore.services.library.retrieval import Passage, merge_overlapping
+from chatcore.services.library.retrieval import Passage, drop_overlapping
 from chatcore.testing.documents import fact_pages, make_pdf
 from storage import Store
 
@@ -16,14 +16,10 @@ def passage(chunk_id: int, start: int, end: int, page: int = 1, text: str = PAGE
     return Passage(chunk_id, 1, "f.pdf", None, page, start, end, text[start:end])
 
 
-def test_overlapping_passages_of_one_page_are_joined_as_an_exact_slice():
-    joined = merge_overlapping([passage(1, 800, 1800), passage(2, 0, 1000), passage(3, 100, 200, page=2)])
-    assert [(p.chunk_id, p.char_start, p.char_end) for p in joined] == [(1, 0, 1800), (3, 100, 200)]
-    assert joined[0].text == PAGE[0:1800]
-
-
-def test_passages_that_only_follow_each_other_stay_apart():
-    assert len(merge_overlapping([passage(1, 0, 1000), passage(2, 1000, 2000)])) == 2
+def test_a_passage_overlapping_a_better_one_of_its_page_is_left_out():
+    kept = drop_overlapping([passage(1, 800, 1800), passage(2, 0, 1000), passage(3, 100, 200, page=2),
+                             passage(4, 1800, 2600)])
+    assert [p.chunk_id for p in kept] == [1, 3, 4]  # 2 shares text with 1; 4 only follows it
 
 
 SOURCES = [

@@ -117,6 +117,7 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
 
     library = Library.from_settings(settings, store)
     library.resume_interrupted()  # ingest jobs a restart cut short go on in the background
+    library.reindex_outdated()  # documents cut with older chunk settings are cut again
     app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency,
                          library=library)
     uvicorn.run(app, host=host, port=port, log_level="warning")

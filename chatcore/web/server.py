@@ -83,6 +83,7 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     """
     from chatcore.api.routes import v1_mount
     from chatcore.services.accounts import Accounts
+    from chatcore.services.library import Library
     from chatcore.services.models import ModelManager
     from storage import Store
 
@@ -91,8 +92,13 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     manager.start()
     store = Store(settings.db_path)
     accounts = Accounts(store)
-    demo = build_app(Workspace(manager, store), concurrency_limit=concurrency)
-    api = v1_mount(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency)
+    # One library for the page and the API, so a job started in one is cancelled from the other in-process.
+    library = Library.from_settings(settings, store)
+    # Ingest cut short by a restart goes on, and documents cut with older chunk settings are cut again.
+    library.resume_interrupted()
+    library.reindex_outdated()
+    demo = build_app(Workspace(manager, store, library=library), concurrency_limit=concurrency)
+    api = v1_mount(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency, library=library)
     # list(), not .enabled: an API key alone must not force logins on the page.
     launch(demo, host=host, port=port, open_browser=open_browser, concurrency_limit=concurrency,
            prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None,

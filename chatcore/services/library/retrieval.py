@@ -8,7 +8,7 @@ SQLite (no extension needed), held in memory per scope until the collection chan
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -156,9 +156,9 @@ class Retriever:
         models = {c["embedding_model"] for c in collections if c["embedding_model"]}
         lexical = self.bm25(owner, question, scope)
         if not models or self._encoder_for is None:
-            return merge_overlapping(lexical)[:k]
+            return drop_overlapping(lexical)[:k]
         rankings = [lexical] + [self.dense(owner, question, model, scope) for model in sorted(models)]
-        return merge_overlapping(fuse(rankings))[:k]
+        return drop_overlapping(fuse(rankings))[:k]
 
     def forget(self) -> None:
         """Drop the in-memory vector matrices (after an index or embedding change)."""
@@ -202,33 +202,15 @@ def fuse(rankings: Sequence[Sequence[Passage]], k: int = RRF_K) -> list[Passage]
     return ordered
 
 
-MAX_MERGED_CHARS = 2500
+def drop_overlapping(ranked: Sequence[Passage]) -> list[Passage]:
+    """Leave out a passage that overlaps a better-ranked one of the same page (neighbouring chunks share text).
 
-
-def merge_overlapping(ranked: Sequence[Passage]) -> list[Passage]:
-    """Join passages of the same page whose spans overlap (neighbouring chunks share text), at the better rank.
-
-    Five passages then show five places, not two copies of one; the joined text is still an exact slice
-    of the page, so offsets and highlights stay true.
+    Five passages then show five places, not two copies of one, and each stays one chunk long, so the
+    prompt's size (and the time to the first token) does not grow.
     """
     kept: list[Passage] = []
     for passage in ranked:
-        for index, other in enumerate(kept):
-            if (other.document_id, other.page) != (passage.document_id, passage.page):
-                continue
-            start, end = min(other.char_start, passage.char_start), max(other.char_end, passage.char_end)
-            overlapping = passage.char_start < other.char_end and other.char_start < passage.char_end
-            if overlapping and end - start <= MAX_MERGED_CHARS:
-                kept[index] = _joined(other, passage, start, end)
-                break
-        else:
+        if not any((other.document_id, other.page) == (passage.document_id, passage.page)
+                   and passage.char_start < other.char_end and other.char_start < passage.char_end for other in kept):
             kept.append(passage)
     return kept
-
-
-def _joined(first: Passage, second: Passage, start: int, end: int) -> Passage:
-    """One passage over ``[start, end)`` from two overlapping slices of the same page."""
-    chars: list[str | None] = [None] * (end - start)
-    for part in (second, first):
-        chars[part.char_start - start:part.char_end - start] = part.text
-    return replace(first, char_start=start, char_end=end, text="".join(c or " " for c in chars))
