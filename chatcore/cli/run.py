@@ -225,6 +225,8 @@ def highlighted(text: str, spans: list[tuple[int, int]], *, plain: bool) -> str:
 
 def _citation_line(citation: Citation) -> str:
     where = citation.passage.where if citation.passage is not None else "no such source"
+    if citation.kind == "matched":  # the model cited nothing; ChatCore found the answer's words in this passage
+        return f"[{citation.n}] {where}, matched in the answer (not cited by the model)"
     return f"[{citation.n}] {where}, " + ("verified" if citation.verified else f"unverified ({citation.reason})")
 
 

@@ -209,6 +209,8 @@ def source_state(source: dict[str, Any]) -> str:
     """``cited · verified``, ``cited · unverified (reason)`` or ``not cited``."""
     if not source.get("cited"):
         return "not cited"
+    if source.get("kind") == "matched":  # the model cited nothing; ChatCore found the answer's words here
+        return "matched in the answer (not cited by the model)"
     if source.get("verified"):
         return "cited · verified"
     reason = source.get("reason")
