@@ -243,6 +243,19 @@ class Store:
                 " WHERE conversation_id = ? AND position <= ? ORDER BY position",
                 (fork_id, conversation_id, position),
             )
+            # A branch keeps what it was answered from: the library scope, and each copied answer's sources.
+            db.execute("UPDATE conversations SET library_scope = (SELECT library_scope FROM conversations"
+                       " WHERE id = ?) WHERE id = ?", (conversation_id, fork_id))
+            db.execute(
+                "INSERT INTO message_sources (message_id, n, chunk_id, document_id, filename, page, char_start,"
+                " char_end, text, score, cited, kind, verified)"
+                " SELECT copy.id, s.n, s.chunk_id, s.document_id, s.filename, s.page, s.char_start, s.char_end,"
+                " s.text, s.score, s.cited, s.kind, s.verified"
+                " FROM message_sources s JOIN messages original ON original.id = s.message_id"
+                " JOIN messages copy ON copy.conversation_id = ? AND copy.position = original.position"
+                " WHERE original.conversation_id = ? AND original.position <= ?",
+                (fork_id, conversation_id, position),
+            )
         return fork_id
 
     @staticmethod

@@ -71,3 +71,27 @@ def test_a_file_name_longer_than_file_systems_allow_is_refused(tmp_path):
     library = Library(Store(tmp_path / "library.db"))
     _, [outcome] = library.add("local", [("a" * 300 + ".txt", b"some text")])
     assert outcome.status == "refused" and "the limit is 255" in outcome.message
+
+
+def test_a_branch_keeps_the_scope_and_the_sources_of_the_answers_it_copies(tmp_path, hf_engine):
+    from chatcore.core.params import GenerationParams
+    from chatcore.services.chat import ChatService, Cited
+    from chatcore.services.library import Scope
+    from storage.library import conversation_scope, message_sources
+
+    pages, gold = fact_pages()
+    make_pdf(tmp_path / "report.pdf", pages)
+    store = Store(tmp_path / "library.db")
+    library = Library(store)
+    job, _ = library.add_paths("local", [tmp_path / "report.pdf"], "reports")
+    library.run_job("local", job)
+    events = list(ChatService(lambda: hf_engine, store, library).ask(
+        gold[0][0], GenerationParams.create(max_new_tokens=4, temperature=0), scope=Scope(("reports",))))
+    cited = events[-1]
+    assert isinstance(cited, Cited) and cited.message_id is not None
+    conversation_id = events[0].conversation_id
+    fork = store.fork_conversation("local", conversation_id, cited.message_id)
+    copied = store.get_conversation("local", fork)["messages"][-1]["id"]
+    assert conversation_scope(store, "local", fork) == {"collections": ["reports"]}
+    original = message_sources(store, "local", cited.message_id)
+    assert original and message_sources(store, "local", copied) == original
