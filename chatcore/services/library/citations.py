@@ -24,6 +24,9 @@ CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 QUOTE = re.compile(r"[\"“]([^\"“”]{6,}?)[\"”]")
 # A sentence ends at . ! ? not followed by a letter or digit ("5.8", "i.e." stay inside it, with their quotes).
 _SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=\w))+(?:[.!?]+|\n|$)")
+# In a document's text a single line break is only the page's wrapping: a sentence runs on to its full stop
+# or to a blank line.
+_PROSE_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=\w)|\n(?![ \t]*\n))+(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"\w+")
 
 
@@ -146,9 +149,11 @@ def _normal(text: str) -> str:
 
 def best_sentences(question: str, text: str, *, limit: int = 2) -> list[tuple[int, int]]:
     """``(start, end)`` of the passage's sentences that share the most words with the question, in text order."""
-    wanted = {w for w in _WORD.findall(question.lower()) if len(w) > 2}
+    from storage.library import STOPWORDS  # the words BM25 does not rank by either
+
+    wanted = {w for w in _WORD.findall(question.lower()) if len(w) > 2 and w not in STOPWORDS}
     scored = []
-    for match in _SENTENCE.finditer(text):
+    for match in _PROSE_SENTENCE.finditer(text):
         words = {w for w in _WORD.findall(match.group().lower())}
         # A word counts when it matches a question word or shares its first five letters (crude stemming).
         score = sum(1 for w in wanted if w in words or any(len(w) > 5 and v.startswith(w[:5]) for v in words))
@@ -156,6 +161,8 @@ def best_sentences(question: str, text: str, *, limit: int = 2) -> list[tuple[in
             start = match.start() + len(match.group()) - len(match.group().lstrip())
             scored.append((score, start, match.end()))
     best = sorted(scored, key=lambda s: -s[0])[:limit]
+    # A runner-up is marked only when it is nearly as close to the question as the best sentence.
+    best = [item for item in best if item[0] * 2 >= best[0][0]] if best else []
     return sorted((start, end) for _, start, end in best)
 
 
