@@ -373,16 +373,22 @@ def search_chunks(store: Store, owner: str, query: str, *, limit: int = 20,
 
     ``score`` is FTS5's ``bm25()``: lower is better. The index is kept in sync by triggers, never rebuilt
     at query time. A question's OR of terms that matches more than ``RANK_BUDGET`` chunks is narrowed first
-    (:func:`narrow_query`). The ranking reads only ids and scores; the text of the best ``limit`` is read after.
+    (:func:`narrowed_queries`). When the scope leaves out some of a narrowed query's matches and fewer than
+    ``limit`` remain (another owner's chunks hold its rare terms), the next, wider query is run, ending with
+    ``query`` itself. The ranking reads ids and scores; the text of the best is read after.
     """
     where, params = _scope_sql(owner, collection_ids, document_ids)
-    ranked = store.db.conn.execute(
-        f"""SELECT ch.id, bm25(chunks_fts) AS score
-            FROM chunks_fts JOIN chunks ch ON ch.id = chunks_fts.rowid
-            JOIN documents d ON d.id = ch.document_id
-            WHERE chunks_fts MATCH ? AND {where} ORDER BY score LIMIT ?""",
-        (narrow_query(store, query), *params, limit),
-    ).fetchall()
+    attempts = narrowed_queries(store, query, budget=RANK_BUDGET)  # read at call time: tests lower it
+    for attempt in attempts:
+        ranked = store.db.conn.execute(
+            f"""SELECT ch.id, bm25(chunks_fts) AS score
+                FROM chunks_fts JOIN chunks ch ON ch.id = chunks_fts.rowid
+                JOIN documents d ON d.id = ch.document_id
+                WHERE chunks_fts MATCH ? AND {where} ORDER BY score LIMIT ?""",
+            (attempt, *params, limit),
+        ).fetchall()
+        if len(ranked) >= limit or attempt is attempts[-1] or len(ranked) >= _matches(store, attempt, limit):
+            break
     scores = dict(ranked)
     rows = chunks_by_id(store, owner, list(scores))  # in rank order; one deleted meanwhile is left out
     for row in rows:
@@ -390,28 +396,28 @@ def search_chunks(store: Store, owner: str, query: str, *, limit: int = 20,
     return rows
 
 
-def narrow_query(store: Store, query: str, *, budget: int = RANK_BUDGET) -> str:
-    """``query`` as it is, or, for an OR of quoted terms (:func:`question_query`) matching more than ``budget``
-    chunks of the whole index, the OR of its rarest terms whose matches add up to at most ``budget``.
+def narrowed_queries(store: Store, query: str, *, budget: int = RANK_BUDGET) -> list[str]:
+    """The queries :func:`search_chunks` tries in turn, narrowest first, always ending with ``query`` itself.
 
-    BM25 weighs a term by how rare it is, so the terms left out are those that move the ranking least. When
-    even the rarest term is that common, the rows holding both of the two rarest are ranked instead (or the
-    rarest alone, if none hold both). Counting stops at ``budget`` + 1 rows, so narrowing stays cheap.
+    Only an OR of quoted terms (:func:`question_query`) that matches more than ``budget`` chunks of the whole
+    index is narrowed: first to the OR of its rarest terms whose matches add up to at most ``budget``. BM25
+    weighs a term by how rare it is, so the terms left out are those that move the ranking least. When even
+    the rarest term is that common, the chunks holding both of the two rarest come first. Counting stops at
+    ``budget`` + 1 rows, so narrowing stays cheap.
     """
     if not _OR_OF_TERMS.fullmatch(query) or _matches(store, query, budget) <= budget:
-        return query
-    counted = sorted((_matches(store, term, budget), term) for term in query.split(" OR "))
+        return [query]
+    counted = sorted((count, term) for term in query.split(" OR ") if (count := _matches(store, term, budget)))
     kept, total = [], 0
     for count, term in counted:
         if kept and total + count > budget:
             break
         kept.append(term)
         total += count
+    queries = [" OR ".join(kept), query] if kept else [query]
     if total > budget and len(counted) > 1:
-        both = f"{counted[0][1]} AND {counted[1][1]}"
-        if _matches(store, both, 1):
-            return both
-    return " OR ".join(kept)
+        queries.insert(0, f"{counted[0][1]} AND {counted[1][1]}")
+    return queries
 
 
 def _matches(store: Store, query: str, cap: int) -> int:
