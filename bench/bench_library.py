@@ -549,11 +549,13 @@ def markdown(report: dict[str, Any]) -> str:
     if cites.get("citations"):
         rows.append(f"| the model's [n]: verified / on a gold page ({cites['answers']} answers, {cites['citations']} [n] "
                     f"in {cites['answers_with_citations']}) | {cites['verified_share']:.0%} / {cites['gold_share']:.0%} | – |")
+    elif cites.get("answers"):
+        rows.append(f"| the model's [n] ({cites['answers']} grounded answers) | none written | – |")
+    elif cites:
+        rows.append(f"| citations | {cites.get('skipped')} | – |")
     if cites.get("answers"):
         rows.append(f"| sources ChatCore matched in uncited answers: all / on a gold page | {cites['matched_sources']} / "
                     f"{cites['matched_on_gold']} | – |")
-    elif cites:
-        rows.append(f"| citations | {cites.get('skipped') or 'no [n] in any answer'} | – |")
     return "\n".join(rows) + "\n"
 
 

@@ -373,7 +373,7 @@ def search_chunks(store: Store, owner: str, query: str, *, limit: int = 20,
 
     ``score`` is FTS5's ``bm25()``: lower is better. The index is kept in sync by triggers, never rebuilt
     at query time. A question's OR of terms that matches more than ``RANK_BUDGET`` chunks is narrowed first
-    (:func:`narrowed_queries`). When the scope leaves out some of a narrowed query's matches and fewer than
+    (:func:`narrowed_queries`). When the scope leaves out most of a narrowed query's matches and fewer than
     ``limit`` remain (another owner's chunks hold its rare terms), the next, wider query is run, ending with
     ``query`` itself. The ranking reads ids and scores; the text of the best is read after.
     """
@@ -387,7 +387,9 @@ def search_chunks(store: Store, owner: str, query: str, *, limit: int = 20,
                 WHERE chunks_fts MATCH ? AND {where} ORDER BY score LIMIT ?""",
             (attempt, *params, limit),
         ).fetchall()
-        if len(ranked) >= limit or attempt is attempts[-1] or len(ranked) >= _matches(store, attempt, limit):
+        # Widen only when the scope hid most of what this attempt matched (another owner's documents, or
+        # other collections, hold its rare terms): a few hidden matches are no reason for the slow full query.
+        if len(ranked) >= limit or attempt is attempts[-1] or 2 * len(ranked) >= _matches(store, attempt, limit):
             break
     scores = dict(ranked)
     rows = chunks_by_id(store, owner, list(scores))  # in rank order; one deleted meanwhile is left out
