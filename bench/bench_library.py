@@ -1,6 +1,6 @@
 """The library's figures: ingest speed, retrieval latency at 100,000 chunks, grounded TTFT, retrieval quality.
 
-    python -m bench.bench_library                      # everything (about 5 minutes on 2 cores)
+    python -m bench.bench_library                      # everything (15–25 minutes on 2 busy cores, mostly prefill)
     python -m bench.bench_library --parts ingest,retrieval --chunks 20000
 
 Parts (figures are reported, never asserted):
