@@ -285,12 +285,39 @@ def measure_retrieval(tmp: Path, chunks: int, questions_n: int = 60) -> dict[str
         hybrid_ms, hybrid_cpu, hybrid_found = time_searches(library, questions, ALL)
         leaked = sum(p.document_id in other_documents for found in bm25_found + hybrid_found for p in found)
         empty = sum(not found for found in bm25_found)
+        db.set_embedding_model(store, OWNER, "bench", None)
+        at_scale = recall_at_scale(library) if manuals_present() else {"skipped": "the manuals are not here"}
     if leaked:
         raise RuntimeError(f"{leaked} passages of another owner came back: ownership is broken")
     return {**built, "questions": len(questions), "bm25": percentiles(bm25_ms), "hybrid": percentiles(hybrid_ms),
             "bm25_cpu": percentiles(bm25_cpu), "hybrid_cpu": percentiles(hybrid_cpu), "load_average": os.getloadavg(),
             "vector_load_s": load_s, "encoder": f"{HASH_MODEL}: {HashEncoder.__doc__.splitlines()[0]}",
-            "bm25_empty_results": empty, "other_owner_passages_returned": leaked}
+            "bm25_empty_results": empty, "other_owner_passages_returned": leaked, "recall_at_scale": at_scale}
+
+
+def recall_at_scale(library: Any) -> dict[str, Any]:
+    """recall@5 of the gold questions with the two manuals added to the big store (BM25 alone), as searched
+    (narrowed above ``RANK_BUDGET`` matches) and with the whole query always: what narrowing costs in quality.
+
+    The store's chunks hold the manuals' own sentences too, so the gold pages compete with copies of their text.
+    """
+    from storage import library as db
+
+    job_id, _ = library.add_paths(OWNER, MANUALS, "manuals")
+    library.run_job(OWNER, job_id)
+    gold = [(q["question"], q["file"], q["page"]) for q in load_questions()]
+    out: dict[str, Any] = {}
+    budget = db.RANK_BUDGET
+    try:
+        for name, value in (("narrowed", budget), ("whole_query", 10**12)):
+            db.RANK_BUDGET = value
+            started = time.perf_counter()
+            result = recall_at_5(library, OWNER, gold)
+            out[name] = {"recall_at_5": result["recall_at_5"], "ms_per_question":
+                         (time.perf_counter() - started) * 1000 / len(gold)}
+    finally:
+        db.RANK_BUDGET = budget
+    return out
 
 
 # c. Time to first token, grounded ----------------------------------------------------------------
@@ -534,6 +561,10 @@ def markdown(report: dict[str, Any]) -> str:
             rows.append(f"| {name} search, {retrieval['chunks']:,} chunks, {r['n']} questions | p50 {r['p50_ms']:.1f} ms, "
                         f"p95 {r['p95_ms']:.1f} ms, max {r['max_ms']:.1f} ms (CPU p50 {c['p50_ms']:.1f}, "
                         f"p95 {c['p95_ms']:.1f} ms) | {goal} |")
+    scale = retrieval.get("recall_at_scale", {})
+    if "narrowed" in scale:
+        rows.append(f"| recall@5 of the manual questions inside the 100,000-chunk store: as searched / whole query | "
+                    f"{scale['narrowed']['recall_at_5']:.0%} / {scale['whole_query']['recall_at_5']:.0%} | – |")
     for engine in ("chatcore", "llama.cpp"):
         row = ttft.get(engine)
         if row:

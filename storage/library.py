@@ -402,10 +402,11 @@ def narrowed_queries(store: Store, query: str, *, budget: int = RANK_BUDGET) -> 
     """The queries :func:`search_chunks` tries in turn, narrowest first, always ending with ``query`` itself.
 
     Only an OR of quoted terms (:func:`question_query`) that matches more than ``budget`` chunks of the whole
-    index is narrowed: first to the OR of its rarest terms whose matches add up to at most ``budget``. BM25
-    weighs a term by how rare it is, so the terms left out are those that move the ranking least. When even
-    the rarest term is that common, the chunks holding both of the two rarest come first. Counting stops at
-    ``budget`` + 1 rows, so narrowing stays cheap.
+    index is narrowed: first to the chunks holding one of its rarest terms, those whose matches add up to at
+    most ``budget``, ranked by all its terms. BM25 weighs a term by how rare it is, so the chunks left out are
+    those holding only the terms that move the ranking least. When even the rarest term is that common, the
+    chunks holding both of the two rarest come first. Counting stops at ``budget`` + 1 rows, so narrowing
+    stays cheap.
     """
     if not _OR_OF_TERMS.fullmatch(query) or _matches(store, query, budget) <= budget:
         return [query]
@@ -416,10 +417,13 @@ def narrowed_queries(store: Store, query: str, *, budget: int = RANK_BUDGET) -> 
             break
         kept.append(term)
         total += count
-    queries = [" OR ".join(kept), query] if kept else [query]
+    narrow = [" OR ".join(kept)] if kept else []
     if total > budget and len(counted) > 1:
-        queries.insert(0, f"{counted[0][1]} AND {counted[1][1]}")
-    return queries
+        narrow.insert(0, f"{counted[0][1]} AND {counted[1][1]}")
+    # "(narrow) AND (query)" matches what the narrow part matches, but BM25 then scores every term of the
+    # question (the rare ones twice): on 100,000 chunks that kept recall@5 at 26 of 31 gold questions
+    # against 28 for the whole query and 21 for the rare terms alone, for a few ms more.
+    return [f"({part}) AND ({query})" for part in narrow] + [query]
 
 
 def _matches(store: Store, query: str, cap: int) -> int:
