@@ -421,8 +421,8 @@ def narrowed_queries(store: Store, query: str, *, budget: int = RANK_BUDGET) -> 
     if total > budget and len(counted) > 1:
         narrow.insert(0, f"{counted[0][1]} AND {counted[1][1]}")
     # "(narrow) AND (query)" matches what the narrow part matches, but BM25 then scores every term of the
-    # question (the rare ones twice): on 100,000 chunks that kept recall@5 at 26 of 31 gold questions
-    # against 28 for the whole query and 21 for the rare terms alone, for a few ms more.
+    # question (the rare ones twice): at 100,000 chunks that lifted recall@5 of the gold questions from 68%
+    # (rare terms alone) to 84%, against 90-94% for the whole query, for a few ms more (docs/library.md).
     return [f"({part}) AND ({query})" for part in narrow] + [query]
 
 
