@@ -563,7 +563,7 @@ def markdown(report: dict[str, Any]) -> str:
                         f"p95 {c['p95_ms']:.1f} ms) | {goal} |")
     scale = retrieval.get("recall_at_scale", {})
     if "narrowed" in scale:
-        rows.append(f"| recall@5 of the manual questions inside the 100,000-chunk store: as searched / whole query | "
+        rows.append(f"| recall@5 of the manual questions inside the {retrieval['chunks']:,}-chunk store: as searched / whole query | "
                     f"{scale['narrowed']['recall_at_5']:.0%} / {scale['whole_query']['recall_at_5']:.0%} | – |")
     for engine in ("chatcore", "llama.cpp"):
         row = ttft.get(engine)
