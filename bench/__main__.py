@@ -1,7 +1,9 @@
-"""``python -m bench``: the engine benchmark (see bench/bench_engines.py)."""
+"""``python -m bench`` (``make bench``): the engine benchmark (bench/bench_engines.py), then the library's
+(bench/bench_library.py). Arguments go to the engine benchmark; each writes its own files in bench/results/."""
 
 import sys
 
-from bench.bench_engines import main
+from bench import bench_engines, bench_library
 
-sys.exit(main(sys.argv[1:]))
+status = bench_engines.main(sys.argv[1:])
+sys.exit(status or bench_library.main([]))
