@@ -282,6 +282,8 @@ def m005_library(db: Database) -> None:
             model TEXT NOT NULL,            -- the embedding model that made it
             vector BLOB NOT NULL            -- float32, little-endian, L2-normalised
         );
+        -- Counting a model's vectors (the retriever's check that its in-memory matrix is current) reads this.
+        CREATE INDEX chunk_vectors_model ON chunk_vectors (model, chunk_id);
 
         CREATE TABLE library_jobs (
             id INTEGER PRIMARY KEY,
