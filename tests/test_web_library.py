@@ -175,9 +175,10 @@ def test_a_grounded_answer_lists_its_sources_and_opens_one_on_its_page(chat_app,
     assert "Sources" in answer and "&#91;1&#93; facts\\.pdf, page 1" in answer
     assert "answered from" in context and "passage" in context and "the whole library" in context
     # The viewer lists the last grounded answer's sources, and the picker shows the chat's scope.
-    picker, message_id, radio, line, page, image, save, accordion, evidence = chat_app.conversation_sources(
-        conversation_id)
+    picker, message_id, radio, line, page, image, save, accordion, evidence, evidence_view = (
+        chat_app.conversation_sources(conversation_id))
     assert picker.value == SOURCES_ALL and evidence.interactive and accordion.open
+    assert evidence_view.visible is False  # the evidence of an earlier question is put away
     assert radio.visible and radio.choices[0][1] == 1 and radio.choices[0][0].startswith("[1] facts.pdf, page 1")
     line, page, image, save = chat_app.show_source(message_id, 1)
     assert "facts\\.pdf, page 1" in line and save.interactive
@@ -243,8 +244,8 @@ def test_an_answer_without_sources_has_an_empty_viewer(chat_app):
     conversation_id = ask(chat_app, "Hello there", SOURCES_OFF)[-1][1]
     picker, message_id, radio, line, *_ = chat_app.conversation_sources(conversation_id)
     assert picker.value == SOURCES_OFF and message_id is None and radio.visible is False and line == NO_SOURCES
-    picker, message_id, radio, line, *_, evidence = chat_app.conversation_sources(None)
-    assert message_id is None and radio.visible is False
+    picker, message_id, radio, line, *_, evidence_view = chat_app.conversation_sources(None)
+    assert message_id is None and radio.visible is False and evidence_view.visible is False
 
 
 def test_another_owners_documents_jobs_and_sources_answer_like_missing_ones(chat_app, facts_pdf):

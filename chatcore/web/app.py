@@ -407,7 +407,7 @@ class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
     def _after_answer(self) -> tuple:
         """After a conversation opens or an answer ends: its scope in the picker, its last sources in the viewer."""
         return (self.conversation_sources, [self.conversation_id],
-                [self.sources, *self._source_outputs, self.evidence])
+                [self.sources, *self._source_outputs, self.evidence, self.evidence_view])
 
     @property
     def _source_outputs(self) -> list[gr.components.Component]:

@@ -168,15 +168,17 @@ class LibraryHandlers:
 
     @user_errors
     def conversation_sources(self, conversation_id: int | None, request: gr.Request = None) -> tuple:
-        """A conversation opened: the Sources picker shows its scope, the viewer its last grounded answer."""
+        """A conversation opened: the Sources picker shows its scope, the viewer its last grounded answer, and the
+        evidence of an earlier question is put away."""
         owner = self.owner(request)
         names = self.workspace.collection_names(owner)
+        no_evidence = gr.HTML(value="", visible=False)
         if conversation_id is None:  # a new chat: the picker keeps its choice for the first message
-            return (gr.Dropdown(choices=source_choices(names)), *self._source_list(None), gr.skip())
+            return (gr.Dropdown(choices=source_choices(names)), *self._source_list(None), gr.skip(), no_evidence)
         value = source_value(self.workspace.library.scope(owner, conversation_id))
         view = self.workspace.open(owner, conversation_id)
         return (gr.Dropdown(choices=source_choices(names), value=value), *self._source_list(view.last_grounded()),
-                enabled(value != SOURCES_OFF))
+                enabled(value != SOURCES_OFF), no_evidence)
 
     @user_errors
     def choose_sources(self, value: str | None, conversation_id: int | None, request: gr.Request = None) -> gr.Button:
