@@ -21,11 +21,13 @@ MODES = ("none", "int8", "int4")
 DENSE_ROWS = 32
 # Whether the CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX). Elsewhere oneDNN
 # emulates them: on a 2-core AVX2 EPYC a 1,000-token prefill took 11.4 s in bf16 GEMMs, against ~2 s
-# for float32 ones, so there the dense copy is widened to float32 for each long prefill.
+# for float32 ones, so there a dense copy (torch's packed layers keep one) is widened to float32 for
+# each long prefill. Keeping float32 copies instead saves only that widening (~1% of the prefill).
 FAST_BF16_MATMUL = bool({"avx512_bf16", "amx_bf16"} & native.cpu_flags())
 # Whether ChatCore's own q4/q8 layers keep that dense copy. Only where bf16 GEMMs are fast: elsewhere the
 # C++ step prefills long prompts through the packed kernels, whose integer products beat float32 GEMMs
-# (1.5x for a 1,000-token prompt on a 2-core AVX2 EPYC), and the copy (212 MB for SmolLM2-135M) is saved.
+# (1.5x for the layers of a 1,000-token prompt on a 2-core AVX2 EPYC), and the copy (212 MB for
+# SmolLM2-135M) is saved.
 NATIVE_DENSE_PREFILL = FAST_BF16_MATMUL
 
 
