@@ -220,17 +220,18 @@ def test_the_cpp_quantizer_writes_the_bytes_of_torchs_arithmetic(kernels):
 
 
 def test_the_torch_prefill_and_the_cpp_step_read_each_others_cache(hf, kernels):
-    """Prompts over NATIVE_PREFILL_ROWS tokens prefill through torch: what it writes, the C++ step must
-    read, and the reverse (int8 codes and scales at head_dim 64, bfloat16 at 16)."""
+    """Prompts over NATIVE_PREFILL_ROWS tokens prefill through torch where bfloat16 GEMMs are fast (the
+    C++ step elsewhere): what torch writes, the C++ step must read, and the reverse (int8 codes and
+    scales at head_dim 64, bfloat16 at 16)."""
     model = _native_model(hf, kernels, slots=4, length=200)
     ids = torch.randint(0, hf.config.vocab_size, (151,), generator=_gen(9))
     other = torch.randint(0, hf.config.vocab_size, (150,), generator=_gen(10))
     step = model.step.kernel
     assert NATIVE_PREFILL_ROWS < 150 - 20
     with torch.inference_mode():
-        model.prefill(ids[None, :150], slot=0)  # torch writes all 150
+        model.torch_prefill(ids[None, :150], slot=0)  # torch writes all 150
         step.forward(ids[:20], torch.ones(20, dtype=torch.long), torch.arange(20), torch.tensor([19]))
-        model.prefill(ids[None, 20:150], slot=1, start=20)  # torch reads the C++ step's 20, writes 130
+        model.torch_prefill(ids[None, 20:150], slot=1, start=20)  # torch reads the C++ step's 20, writes 130
         step.forward(ids[:150], torch.full((150,), 2), torch.arange(150), torch.tensor([149]))  # C++ alone
         step.forward(other, torch.full((150,), 3), torch.arange(150), torch.tensor([149]))  # another context
         logits = model.decode(ids[150].repeat(4), torch.full((4,), 150), 160, torch.arange(4))
@@ -244,6 +245,28 @@ def test_the_torch_prefill_and_the_cpp_step_read_each_others_cache(hf, kernels):
         torch_written, cpp_written = (torch.cat(block.attn.cache.read((slot, slice(None), slice(None, 150)), torch.float32))
                                       for slot in (0, 2))
         assert (torch_written - cpp_written).norm() / cpp_written.norm() < 0.05
+
+
+def test_long_prompts_prefill_where_this_cpu_multiplies_them_fastest(hf, kernels):
+    """Where bfloat16 GEMMs are fast (AMX, AVX-512 BF16) a prompt over NATIVE_PREFILL_ROWS tokens goes
+    through torch's GEMMs over each layer's dense copy; elsewhere through the C++ step, the layers
+    keeping no copy."""
+    model = quant.quantize(from_hf_state(hf.config, hf.state_dict(), torch.bfloat16), "int4", dense_prefill=True,
+                           kernels=kernels)
+    model.setup_cache(2, 200, quantized=native.int8_cache_fits(model.cfg.head_dim))
+    assert attach_native(kernels, model)
+    layers = [linear for block in model.layers for linear in (block.attn.wqkv, block.attn.wo, block.mlp.w13, block.mlp.w2)]
+    assert all((linear.dense is not None) == quant.NATIVE_DENSE_PREFILL for linear in layers)
+    assert model.output.dense is None  # a prefill needs only the last position's logits
+    ids = torch.randint(0, hf.config.vocab_size, (1, NATIVE_PREFILL_ROWS + 20), generator=_gen(13))
+    s = ids.shape[1]
+    with torch.inference_mode():
+        served = model.prefill(ids, slot=0)
+        by_torch = model.torch_prefill(ids, slot=1)
+        by_step = model.step.kernel.forward(ids[0], torch.ones(s, dtype=torch.long), torch.arange(s),
+                                            torch.tensor([s - 1]))
+    assert torch.equal(served, by_torch if quant.NATIVE_DENSE_PREFILL else by_step)
+    assert not torch.equal(by_torch, by_step)  # the two paths do differ, so the check above tells them apart
 
 
 def test_prompts_prefilled_together_get_the_bits_of_prompts_prefilled_alone(hf, kernels):

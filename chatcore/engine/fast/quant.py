@@ -21,8 +21,14 @@ MODES = ("none", "int8", "int4")
 DENSE_ROWS = 32
 # Whether the CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX). Elsewhere oneDNN
 # emulates them: on a 2-core AVX2 EPYC a 1,000-token prefill took 11.4 s in bf16 GEMMs, against ~2 s
-# for float32 ones, so there the dense copy is widened to float32 for each long prefill.
+# for float32 ones, so there a dense copy (torch's packed layers keep one) is widened to float32 for
+# each long prefill. Keeping float32 copies instead saves only that widening (~1% of the prefill).
 FAST_BF16_MATMUL = bool({"avx512_bf16", "amx_bf16"} & native.cpu_flags())
+# Whether ChatCore's own q4/q8 layers keep that dense copy. Only where bf16 GEMMs are fast: elsewhere the
+# C++ step prefills long prompts through the packed kernels, whose integer products beat float32 GEMMs
+# (1.5x for the layers of a 1,000-token prompt on a 2-core AVX2 EPYC), and the copy (212 MB for
+# SmolLM2-135M) is saved.
+NATIVE_DENSE_PREFILL = FAST_BF16_MATMUL
 
 
 class PackedLinear(nn.Module):
@@ -122,7 +128,7 @@ class Int4Linear(PackedLinear):
 class NativeLinear(PackedLinear):
     """A q4 or q8 weight for ChatCore's own kernels (:mod:`chatcore.engine.fast.native`), which the C++
     decode step also reads directly; short inputs multiply through the kernel, long prefills through
-    the optional dense bfloat16 copy."""
+    the optional dense bfloat16 copy (without one, through the kernel too)."""
 
     BUFFERS = ("codes", "scales")
 
@@ -163,7 +169,8 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
     rebuilt from it (packing int4 weights takes seconds), and the others are added to it.
 
     ``dense_prefill`` keeps each layer's bf16 weight too (not the head's: a prefill only needs the last
-    position's logits), for fast long prompts at the cost of that memory.
+    position's logits), for fast long prompts at the cost of that memory; ChatCore's own layers keep it
+    only where ``NATIVE_DENSE_PREFILL``.
 
     With int4 the output head (module ``head``) stays int8: it is usually tied to the embedding, which
     checkpoints keep finer than 4 bits; on SmolLM2 a 4-bit head alone costs ~12% perplexity, int8 0.3%.
@@ -182,7 +189,8 @@ def quantize(model: nn.Module, mode: str, groupsize: int = 32, head: str = "outp
         if kernels is not None and native.supported_shape(weight):
             bits = 8 if mode == "int8" or name == head else 4
             cached = _cached(packed, name, NativeLinear.BUFFERS)
-            replacement: nn.Module = NativeLinear(weight, bits, kernels, dense, cached)
+            replacement: nn.Module = NativeLinear(weight, bits, kernels, dense if NATIVE_DENSE_PREFILL else None,
+                                                  cached)
         # The packed int4 layout needs N % 16 == 0; other shapes (rare, tiny vocabularies) stay int8.
         elif mode == "int8" or name == head or not g or weight.shape[0] % 16:
             cached = _cached(packed, name, Int8Linear.BUFFERS)

@@ -23,10 +23,12 @@ import torch
 
 from chatcore.engine.fast import native
 from chatcore.engine.fast.graphs import StepGraphs
-from chatcore.engine.fast.quant import NativeLinear
+from chatcore.engine.fast.quant import NATIVE_DENSE_PREFILL, NativeLinear
 
 # Prompts up to this many tokens prefill through the C++ step (no per-layer Python, no GEMM set-up);
-# longer ones through bfloat16 GEMMs, whose matrix units win once there are enough rows.
+# longer ones through bfloat16 GEMMs where those are fast (NATIVE_DENSE_PREFILL: AMX or AVX-512 BF16),
+# whose matrix units win once there are enough rows. Elsewhere every prompt prefills through the C++
+# step. It is also how many prompt tokens one call takes together.
 NATIVE_PREFILL_ROWS = 128
 
 # A chatcore.engine.fast.model.Transformer, not imported: the model imports this module for its default step.
@@ -185,7 +187,8 @@ class NativeStep(Step):
 
     It decodes every step and prefills prompts of up to NATIVE_PREFILL_ROWS tokens, several in one
     call (their rows share each read of the weights, as a batch's tokens do); longer prompts prefill
-    through torch's bfloat16 GEMMs. It reads exactly the cache positions requests wrote.
+    through torch's bfloat16 GEMMs where the layers keep dense copies for them (``torch_prefill``),
+    else through the step too. It reads exactly the cache positions requests wrote.
     """
 
     kernels = "native"
@@ -201,7 +204,7 @@ class NativeStep(Step):
     def prefill(self, tokens: torch.Tensor, slot: int, start: int = 0) -> torch.Tensor:
         s = tokens.shape[1]
         with torch.inference_mode():
-            if s > NATIVE_PREFILL_ROWS:
+            if s > NATIVE_PREFILL_ROWS and NATIVE_DENSE_PREFILL:
                 return self.model.torch_prefill(tokens, slot, start)
             return self.kernel.forward(tokens[0], torch.full((s,), slot), torch.arange(start, start + s),
                                        torch.tensor([s - 1]))
