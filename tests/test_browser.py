@@ -12,19 +12,18 @@ and of the Chat tab with a conversation.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from chatcore.testing.browsers import CHROMIUM, chromium, page_at
 from chatcore.testing.engines import Held, Paced, endless
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 from chatcore.web.workspace import STREAM_INTERVAL_S
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium on PATH (install the chromium package)"),
@@ -63,24 +62,15 @@ def engine(server):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser, server):
     url, _ = server
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
-    yield page
-    context.close()
+    with page_at(browser, url, height=900, timeout_ms=30_000) as page:
+        yield page
 
 
 def _bot_texts(page) -> list[str]:

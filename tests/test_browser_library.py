@@ -9,16 +9,15 @@ marked. Set CHATCORE_SCREENSHOTS to a folder to save library-tab.png, chat-sourc
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from chatcore.testing.browsers import CHROMIUM, chromium, page_at
 from chatcore.testing.documents import make_pdf
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SPEC = Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")
 pytestmark = [
     pytest.mark.browser,
@@ -45,24 +44,15 @@ def server(tmp_path_factory, hf_engine, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser, server):
     url, _ = server
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
-    yield page
-    context.close()
+    with page_at(browser, url, height=1000, timeout_ms=60_000) as page:
+        yield page
 
 
 def _shot(page, name: str) -> None:

@@ -90,6 +90,14 @@ def not_found(exc: NotFound, what: str, param: str | None = None) -> APIError:
     return APIError(404, str(exc), param=param, code=f"{what}_not_found")
 
 
+async def owned(what: str, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` off the event loop; a ``NotFound`` (another owner's id, or none) as the same 404."""
+    try:
+        return await run_in_threadpool(call, *args)
+    except NotFound as exc:
+        raise not_found(exc, what) from None
+
+
 def resolve_scope(library: Library | None, owner: str, options: LibraryOptions) -> Scope:
     """The scope the request's ``chatcore`` field names, checked (blocking: call off the loop).
 
@@ -221,47 +229,32 @@ class LibraryServing:
     async def get_document(self, raw: Request, document_id: str) -> Response:
         owner, library = await self._owner(raw)
         number = parse_id(document_id, "document")
-        try:
-            document = await run_in_threadpool(library.document, owner, number)
-        except NotFound as exc:
-            raise not_found(exc, "document") from None
+        document = await owned("document", library.document, owner, number)
         return JSONResponse(document_json(document))
 
     async def delete_document(self, raw: Request, document_id: str) -> Response:
         owner, library = await self._owner(raw)
         number = parse_id(document_id, "document")
-        try:
-            await run_in_threadpool(library.delete, owner, number)
-        except NotFound as exc:
-            raise not_found(exc, "document") from None
+        await owned("document", library.delete, owner, number)
         return JSONResponse({"id": number, "object": "library.document", "deleted": True,
                              "restore": f"POST /v1/library/documents/{number}/restore"})
 
     async def restore_document(self, raw: Request, document_id: str) -> Response:
         owner, library = await self._owner(raw)
         number = parse_id(document_id, "document")
-        try:
-            await run_in_threadpool(library.restore, owner, number)
-        except NotFound as exc:
-            raise not_found(exc, "document") from None
+        await owned("document", library.restore, owner, number)
         return JSONResponse({"id": number, "object": "library.document", "deleted": False})
 
     async def get_job(self, raw: Request, job_id: str) -> Response:
         owner, library = await self._owner(raw)
         number = parse_id(job_id, "job")
-        try:
-            job = await run_in_threadpool(library.job, owner, number)
-        except NotFound as exc:
-            raise not_found(exc, "job") from None
+        job = await owned("job", library.job, owner, number)
         return JSONResponse(job_json(job))
 
     async def cancel_job(self, raw: Request, job_id: str) -> Response:
         owner, library = await self._owner(raw)
         number = parse_id(job_id, "job")
-        try:
-            job = await run_in_threadpool(library.cancel_job, owner, number)
-        except NotFound as exc:
-            raise not_found(exc, "job") from None
+        job = await owned("job", library.cancel_job, owner, number)
         return JSONResponse(job_json(job))
 
     async def search(self, raw: Request) -> Response:

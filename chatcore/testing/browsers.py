@@ -1,0 +1,37 @@
+"""The system Chromium driven by playwright, headless, for the page's browser tests."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless system Chromium (never a downloaded one), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def page_at(browser: Any, url: str, *, height: int = 900, timeout_ms: int = 30_000) -> Iterator[Any]:
+    """A fresh tab on ``url`` once the model status reads ready, in its own context (no shared cookies)."""
+    context = browser.new_context(viewport={"width": 1400, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto(url)
+    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
+    try:
+        yield page
+    finally:
+        context.close()
