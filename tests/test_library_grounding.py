@@ -95,3 +95,11 @@ def test_a_branch_keeps_the_scope_and_the_sources_of_the_answers_it_copies(tmp_p
     assert conversation_scope(store, "local", fork) == {"collections": ["reports"]}
     original = message_sources(store, "local", cited.message_id)
     assert original and message_sources(store, "local", copied) == original
+
+
+def test_brackets_in_code_or_indexing_are_not_citations():
+    answer = "Use `x[1]` here.\n```\nreturn sleep([[1]])\n```\nAlso a[2] and [[3]] are not sources, but this is [1]."
+    from chatcore.services.library.citations import cited_numbers
+
+    assert cited_numbers(answer) == [1]
+    assert [c.n for c in check_citations(answer, sources())] == [1]

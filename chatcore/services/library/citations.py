@@ -20,7 +20,10 @@ GROUNDED_SYSTEM = (
     "After each sentence that uses a source, cite it as [n], for example [1] or [2]. "
     "If the sources do not answer the question, say that they do not."
 )
-CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+# Not an index or a nested list (``x[1]``, ``[[1]]``): a citation follows a space, punctuation or a line start.
+CITATION = re.compile(r"(?<![\w\[\])])\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\](?!\])")
+# Code is not prose: ``[1]`` inside a code block or span is never a citation.
+_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.S)
 QUOTE = re.compile(r"[\"“]([^\"“”]{6,}?)[\"”]")
 # A sentence ends at . ! ? not followed by a letter or digit ("5.8", "i.e." stay inside it, with their quotes).
 _SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=\w))+(?:[.!?]+|\n|$)")
@@ -78,17 +81,22 @@ def fit_passages(question: str, passages: Sequence[Passage], budget: int,
 def cited_numbers(answer: str) -> list[int]:
     """Every ``[n]`` (and ``[n, m]``) in the answer, in order of first appearance."""
     seen: list[int] = []
-    for match in CITATION.finditer(answer):
+    for match in CITATION.finditer(without_code(answer)):
         for number in re.split(r"\s*[,;]\s*", match.group(1)):
             if int(number) not in seen:
                 seen.append(int(number))
     return seen
 
 
+def without_code(answer: str) -> str:
+    """The answer with its code blocks and spans blanked (same length, so offsets hold)."""
+    return _CODE.sub(lambda m: " " * len(m.group()), answer)
+
+
 def check_citations(answer: str, passages: Sequence[Passage]) -> list[Citation]:
     """Each number the answer cites, mapped to its passage and checked (see the module's docstring)."""
     found: dict[int, Citation] = {}
-    for sentence in _SENTENCE.finditer(answer):
+    for sentence in _SENTENCE.finditer(without_code(answer)):
         text = sentence.group()
         quotes = [q.strip() for q in QUOTE.findall(text)]
         for match in CITATION.finditer(text):
@@ -121,7 +129,7 @@ def match_sources(answer: str, passages: Sequence[Passage]) -> list[Citation]:
     """
     vocabularies = [set(_content_words(p.text)) for p in passages]
     found: dict[int, Citation] = {}
-    for sentence in _SENTENCE.finditer(answer):
+    for sentence in _SENTENCE.finditer(without_code(answer)):
         words = set(_content_words(sentence.group()))
         if len(words) < MATCH_MIN_WORDS or not vocabularies:
             continue
