@@ -108,6 +108,12 @@ def get_collection(store: Store, owner: str, name: str) -> dict[str, Any]:
     return rows[0]
 
 
+def collection_by_id(store: Store, owner: str, collection_id: int | None) -> dict[str, Any] | None:
+    """The owner's collection with this id, or ``None`` (a job's collection may have been removed)."""
+    rows = store.rows("SELECT * FROM collections WHERE id = ? AND owner = ?", (collection_id, owner))
+    return rows[0] if rows else None
+
+
 def list_collections(store: Store, owner: str) -> list[dict[str, Any]]:
     """The owner's collections with how many live documents and chunks each holds."""
     return store.rows(
@@ -211,14 +217,15 @@ def get_document(store: Store, owner: str, document_id: int) -> dict[str, Any]:
     return _document(rows[0])
 
 
-def list_documents(store: Store, owner: str, *, collection: str | None = None,
-                   status: str | None = None) -> list[dict[str, Any]]:
-    """The owner's live documents, newest first, optionally of one collection or status."""
+def list_documents(store: Store, owner: str, *, collection: str | None = None, status: str | None = None,
+                   job_id: int | None = None) -> list[dict[str, Any]]:
+    """The owner's live documents, newest first, optionally of one collection, status or job."""
     rows = store.rows(
         f"""SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id
             WHERE d.owner = ? AND d.deleted_at IS NULL AND (? IS NULL OR c.name = ?) AND (? IS NULL OR d.status = ?)
+                  AND (? IS NULL OR d.job_id = ?)
             ORDER BY d.id DESC""",
-        (owner, collection, collection, status, status),
+        (owner, collection, collection, status, status, job_id, job_id),
     )
     return [_document(row) for row in rows]
 
@@ -246,13 +253,15 @@ def purge_deleted_documents(store: Store, owner: str) -> int:
     return count
 
 
-def unfinished_documents(store: Store, owner: str | None = None) -> list[dict[str, Any]]:
-    """Documents still queued or indexing (an ingest cut short by a restart), oldest first."""
+def unfinished_documents(store: Store, owner: str | None = None, *,
+                         job_id: int | None = None) -> list[dict[str, Any]]:
+    """Documents still queued or indexing (an ingest cut short by a restart), oldest first, optionally of one job."""
     rows = store.rows(
         f"""SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id
             WHERE d.status IN ('queued', 'indexing') AND d.deleted_at IS NULL AND (? IS NULL OR d.owner = ?)
+                  AND (? IS NULL OR d.job_id = ?)
             ORDER BY d.id""",
-        (owner, owner),
+        (owner, owner, job_id, job_id),
     )
     return [_document(row) for row in rows]
 

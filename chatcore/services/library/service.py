@@ -244,7 +244,7 @@ class Library:
     def job(self, owner: str, job_id: int) -> JobProgress:
         """A job's progress; another owner's id is ``NotFound`` like a missing one."""
         row = db.get_job(self.store, owner, job_id)
-        documents = [d for d in db.list_documents(self.store, owner) if d["job_id"] == job_id]
+        documents = db.list_documents(self.store, owner, job_id=job_id)
         current = next((d for d in documents if d["status"] == "indexing"), None)
         return JobProgress(
             job_id=row["id"], kind=row["kind"], status=row["status"], total=row["total"], done=row["done"],
@@ -324,9 +324,8 @@ class Library:
 
     def _stop_unfinished(self, owner: str, job_id: int, status: str, reason: str) -> None:
         """Mark the job's documents still queued or indexing as ``status``: adding them again requeues them."""
-        for document in db.unfinished_documents(self.store, owner):
-            if document["job_id"] == job_id:
-                db.stop_document(self.store, document["id"], status, reason)
+        for document in db.unfinished_documents(self.store, owner, job_id=job_id):
+            db.stop_document(self.store, document["id"], status, reason)
 
     def _run_logged(self, owner: str, job_id: int) -> None:
         try:
@@ -338,7 +337,7 @@ class Library:
                 on_progress: ProgressCallback | None) -> None:
         job_id = job["id"]
         beat = _Beat(self, owner, job_id, cancel, on_progress)
-        pending = [d for d in db.unfinished_documents(self.store, owner) if d["job_id"] == job_id]
+        pending = db.unfinished_documents(self.store, owner, job_id=job_id)
         done, failed = job["done"], job["failed"]
         for document in pending:
             if cancel.is_set():
@@ -352,7 +351,7 @@ class Library:
             self._stop_unfinished(owner, job_id, "cancelled", "cancelled before it was indexed")
             db.update_job(self.store, job_id, status="cancelled")
             return
-        collection = next((c for c in db.list_collections(self.store, owner) if c["id"] == job["collection_id"]), None)
+        collection = db.collection_by_id(self.store, owner, job["collection_id"])
         if collection is not None and collection["embedding_model"]:
             self._embed_collection(owner, collection["id"], collection["embedding_model"], cancel, beat=None)
         db.update_job(self.store, job_id, status="done")
@@ -398,7 +397,7 @@ class Library:
 
     def _embed(self, owner: str, job: dict[str, Any], cancel: threading.Event,
                on_progress: ProgressCallback | None) -> None:
-        collection = next((c for c in db.list_collections(self.store, owner) if c["id"] == job["collection_id"]), None)
+        collection = db.collection_by_id(self.store, owner, job["collection_id"])
         if collection is None or not collection["embedding_model"]:
             db.update_job(self.store, job["id"], status="done")
             return
