@@ -114,6 +114,11 @@ def collection_by_id(store: Store, owner: str, collection_id: int | None) -> dic
     return rows[0] if rows else None
 
 
+def collections_of(store: Store, owner: str) -> list[dict[str, Any]]:
+    """The owner's collection rows, without counting their documents (what retrieval needs on every question)."""
+    return store.rows("SELECT * FROM collections WHERE owner = ? ORDER BY name", (owner,))
+
+
 def list_collections(store: Store, owner: str) -> list[dict[str, Any]]:
     """The owner's collections with how many live documents and chunks each holds."""
     return store.rows(

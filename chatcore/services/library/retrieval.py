@@ -105,7 +105,7 @@ class Retriever:
 
     def resolve(self, owner: str, scope: Scope) -> tuple[list[int] | None, list[int] | None, list[dict[str, Any]]]:
         """Collection ids, document ids and the collection rows in scope; unknown names are ``NotFound``."""
-        collections = db.list_collections(self.store, owner)
+        collections = db.collections_of(self.store, owner)
         if scope.collections is None:
             return None, list(scope.documents) if scope.documents is not None else None, collections
         by_name = {c["name"]: c for c in collections}
