@@ -327,3 +327,94 @@ def m005_library(db: Database) -> None:
         ALTER TABLE notes ADD COLUMN source_page INTEGER;
         """
     )
+
+
+@migrations()
+def m006_evaluation(db: Database) -> None:
+    """Evaluation: test sets and their items, runs, every output with its reproducibility record, the
+    scores of each scorer (a rescore adds rows, it never generates again), and the arena's blind battles.
+
+    An output row is written whole, once per (run, item, model): an interrupted run keeps what finished,
+    and resuming it generates only the missing rows.
+    """
+    db.executescript(
+        """
+        CREATE TABLE test_sets (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            name TEXT NOT NULL,
+            filename TEXT,
+            sha256 TEXT NOT NULL,           -- of the items as stored (canonical JSON), not of the upload's bytes
+            items INTEGER NOT NULL,
+            created TEXT NOT NULL,
+            deleted_at TEXT
+        );
+        CREATE UNIQUE INDEX test_sets_live_name ON test_sets (owner, name) WHERE deleted_at IS NULL;
+
+        CREATE TABLE test_items (
+            id INTEGER PRIMARY KEY,
+            test_set_id INTEGER NOT NULL REFERENCES test_sets(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,              -- the item's own id in the file
+            item TEXT NOT NULL,             -- JSON: messages, answers, choices, gold, tags, pages
+            UNIQUE (test_set_id, key)
+        );
+
+        CREATE TABLE eval_runs (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            test_set_id INTEGER NOT NULL REFERENCES test_sets(id),
+            models TEXT NOT NULL,           -- JSON list of model specs, in the order given
+            scorers TEXT NOT NULL,          -- JSON list of scorer names, as asked for at the start
+            params TEXT NOT NULL,           -- JSON: sampling settings, scope, judge
+            status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'cancelled', 'failed', 'interrupted')),
+            total INTEGER NOT NULL,         -- items x models
+            done INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,          -- the worker's heartbeat while running
+            finished TEXT
+        );
+        CREATE INDEX eval_runs_owner ON eval_runs (owner, id);
+
+        CREATE TABLE eval_outputs (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES test_items(id),
+            model TEXT NOT NULL,            -- the model spec
+            text TEXT,                      -- the generated answer (NULL when only log-likelihoods were asked for)
+            choices TEXT,                   -- JSON: per choice {logprob, greedy, tokens, chars}
+            sources TEXT,                   -- JSON: the passages retrieved for the item, when scoped to documents
+            record TEXT NOT NULL,           -- JSON: the answer's reproducibility record (seed, weights, settings)
+            error TEXT,                     -- why this item failed; the run went on
+            created TEXT NOT NULL,
+            UNIQUE (run_id, item_id, model)
+        );
+
+        CREATE TABLE eval_scores (
+            output_id INTEGER NOT NULL REFERENCES eval_outputs(id) ON DELETE CASCADE,
+            scorer TEXT NOT NULL,
+            value REAL NOT NULL,            -- 0..1 (F1, recall, a judge's grade scaled)
+            correct INTEGER NOT NULL CHECK (correct IN (0, 1)),
+            detail TEXT,                    -- JSON: what the scorer saw (precision and recall, the letter read...)
+            created TEXT NOT NULL,
+            PRIMARY KEY (output_id, scorer)
+        );
+
+        CREATE TABLE arena_battles (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            prompt TEXT NOT NULL,
+            model_a TEXT NOT NULL,
+            model_b TEXT NOT NULL,
+            answer_a TEXT,
+            answer_b TEXT,
+            record_a TEXT,                  -- JSON reproducibility records
+            record_b TEXT,
+            vote TEXT CHECK (vote IN ('a', 'b', 'tie', 'both_bad')),
+            created TEXT NOT NULL,
+            voted TEXT
+        );
+        CREATE INDEX arena_battles_owner ON arena_battles (owner, id);
+        """
+    )

@@ -68,3 +68,35 @@ class Settings:
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the given fields replaced; ``None`` values keep the current field."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# What a model spec may set after ``@``: two configurations of one model (``default@quant=none``) are
+# two models to evaluation, to the arena and to the pool of loaded models.
+MODEL_SPEC_OPTIONS = ("quant", "dtype", "device", "kv_cache")
+
+
+def split_model_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``NAME`` or ``NAME@key=value,...`` -> (NAME, options); a clear error for a malformed spec."""
+    from chatcore.core.errors import ParameterError
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ParameterError("model", "the model is empty")
+    name, _, tail = spec.strip().partition("@")
+    if not name:
+        raise ParameterError("model", f"{spec!r} names no model before '@'")
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in tail.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not value or key not in MODEL_SPEC_OPTIONS:
+            raise ParameterError("model", f"{part!r} in {spec!r} is not an option; use "
+                                          f"{' or '.join(k + '=...' for k in MODEL_SPEC_OPTIONS)}")
+        options[key] = value
+    return name, options
+
+
+def model_settings(settings: Settings, spec: str | None) -> Settings:
+    """The settings that load ``spec`` (``None`` or ``default``: the configured model)."""
+    if spec is None:
+        return settings
+    name, options = split_model_spec(spec)
+    return settings.with_overrides(model=None if name == "default" else name, **options)

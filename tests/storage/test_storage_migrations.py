@@ -25,7 +25,7 @@ def schema(path: Path) -> dict[str, str]:
 
 
 def test_names_are_ordered_and_prefixed():
-    assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes", "m005_library"]
+    assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes", "m005_library", "m006_evaluation"]
 
 
 def test_fresh_database_has_latest_schema(db_path: Path):
