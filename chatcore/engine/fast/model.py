@@ -150,8 +150,9 @@ class Attention(nn.Module):
         return rotate(q, cos, sin), rotate(k, cos, sin), v
 
     def prefill(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: int, start: int) -> torch.Tensor:
-        """A whole chunk of one sequence. x: [1, S, dim], written to cache positions start..start+S-1."""
-        s = x.shape[1]
+        """A whole chunk of one sequence. x: [1, S, dim], written to cache positions start..start+S-1.
+        With slot -1 (scoring, no cache) x may hold B sequences: [B, S, dim]."""
+        b, s = x.shape[0], x.shape[1]
         q, k, v = self._project(x, cos, sin)
         cache = self.cache
         end = start + s
@@ -164,7 +165,7 @@ class Attention(nn.Module):
             rows = torch.arange(start, end, device=x.device)[:, None]
             mask = torch.arange(end, device=x.device)[None, :] <= rows  # [S, end]
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-        return self.wo(out.transpose(1, 2).reshape(1, s, self.q_size))
+        return self.wo(out.transpose(1, 2).reshape(b, s, self.q_size))
 
     def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
                slots: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
@@ -278,7 +279,7 @@ class Transformer(nn.Module):
                 block.attn.cache.copy(source, target, end)
 
     def score(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits at every position, without the cache (for perplexity). tokens: [1, S] -> [1, S, V]."""
+        """Logits at every position, without the cache (perplexity, log-likelihoods). tokens: [B, S] -> [B, S, V]."""
         s = tokens.shape[1]
         cos, sin = self._rope(s)
         x = self.embed(tokens)
