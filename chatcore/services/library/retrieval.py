@@ -8,7 +8,7 @@ SQLite (no extension needed), held in memory per scope until the collection chan
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -86,6 +86,11 @@ class Passage:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "document": self.filename}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> "Passage":
+        """A passage kept as ``to_dict`` wrote it (an evaluation output's sources)."""
+        return cls(**{f.name: value[f.name] for f in fields(cls) if f.name in value})
 
 
 def passage_from_row(row: dict[str, Any]) -> Passage:
