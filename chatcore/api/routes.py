@@ -24,7 +24,7 @@ API_PREFIX = "/v1"
 
 def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None,
                   max_running: int = DEFAULT_CONCURRENCY, max_waiting: int = MAX_WAITING,
-                  library: Any | None = None) -> FastAPI:
+                  library: Any | None = None, evaluations: Any | None = None, arena: Any | None = None) -> FastAPI:
     """The API as an application whose routes are relative to ``/v1``; its ``state.admission`` is its line.
 
     ``library`` is the :class:`~chatcore.services.library.Library` the answers and ``/v1/library`` use; by
@@ -40,6 +40,12 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
                   exception_handlers={APIError: api_error_handler, ChatCoreError: chatcore_error_handler})
     app.state.admission = serving.admission
     app.state.library = library
+    if store is not None and (evaluations is None or arena is None):  # one of each, shared with the page
+        from chatcore.services.evaluation import for_server
+
+        built = for_server(manager, store, library)
+        evaluations, arena = evaluations or built[0], arena or built[1]
+    app.state.evaluations, app.state.arena = evaluations, arena
     _library_routes(app, LibraryServing(library, serving.authenticate))
 
     @app.get("/models")
@@ -118,6 +124,10 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
     library = Library.from_settings(settings, store)
     library.resume_interrupted()  # ingest jobs a restart cut short go on in the background
     library.reindex_outdated()  # documents cut with older chunk settings are cut again
+    from chatcore.services.evaluation import for_server
+
+    evaluations, arena = for_server(manager, store, library)
+    evaluations.mark_interrupted()  # runs a restart cut short wait to be resumed
     app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency,
-                         library=library)
+                         library=library, evaluations=evaluations, arena=arena)
     uvicorn.run(app, host=host, port=port, log_level="warning")

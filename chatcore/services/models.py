@@ -101,6 +101,15 @@ class ModelManager:
             raise ModelNotReadyError(self._error and f"the model failed to load: {self._error}" or "no model is loaded")
         return backend
 
+    def wait_for(self, spec: str | None = None, timeout: float | None = None):
+        """The backend for a model spec, waiting while it loads (evaluation runs, the arena, the CLI)."""
+        from chatcore.core.settings import model_settings
+
+        if model_settings(self.settings, spec) != self.settings:
+            raise ModelNotReadyError(f"{spec} is not the loaded model ({self.settings.model})")
+        self.wait(timeout)
+        return self.get()
+
     def wait(self, timeout: float | None = None) -> None:
         """Block until the current load ends (used by tests and the CLI)."""
         thread = self._loading

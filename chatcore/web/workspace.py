@@ -82,8 +82,15 @@ class Workspace(Conversations):
     """The page's operations for one model manager and one store; ``owner`` is passed to each call."""
 
     def __init__(self, manager: ModelManager, store: Any, *, service: ChatService | None = None,
-                 library: Library | None = None, stream_interval: float = STREAM_INTERVAL_S) -> None:
+                 library: Library | None = None, stream_interval: float = STREAM_INTERVAL_S,
+                 evaluations: Any = None, arena: Any = None) -> None:
         self.library = library or Library.from_settings(manager.settings, store)
+        if evaluations is None or arena is None:  # a page alone (tests): its own, over the same store
+            from chatcore.services.evaluation import for_server
+
+            built = for_server(manager, store, self.library)
+            evaluations, arena = evaluations or built[0], arena or built[1]
+        self.evaluations, self.arena = evaluations, arena
         super().__init__(manager, store, service=service or ChatService(manager.get, store, library=self.library))
         if self.service.library is None:  # a service handed in without one answers from this library
             self.service.library = self.library
