@@ -244,3 +244,18 @@ def test_arena_leaderboard_says_not_enough_votes_then_ranks(store):
     scores = {row[0]: row[1] for row in board.rows}
     assert scores["strong"] > scores["weak"]
     assert arena.leaderboard("bob").rows == [] or not arena.leaderboard("bob").enough
+
+
+def test_feedback_export_holds_the_arena_votes_after_the_thumbs(store, backends, tmp_path):
+    from chatcore.core.params import GenerationParams
+    from chatcore.services.notes import export_feedback
+
+    arena = Arena(store, backends.__getitem__)
+    battle = arena.start("alice", "Name a noble gas.", ["hf", "fast"])
+    list(arena.answer("alice", battle, GenerationParams.create(temperature=0, max_new_tokens=4, seed=1)))
+    arena.vote("alice", battle, "tie")
+    path = tmp_path / "feedback.jsonl"
+    assert export_feedback(store, "alice", path) == 1
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert line["kind"] == "arena" and line["vote"] == "tie" and {line["model_a"], line["model_b"]} == {"hf", "fast"}
+    assert export_feedback(store, "bob", tmp_path / "bob.jsonl") == 0

@@ -24,6 +24,7 @@ from chatcore.core.errors import ContextOverflowError, ParameterError
 from storage import Store
 from storage import notes as store_notes
 from storage.errors import NotFound
+from storage.evaluation import battles as arena_battles
 from storage.feedback import rated_exchanges
 
 PINNED_HEADING = "Notes pinned to this conversation:"
@@ -281,15 +282,27 @@ def export_notes(
 # -- feedback ------------------------------------------------------------------------------------
 
 
+def feedback_records(store: Store, owner: str) -> Iterator[dict[str, Any]]:
+    """Every rated answer (``"kind": "rating"``, see ``storage.feedback``), then every arena vote
+    (``"kind": "arena"``: the prompt, both models and answers, the vote and both reproducibility records)."""
+    for exchange in rated_exchanges(store, owner):
+        yield {**exchange, "kind": "rating"}  # the key last: lines start as they did before votes joined them
+    for battle in arena_battles(store, owner, voted=True):
+        yield {"kind": "arena", "id": battle["id"], "prompt": battle["prompt"], "model_a": battle["model_a"],
+               "model_b": battle["model_b"], "answer_a": battle["answer_a"], "answer_b": battle["answer_b"],
+               "vote": battle["vote"], "created": battle["created"], "voted": battle["voted"],
+               "record_a": battle["record_a"], "record_b": battle["record_b"]}
+
+
 def export_feedback(store: Store, owner: str, path: str | Path) -> int:
-    """Write every rated answer to ``path`` as JSON Lines (see ``storage.feedback``); returns how many.
+    """Write every rating and arena vote to ``path`` as JSON Lines (``feedback_records``); returns how many.
 
     Written through a temporary file and a rename: readers see the old file or the whole new one.
     """
     count = 0
     with atomic_file(Path(path)) as f:
-        for exchange in rated_exchanges(store, owner):
-            f.write(json.dumps(exchange, ensure_ascii=False) + "\n")
+        for record in feedback_records(store, owner):
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
 

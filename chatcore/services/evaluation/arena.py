@@ -145,7 +145,7 @@ class Arena:
         return bt_leaderboard(votes, min_votes=min_votes, seed=seed)
 
     def export(self, owner: str) -> list[dict[str, Any]]:
-        """Every voted battle with both names, answers and records: what ``feedback export`` adds to thumbs."""
+        """Every voted battle with both names, answers and records (as ``services.notes.feedback_records`` exports them)."""
         return [{"kind": "arena", "id": b["id"], "prompt": b["prompt"], "model_a": b["model_a"],
                  "model_b": b["model_b"], "answer_a": b["answer_a"], "answer_b": b["answer_b"], "vote": b["vote"],
                  "created": b["created"], "voted": b["voted"], "record_a": b["record_a"], "record_b": b["record_b"]}
