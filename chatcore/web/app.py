@@ -1,5 +1,5 @@
 """ChatCore's page: its layout and all its event wiring. What each tab does lives in ``chat.py``,
-``notes.py``, ``library.py`` and ``stats.py``, how things are shown in ``views.py``, and ``chatcore.web.server`` serves it."""
+``arena.py``, ``notes.py``, ``library.py``, ``evaluate.py`` and ``stats.py``, how things are shown in ``views.py``, and ``chatcore.web.server`` serves it."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ import gradio as gr
 
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import DEFAULT_CONCURRENCY
+from chatcore.services.evaluation.arena import VOTE_LABELS
+from chatcore.web.arena import ARENA_EMPTY, NO_VOTES, ArenaHandlers
 from chatcore.web.chat import MAX_TEMPLATE_VARIABLES, ChatHandlers
+from chatcore.web.evaluate import DEFAULT_SPEC, NO_RUN, NO_TEST_SET, PAGE_SCORERS, RUN_POLL_S, EvaluateHandlers
 from chatcore.web.handling import REFUSABLE_EVENT, UNQUEUED_EVENT
 from chatcore.web.library import JOB_POLL_S, NO_DOCUMENTS, NO_SOURCES, LibraryHandlers
 from chatcore.web.notes import NotesHandlers
 from chatcore.web.stats import StatsHandlers
 from chatcore.web.style import CSS, HEAD, LATEX
-from chatcore.web.views import DOCUMENT_HEADERS, SOURCES_OFF, source_choices
+from chatcore.web.views import (
+    DOCUMENT_HEADERS,
+    LEADERBOARD_HEADERS,
+    RESULT_HEADERS,
+    SOURCES_OFF,
+    TEST_SET_HEADERS,
+    source_choices,
+)
 from chatcore.web.workspace import StopSignal, Workspace
 from storage import LOCAL_OWNER
 
@@ -28,8 +38,9 @@ MAX_QUEUE = 64
 STATUS_POLL_S = 1.0
 
 
-class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
-    """The page: a sidebar of conversations, the Chat, Library, Notes and Stats tabs, and a settings panel."""
+class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, EvaluateHandlers, StatsHandlers):
+    """The page: a sidebar of conversations, the Chat (with its arena), Library, Evaluate, Notes and Stats tabs,
+    and a settings panel."""
 
     def __init__(self, workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> None:
         self.workspace = workspace
@@ -43,12 +54,16 @@ class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
             self._render_settings()
             with gr.Column(scale=1), gr.Tabs(selected="chat") as self.tabs:
                 with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
-                    self._render_chat()
-                    self._render_sources()
-                    self._render_templates()
-                    self._render_answer_tools()
+                    self._render_arena()  # its switch on top; when on, its area stands in for the chat's
+                    with gr.Column(scale=1, elem_id="chat-area") as self.chat_area:
+                        self._render_chat()
+                        self._render_sources()
+                        self._render_templates()
+                        self._render_answer_tools()
                 with gr.Tab("Library", id="library", elem_id="library-tab") as self.library_tab:
                     self._render_library()
+                with gr.Tab("Evaluate", id="evaluate", elem_id="evaluate-tab") as self.evaluate_tab:
+                    self._render_evaluate()
                 with gr.Tab("Notes", id="notes", elem_id="notes-tab") as self.notes_tab:
                     self._render_notes()
                 with gr.Tab("Stats", id="stats", elem_id="stats-tab") as self.stats_tab:
@@ -161,6 +176,117 @@ class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
         self.library_search = gr.Textbox(placeholder="Search passages in the library…", show_label=False,
                                          max_lines=1, elem_id="library-search")
         self.library_results = gr.HTML("", visible=False, elem_id="library-results", padding=False)
+
+    def _render_evaluate(self) -> None:
+        """Test set, models and scorers, the run, and its results; each part with its empty state."""
+        self.eval_removed = gr.State(None)  # for the test set's Undo
+        self.eval_timer = gr.Timer(RUN_POLL_S, active=False)
+        gr.Markdown("#### 1. Test set")
+        with gr.Row(equal_height=True):
+            self.eval_upload = gr.File(label="Upload a test set (.jsonl, .json, .csv, .tsv)", type="filepath",
+                                       file_types=[".jsonl", ".json", ".csv", ".tsv"], scale=3, height=130,
+                                       elem_id="eval-upload")
+            with gr.Column(scale=3, min_width=280):
+                self.eval_sets = gr.Dropdown(label="Test set", choices=[], value=None, elem_id="eval-test-set")
+                with gr.Row():
+                    self.eval_example = gr.Button("Add the example set", size="sm", elem_id="eval-example")
+                    self.eval_remove = gr.Button("Remove", variant="stop", size="sm", interactive=False,
+                                                 elem_id="eval-remove")
+                    self.eval_undo = gr.Button("Undo remove", size="sm", visible=False, elem_id="eval-undo")
+        self.eval_set_message = gr.Markdown("", elem_id="eval-set-message")
+        self.eval_set_empty = gr.Markdown(NO_TEST_SET, elem_classes="empty-state", elem_id="eval-set-empty")
+        self.eval_set_line = gr.Markdown("", elem_id="eval-set-line")
+        self.eval_preview = gr.Dataframe(headers=TEST_SET_HEADERS, value=[], visible=False, interactive=False,
+                                         wrap=True, max_height=280, elem_id="eval-preview")
+        gr.Markdown("#### 2. Models and scorers")
+        with gr.Row(equal_height=True):
+            self.eval_models = gr.Dropdown(label="Models", multiselect=True, allow_custom_value=True,
+                                           choices=[(f"{DEFAULT_SPEC} (the server's model)", DEFAULT_SPEC)],
+                                           value=[DEFAULT_SPEC], scale=3, elem_id="eval-models",
+                                           info="Type a spec and press Enter for another configuration, "
+                                                "e.g. default@quant=none")
+            self.eval_scorers = gr.CheckboxGroup(label="Scorers", choices=PAGE_SCORERS, value=[], scale=3,
+                                                 elem_id="eval-scorers", info="The test set's defaults are ticked")
+            self.eval_judge = gr.Textbox(label="Judge model", placeholder="a model spec, e.g. default", max_lines=1,
+                                         visible=False, scale=2, elem_id="eval-judge")
+        gr.Markdown("#### 3. Run")
+        with gr.Row(equal_height=True):
+            self.eval_start = gr.Button("Run", variant="primary", interactive=False, scale=0, min_width=120,
+                                        elem_id="eval-run")
+            self.eval_runs = gr.Dropdown(label="Open a run", choices=[], value=None, scale=4, elem_id="eval-runs")
+        with gr.Row(equal_height=True):
+            self.eval_progress = gr.HTML("", visible=False, elem_id="eval-progress", padding=False)
+            self.eval_cancel = gr.Button("Cancel", variant="stop", size="sm", scale=0, min_width=90, visible=False,
+                                         elem_id="eval-cancel")
+            self.eval_resume = gr.Button("Resume", size="sm", scale=0, min_width=90, visible=False,
+                                         elem_id="eval-resume")
+        gr.Markdown("#### 4. Results")
+        self.eval_results_empty = gr.Markdown(NO_RUN, elem_classes="empty-state", elem_id="eval-results-empty")
+        self.eval_results = gr.Dataframe(headers=RESULT_HEADERS, value=[], visible=False, interactive=False,
+                                         elem_id="eval-results")
+        self.eval_chart = gr.HTML("", visible=False, elem_id="eval-chart", padding=False)
+        self.eval_mcnemar = gr.Markdown("", visible=False, elem_id="eval-mcnemar")
+        self.eval_tags = gr.Dataframe(value=[], visible=False, interactive=False, elem_id="eval-tags")
+        with gr.Row(equal_height=True):
+            self.eval_scorer = gr.Dropdown(label="Show the results under", choices=[], value=None, scale=2,
+                                           elem_id="eval-scorer")
+            self.eval_rescore_with = gr.Dropdown(label="Rescore with (nothing is generated again)",
+                                                 choices=PAGE_SCORERS, value=None, scale=2,
+                                                 elem_id="eval-rescore-with")
+            self.eval_rescore = gr.Button("Rescore", interactive=False, scale=0, min_width=110,
+                                          elem_id="eval-rescore")
+        with gr.Row(equal_height=True):
+            self.eval_only_differ = gr.Checkbox(label="Only where the models disagree", value=False, scale=2,
+                                                elem_id="eval-only-disagree")
+            self.eval_items_line = gr.Markdown("", elem_id="eval-items-line")
+            self.eval_csv = gr.DownloadButton("Download items (CSV)", interactive=False, size="sm", scale=0,
+                                              min_width=180, elem_id="eval-csv")
+            self.eval_md = gr.DownloadButton("Download report (Markdown)", interactive=False, size="sm", scale=0,
+                                             min_width=220, elem_id="eval-md")
+        self.eval_items = gr.Dataframe(value=[], visible=False, interactive=False, wrap=True, max_height=520,
+                                       elem_id="eval-items")
+
+    def _render_arena(self) -> None:
+        """The arena's switch and models, and its area: two blind panes, the votes, a message box, the leaderboard."""
+        self.arena_battle = gr.State(None)  # the battle on show, per browser tab
+        self.arena_stop_signal = gr.State(StopSignal)  # a fresh one per tab
+        with gr.Row(equal_height=True, elem_id="arena-switch"):
+            self.arena_on = gr.Checkbox(label="Arena: compare two models blind", value=False, scale=1,
+                                        elem_id="arena-toggle")
+            self.arena_models = gr.Dropdown(label="Arena models (two are drawn for each message)", multiselect=True,
+                                            allow_custom_value=True, value=[DEFAULT_SPEC],
+                                            choices=[(f"{DEFAULT_SPEC} (the server's model)", DEFAULT_SPEC)],
+                                            visible=False, scale=4, elem_id="arena-models")
+        with gr.Column(visible=False, elem_id="arena-area") as self.arena_area:
+            self.arena_prompt = gr.Markdown(ARENA_EMPTY, elem_id="arena-prompt")
+            with gr.Row(equal_height=True):
+                answers, names = [], []
+                for side in ("a", "b"):
+                    with gr.Column(elem_classes="arena-pane", elem_id=f"arena-pane-{side}"):
+                        gr.Markdown(f"#### Model {side.upper()}", elem_classes="arena-title")
+                        answers.append(gr.Markdown("", elem_id=f"arena-answer-{side}", elem_classes="arena-answer"))
+                        names.append(gr.Markdown("", elem_id=f"arena-name-{side}", elem_classes="arena-name"))
+                self.arena_a, self.arena_b = answers
+                self.arena_name_a, self.arena_name_b = names
+            with gr.Row(elem_id="arena-votes"):
+                self.arena_votes = [gr.Button(label, interactive=False, elem_id=f"arena-vote-{key.replace('_', '-')}")
+                                    for key, label in VOTE_LABELS.items()]
+            self.arena_status = gr.Markdown("", elem_id="arena-status")
+            with gr.Row(equal_height=True):
+                self.arena_message = gr.Textbox(placeholder="Message both models (Enter sends, Shift+Enter for a new "
+                                                            "line)", show_label=False, container=False, scale=8,
+                                                lines=1, max_lines=10, elem_id="arena-message")
+                self.arena_send_button = gr.Button("Send", variant="primary", scale=0, min_width=90,
+                                                   elem_id="arena-send")
+                self.arena_stop_button = gr.Button("Stop", variant="stop", scale=0, min_width=90, visible=False,
+                                                   elem_id="arena-stop")
+            with gr.Accordion("Leaderboard", open=False, elem_id="arena-leaderboard") as self.arena_board:
+                self.arena_board_line = gr.Markdown(NO_VOTES, elem_id="arena-board-line")
+                self.arena_board_table = gr.Dataframe(headers=LEADERBOARD_HEADERS, value=[], visible=False,
+                                                      interactive=False, elem_id="arena-board-table")
+                self.arena_board_chart = gr.HTML("", visible=False, elem_id="arena-board-chart", padding=False)
+                self.arena_download = gr.DownloadButton("Download votes and ratings (JSONL)", interactive=False,
+                                                        size="sm", elem_id="arena-download")
 
     def _render_settings(self) -> None:
         defaults = GenerationParams()
@@ -284,6 +410,8 @@ class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
         self._wire_notes()
         self._wire_library()
         self._wire_sources()
+        self._setup_evaluate()
+        self._setup_arena()
         for trigger in (self.stats_tab.select, self.stats_refresh.click):
             trigger(self.show_stats, None, [self.messages_plot, self.ratings_plot, self.speed_plot,
                                             self.messages_empty, self.ratings_empty, self.speed_empty],
@@ -449,6 +577,61 @@ class ChatApp(ChatHandlers, NotesHandlers, LibraryHandlers, StatsHandlers):
                                **REFUSABLE_EVENT)
         self.evidence.click(self.show_evidence, [self.message, self.sources], [self.evidence_view],
                             **REFUSABLE_EVENT)
+
+    def _setup_evaluate(self) -> None:
+        """The Evaluate tab: test sets, runs with a progress bar, Cancel and Resume, and the results."""
+        sets = [self.eval_sets, self.eval_set_line, self.eval_set_empty, self.eval_preview, self.eval_remove,
+                self.eval_scorers, self.eval_judge]
+        run = [self.eval_progress, self.eval_cancel, self.eval_resume, self.eval_timer, self.eval_runs]
+        results = [self.eval_results_empty, self.eval_results, self.eval_chart, self.eval_mcnemar, self.eval_tags,
+                   self.eval_scorer, self.eval_rescore, self.eval_items_line, self.eval_items, self.eval_csv,
+                   self.eval_md]
+        view = [self.eval_runs, self.eval_scorer, self.eval_only_differ]
+        self.evaluate_tab.select(self.show_evaluate, [self.eval_sets, *view], [*sets, self.eval_models, *run, *results],
+                                 **REFUSABLE_EVENT)
+        self.eval_upload.upload(self.upload_test_set, [self.eval_upload],
+                                [self.eval_upload, self.eval_set_message, *sets], **REFUSABLE_EVENT)
+        self.eval_example.click(self.add_example_set, None, [self.eval_set_message, *sets], **REFUSABLE_EVENT)
+        self.eval_sets.input(self.choose_test_set, [self.eval_sets], [self.eval_set_message, *sets],
+                             **REFUSABLE_EVENT)
+        removal = [self.eval_set_message, *sets, self.eval_removed, self.eval_undo]
+        self.eval_remove.click(self.remove_test_set, [self.eval_sets], removal, **REFUSABLE_EVENT)
+        self.eval_undo.click(self.undo_remove_test_set, [self.eval_removed], removal, **REFUSABLE_EVENT)
+        self.eval_scorers.change(self.scorers_chosen, [self.eval_scorers], [self.eval_judge], **UNQUEUED_EVENT)
+        for choice in (self.eval_sets, self.eval_models, self.eval_scorers):
+            choice.change(self.run_ready, [self.eval_sets, self.eval_models, self.eval_scorers], [self.eval_start],
+                          **UNQUEUED_EVENT)
+        self.eval_start.click(self.start_run, [self.eval_sets, self.eval_models, self.eval_scorers, self.eval_judge],
+                              [*run, *results], **REFUSABLE_EVENT)
+        self.eval_timer.tick(self.poll_run, view, [*run, *results], **REFUSABLE_EVENT)
+        self.eval_cancel.click(self.cancel_run, [self.eval_runs], run, **REFUSABLE_EVENT)
+        self.eval_resume.click(self.resume_run, [self.eval_runs], [*run, *results], **REFUSABLE_EVENT)
+        self.eval_runs.input(self.open_run, view, [*run, *results], **REFUSABLE_EVENT)
+        for change in (self.eval_scorer.input, self.eval_only_differ.input):
+            change(self.show_results, view, results, **REFUSABLE_EVENT)
+        self.eval_rescore.click(self.rescore_run, [self.eval_runs, self.eval_rescore_with, self.eval_judge,
+                                                   self.eval_only_differ], results, **REFUSABLE_EVENT)
+
+    def _setup_arena(self) -> None:
+        """The arena: the switch, a battle streamed in the generating queue, the votes, the leaderboard."""
+        board = [self.arena_board_line, self.arena_board_table, self.arena_board_chart, self.arena_download]
+        (self.arena_on.input(self.toggle_arena, [self.arena_on], [self.arena_area, self.chat_area, self.arena_models],
+                             **REFUSABLE_EVENT)
+         .then(self.show_leaderboard, None, board, **REFUSABLE_EVENT))
+        battle = [self.arena_battle, self.arena_prompt, self.arena_a, self.arena_b, self.arena_name_a,
+                  self.arena_name_b, *self.arena_votes, self.arena_status]
+        busy = [self.arena_send_button, self.arena_stop_button]
+        for trigger in (self.arena_message.submit, self.arena_send_button.click):
+            (trigger(self.arena_send, [self.arena_message, self.arena_models, self.arena_stop_signal, *self._params],
+                     [*battle, self.arena_message, *busy], concurrency_limit=self.concurrency_limit,
+                     concurrency_id="generate", show_progress="minimal", api_visibility="private")
+             .then(self.arena_done, None, busy, **UNQUEUED_EVENT))
+        self.arena_stop_button.click(self.stop_arena, [self.arena_stop_signal], None, **UNQUEUED_EVENT)
+        for button, vote in zip(self.arena_votes, (self.vote_a, self.vote_b, self.vote_tie, self.vote_both_bad)):
+            (button.click(vote, [self.arena_battle], [self.arena_name_a, self.arena_name_b, *self.arena_votes,
+                                                      self.arena_status], **REFUSABLE_EVENT)
+             .success(self.show_leaderboard, None, board, **REFUSABLE_EVENT))
+        self.arena_board.expand(self.show_leaderboard, None, board, **REFUSABLE_EVENT)
 
 
 def build_app(workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> gr.Blocks:

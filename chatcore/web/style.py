@@ -58,4 +58,16 @@ button:disabled, button[disabled] { cursor: not-allowed; opacity: 0.5; }
                border-radius: 8px; }
 .passages { max-height: 560px; overflow-y: auto; }
 .passage mark, .source-page mark { background: #fde68a; color: inherit; padding: 0 0.1em; border-radius: 2px; }
+/* Evaluation: the run's bar is the library's; the chart is inline SVG in the page's own colours. */
+#eval-progress, #eval-chart, #arena-board-chart { width: 100%; }
+.interval-chart { max-width: 900px; display: block; }
+.interval-chart .bar:hover rect { fill: #3b82f6; }
+#eval-set-message p, #eval-items-line p { margin: 0.2em 0; }
+/* The arena: two panes of equal height side by side, the names under them once the vote is cast. */
+.arena-pane { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 0.6em 0.9em;
+              min-height: 14em; }
+.arena-pane .arena-title h4 { margin: 0 0 0.3em 0; }
+.arena-answer { max-height: 50vh; overflow-y: auto; }
+.arena-name { font-size: 0.95rem; }
+#arena-votes button { flex: 1; }
 """
