@@ -622,9 +622,11 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
                   self.arena_name_b, *self.arena_votes, self.arena_status]
         busy = [self.arena_send_button, self.arena_stop_button]
         for trigger in (self.arena_message.submit, self.arena_send_button.click):
-            (trigger(self.arena_send, [self.arena_message, self.arena_models, self.arena_stop_signal, *self._params],
-                     [*battle, self.arena_message, *busy], concurrency_limit=self.concurrency_limit,
-                     concurrency_id="generate", show_progress="minimal", api_visibility="private")
+            (trigger(self.arena_accept, [self.arena_message, self.arena_models, self.arena_stop_signal],
+                     [*battle, self.arena_message, *busy], **REFUSABLE_EVENT)
+             .success(self.arena_answer, [self.arena_battle, self.arena_stop_signal, *self._params], battle,
+                      concurrency_limit=self.concurrency_limit, concurrency_id="generate", show_progress="minimal",
+                      api_visibility="private")
              .then(self.arena_done, None, busy, **UNQUEUED_EVENT))
         self.arena_stop_button.click(self.stop_arena, [self.arena_stop_signal], None, **UNQUEUED_EVENT)
         for button, vote in zip(self.arena_votes, (self.vote_a, self.vote_b, self.vote_tie, self.vote_both_bad)):

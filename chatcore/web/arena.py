@@ -77,25 +77,31 @@ class ArenaHandlers:
                 pane(view.answer_b, view.done_b), *names(view), *vote_buttons(view), status_line(view))
 
     @user_errors
-    def arena_send(self, text: str, models: list[str] | None, stop_signal: StopSignal, temperature: float,
-                   top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str,
-                   request: gr.Request = None) -> Iterator[tuple]:
-        """Start a battle on ``text`` and stream both answers side by side; the names stay hidden."""
+    def arena_accept(self, text: str, models: list[str] | None, stop_signal: StopSignal,
+                     request: gr.Request = None) -> tuple:
+        """Check the message and the models and start a battle: the message box clears, the panes wait, Stop shows."""
         owner = self.owner(request)
-        arena = self.workspace.arena
+        battle_id = self.workspace.arena.start(owner, text, list(models or []))
+        stop_signal.clear()
+        return (*self._battle(self.workspace.arena.battle(owner, battle_id)), "", gr.Button(visible=False),
+                gr.Button(visible=True))
+
+    @user_errors
+    def arena_answer(self, battle_id: int | None, stop_signal: StopSignal, temperature: float, top_p: float,
+                     top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str,
+                     request: gr.Request = None) -> Iterator[tuple]:
+        """Stream both answers of the battle side by side; the names stay hidden until the vote."""
+        if battle_id is None:
+            raise gr.Error("Send a message in the arena first.")
+        owner = self.owner(request)
         params = self.workspace.params(**param_values(temperature, top_p, top_k, max_new_tokens,
                                                       repetition_penalty, seed))
-        battle_id = arena.start(owner, text, list(models or []))
-        stop_signal.clear()
-        busy = (gr.Button(visible=False), gr.Button(visible=True))
-        shown_at, view = 0.0, arena.battle(owner, battle_id)
-        yield (*self._battle(view), "", *busy)
-        for view in arena.answer(owner, battle_id, params, cancel=stop_signal):
+        shown_at = 0.0
+        for view in self.workspace.arena.answer(owner, battle_id, params, cancel=stop_signal):
             now = time.monotonic()
             if view.finished or now - shown_at >= self.workspace.stream_interval:
                 shown_at = now
-                yield (*self._battle(view), gr.skip(), *busy)
-        yield (*self._battle(view), gr.skip(), *ArenaHandlers.arena_done())
+                yield self._battle(view)
 
     @staticmethod
     def arena_done() -> tuple[gr.Button, gr.Button]:

@@ -42,8 +42,9 @@ NO_TEST_SET = ("**No test set yet.** Upload one (JSON Lines, JSON, CSV or TSV: a
 NO_RUN = "**No run yet.** Choose a test set, models and scorers above, then press **Run**."
 RUNNING = "The results appear here when the run ends."
 RUN_POLL_S = 1.0
-# The scorers a page run can use: every one but those that need documents (recall@k needs a library scope).
-PAGE_SCORERS = [*SCORERS, "judge"]
+# The scorers a page run can use: all but those that need the run scoped to documents (recall@k, citations),
+# which the page does not offer yet.
+PAGE_SCORERS = [*(name for name in SCORERS if name != "citations"), "judge"]
 DEFAULT_SPEC = "default"
 
 
@@ -75,9 +76,9 @@ class EvaluateHandlers:
         """The chosen set: the picker, its summary, the empty state, the preview, Remove, the scorers (the set's
         defaults ticked) and the judge field."""
         sets = self.workspace.evaluations.test_sets(owner)
-        picker = gr.Dropdown(choices=[(f"{s['name']} ({s['items']} items)", s["id"]) for s in sets],
-                             value=set_id if set_id in {s["id"] for s in sets} else None)
-        if picker.value is None:
+        set_id = set_id if set_id in {s["id"] for s in sets} else None
+        picker = gr.Dropdown(choices=[(f"{s['name']} ({s['items']} items)", s["id"]) for s in sets], value=set_id)
+        if set_id is None:
             return (picker, "", gr.Markdown(NO_TEST_SET, visible=not sets),
                     gr.Dataframe(value=[], headers=TEST_SET_HEADERS, visible=False), enabled(False),
                     gr.CheckboxGroup(value=[]), gr.Textbox(visible=False))
@@ -91,12 +92,12 @@ class EvaluateHandlers:
     def _run(self, owner: str, run_id: int | None) -> tuple:
         """A run's progress bar, Cancel (while it runs), Resume (when it stopped short), the timer that polls it
         (while it runs), and the runs picker."""
+        progress = None if run_id is None else self.workspace.evaluations.progress(owner, run_id)
         runs = self.workspace.evaluations.runs(owner)
         picker = gr.Dropdown(choices=[(run_label(r), r["id"]) for r in runs], value=run_id)
-        if run_id is None:
+        if progress is None:
             return (gr.HTML("", visible=False), gr.Button(visible=False), gr.Button(visible=False),
                     gr.Timer(active=False), picker)
-        progress = self.workspace.evaluations.progress(owner, run_id)
         running = not progress.finished
         resumable = progress.status in ("cancelled", "interrupted", "failed")
         bar = progress_html(progress.fraction, progress.describe(), RUN_BAR.get(progress.status, "running"))
@@ -174,11 +175,6 @@ class EvaluateHandlers:
         models = gr.Dropdown(choices=model_spec_choices(self.workspace, owner))
         return (*self._test_set(owner, set_id), models, *run, *results)
 
-    @staticmethod
-    def test_set_chosen(path: str | None) -> gr.Button:
-        """Add test set: enabled once a file is chosen."""
-        return enabled(bool(path))
-
     def upload_test_set(self, path: str | None, request: gr.Request = None) -> tuple:
         """Validate and store the uploaded file; a refused one is shown with its reason (line and field)."""
         owner = self.owner(request)
@@ -188,10 +184,9 @@ class EvaluateHandlers:
         try:
             found = self.workspace.evaluations.add_path(owner, Path(path))
         except EXPECTED_ERRORS as exc:
-            return (gr.File(value=None), enabled(False), f"**Refused:** {plain(name)}: {plain(str(exc))}",
+            return (gr.File(value=None), f"**Refused:** {plain(name)}: {plain(str(exc))}",
                     *(gr.skip() for _ in range(7)))
-        return (gr.File(value=None), enabled(False),
-                f"Added {plain(found['name'])}: {found['items']} items.", *self._test_set(owner, found["id"]))
+        return (gr.File(value=None), f"Added {plain(found['name'])}: {found['items']} items.", *self._test_set(owner, found["id"]))
 
     @user_errors
     def add_example_set(self, request: gr.Request = None) -> tuple:
