@@ -290,3 +290,21 @@ def test_a_run_scoped_to_documents_scores_retrieval_recall_and_citations(store, 
         assert row["scores"]["citations"]["correct"] == top_is_gold
     report = evals.report("alice", [run_id], "recall@5")
     assert report.results[0].accuracy.mean == 1.0
+
+
+def test_a_server_runs_two_configurations_through_its_model_pool(store, tiny_model_dir, tmp_path):
+    """The server's Evaluations load each spec through the pool: the default and a bfloat16 copy of it."""
+    from chatcore.core.settings import Settings
+    from chatcore.services.evaluation import for_server
+    from chatcore.services.models import ModelManager
+
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(tiny_model_dir), device="cpu",
+                        dtype="float32", compile="0")
+    manager = ModelManager(settings)
+    evals, _ = for_server(manager, store)
+    test_set = add_set(evals)
+    run_id = evals.create_run("alice", test_set["id"], ["default", "default@dtype=bfloat16"], ["exact", "loglik"])
+    assert evals.run("alice", run_id).status == "finished"
+    dtypes = {r["model"]: r["record"]["dtype"] for r in evals.outputs("alice", run_id)}
+    assert dtypes == {"default": "float32", "default@dtype=bfloat16": "bfloat16"}
+    assert len(manager.loaded()) == 2  # both fit the default budget: neither was unloaded
