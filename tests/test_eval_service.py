@@ -308,3 +308,23 @@ def test_a_server_runs_two_configurations_through_its_model_pool(store, tiny_mod
     dtypes = {r["model"]: r["record"]["dtype"] for r in evals.outputs("alice", run_id)}
     assert dtypes == {"default": "float32", "default@dtype=bfloat16": "bfloat16"}
     assert len(manager.loaded()) == 2  # both fit the default budget: neither was unloaded
+
+
+def test_a_judge_model_grades_the_outputs_and_a_rescore_with_it_needs_no_other_model(store, backends):
+    from chatcore.testing.engines import Scripted
+
+    models = {"hf": backends["hf"], "judge": Scripted(backends["hf"], "Close enough.\nGRADE: 4")}
+    evals = Evaluations(store, models.__getitem__)
+    test_set = add_set(evals)
+    run_id = evals.create_run("alice", test_set["id"], ["hf"], ["exact", "judge"], judge="judge")
+    evals.run("alice", run_id)
+    rows = evals.outputs("alice", run_id)
+    assert all(r["scores"]["judge"]["value"] == 0.75 and r["scores"]["judge"]["correct"] for r in rows)
+    assert models["judge"].prompts and "GRADE" in models["judge"].prompts[0][1] + (models["judge"].prompts[0][0] or "")
+
+
+def test_a_remote_judge_is_a_model_spec():
+    from chatcore.core.settings import Settings, model_settings
+
+    settings = model_settings(Settings(), "llama3:8b@backend=openai,base_url=http://judge.lab:11434/v1")
+    assert (settings.model, settings.backend, settings.base_url) == ("llama3:8b", "openai", "http://judge.lab:11434/v1")

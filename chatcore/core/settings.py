@@ -84,8 +84,10 @@ class Settings:
 
 
 # What a model spec may set after ``@``: two configurations of one model (``default@quant=none``) are
-# two models to evaluation, to the arena and to the pool of loaded models.
-MODEL_SPEC_OPTIONS = ("quant", "dtype", "device", "kv_cache")
+# two models to evaluation, to the arena and to the pool of loaded models. ``backend`` and ``base_url`` name
+# a model on an OpenAI-compatible server (``llama3:8b@backend=openai,base_url=http://host:11434/v1``), for
+# example a judge bigger than this machine holds.
+MODEL_SPEC_OPTIONS = ("quant", "dtype", "device", "kv_cache", "backend", "base_url")
 
 
 def split_model_spec(spec: str) -> tuple[str, dict[str, str]]:
