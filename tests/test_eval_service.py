@@ -260,3 +260,33 @@ def test_feedback_export_holds_the_arena_votes_after_the_thumbs(store, backends,
     (line,) = [json.loads(text) for text in path.read_text().splitlines()]
     assert line["kind"] == "arena" and line["vote"] == "tie" and {line["model_a"], line["model_b"]} == {"hf", "fast"}
     assert export_feedback(store, "bob", tmp_path / "bob.jsonl") == 0
+
+
+def test_a_run_scoped_to_documents_scores_retrieval_recall_and_citations(store, backends, tmp_path):
+    """Gold pages in the test set: recall@k from the retrieved passages, citation accuracy from the [n]s."""
+    from chatcore.services.library import Library, Scope
+    from chatcore.testing.documents import fact_pages, make_pdf
+    from chatcore.testing.engines import Scripted
+
+    pages, gold = fact_pages()
+    make_pdf(tmp_path / "report.pdf", pages)
+    library = Library(store)
+    job, _ = library.add_paths("alice", [tmp_path / "report.pdf"], "reports")
+    library.run_job("alice", job)
+    lines = [json.dumps({"id": f"f{n}", "question": question, "answer": "x",
+                         "pages": [{"document": "report.pdf", "page": page}]})
+             for n, (question, page) in enumerate(gold[:4])]
+    evals = Evaluations(store, {"cites": Scripted(backends["hf"], "It is so [1].")}.__getitem__, library=library)
+    test_set = evals.add_test_set("alice", "\n".join(lines), "gold.jsonl")
+    with pytest.raises(ParameterError, match="library scope"):
+        evals.create_run("alice", test_set["id"], ["cites"], ["recall@5"])
+    run_id = evals.create_run("alice", test_set["id"], ["cites"], ["recall@5", "citations"], scope=Scope(("reports",)))
+    assert evals.run("alice", run_id).status == "finished"
+    rows = evals.outputs("alice", run_id)
+    assert all(r["sources"] and r["sources"][0]["filename"] == "report.pdf" for r in rows)
+    assert all(r["scores"]["recall@5"]["correct"] for r in rows)  # BM25 finds every fact's page (the library's bench)
+    for row in rows:  # [1] is right exactly when the top passage is the gold page
+        top_is_gold = row["sources"][0]["page"] == row["item"]["pages"][0]["page"]
+        assert row["scores"]["citations"]["correct"] == top_is_gold
+    report = evals.report("alice", [run_id], "recall@5")
+    assert report.results[0].accuracy.mean == 1.0
