@@ -328,3 +328,35 @@ def test_a_remote_judge_is_a_model_spec():
 
     settings = model_settings(Settings(), "llama3:8b@backend=openai,base_url=http://judge.lab:11434/v1")
     assert (settings.model, settings.backend, settings.base_url) == ("llama3:8b", "openai", "http://judge.lab:11434/v1")
+
+
+def test_an_empty_answer_can_be_voted_both_bad(store):
+    from storage import evaluation as db
+
+    arena = Arena(store, lambda spec: None)
+    battle = db.create_battle(store, "alice", "Say nothing.", "quiet", "loud")
+    db.save_battle_answer(store, "alice", battle, "a", "", {"model": "quiet", "finish_reason": "stop"})
+    db.save_battle_answer(store, "alice", battle, "b", "Something.", {"model": "loud"})
+    assert arena.vote("alice", battle, "both_bad").vote == "both_bad"
+
+
+def test_a_model_that_cannot_load_leaves_no_battle(store, backends):
+    from chatcore.core.errors import ModelError
+    from storage import evaluation as db
+
+    def backend_for(spec):
+        if spec == "broken":
+            raise ModelError("could not load model 'broken'")
+        return backends[spec]
+
+    with pytest.raises(ModelError):
+        Arena(store, backend_for).start("alice", "Hello", ["hf", "broken"])
+    assert db.battles(store, "alice") == []
+
+
+def test_a_server_refuses_a_model_it_does_not_have_before_storing_a_run(store, backends):
+    evals = Evaluations(store, backends.__getitem__, known=lambda spec: spec in backends)
+    test_set = add_set(evals)
+    with pytest.raises(ParameterError, match="no model 'gpt-5'"):
+        evals.create_run("alice", test_set["id"], ["hf", "gpt-5"])
+    assert evals.runs("alice") == []

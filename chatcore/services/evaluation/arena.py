@@ -79,6 +79,8 @@ class Arena:
         if len(candidates) < 2:
             raise ParameterError("models", "the arena needs two different models; choose a second one")
         model_a, model_b = self._rng.sample(candidates, 2)
+        for model in (model_a, model_b):  # a model that cannot load fails here, before a battle is stored
+            self.backend_for(model)
         return db.create_battle(self.store, owner, prompt, model_a, model_b)
 
     def answer(self, owner: str, battle_id: int, params: GenerationParams,

@@ -33,8 +33,10 @@ class Evaluations:
     """Test sets, runs and reports over one store; ``backend_for(spec)`` hands over a loaded model."""
 
     def __init__(self, store: Any, backend_for: BackendFor, *, library: Any = None,
-                 judge_for: BackendFor | None = None, hold: Hold | None = None) -> None:
+                 judge_for: BackendFor | None = None, hold: Hold | None = None,
+                 known: Callable[[str], bool] | None = None) -> None:
         self.store = store
+        self.known = known  # which specs a server may load (the pool's ``known``); None: any (the CLI)
         self.hold = hold
         self.backend_for = backend_for
         self.library = library
@@ -103,6 +105,9 @@ class Evaluations:
                                           "(for example default@quant=none)")
         for model in models:
             split_model_spec(model)
+            if self.known is not None and not self.known(model):
+                raise ParameterError("model", f"this server has no model {model!r}: name the default, a loaded "
+                                              "model or one in its model cache (chatcore models)")
         items = self.items(owner, found["id"])
         names = list(scorers) if scorers else default_scorers(items)
         built = self._scorers(names, judge)
