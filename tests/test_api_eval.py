@@ -168,7 +168,7 @@ def test_a_run_on_two_models_computes_in_the_background_and_reports(server: str,
     run = ada_run["finished"]
     assert (run["status"], run["done"], run["total"], run["fraction"]) == ("finished", 10, 10, 1.0)
     assert run["models"] == ["hf", "fast"] and run["test_set"] == "ada-set"
-    assert run["scorers"] == ["choice", "loglik", "loglik_norm", "exact", "f1"]
+    assert run["scorers"] == ["choice", "loglik", "loglik_norm", "exact", "contains", "f1"]
     with http(server, keys["ada"]) as api:
         assert [r["id"] for r in api.get("/eval/runs").json()["data"]] == [run["id"]]
         outputs = api.get(f"/eval/runs/{run['id']}/outputs").json()["data"]
