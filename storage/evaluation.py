@@ -286,7 +286,7 @@ def vote(store: Store, owner: str, battle_id: int, choice: str) -> dict[str, Any
         battle = get_battle(store, owner, battle_id)
         if battle["vote"] is not None:
             raise InvalidValue(f"battle {battle_id} already has a vote ({battle['vote']})")
-        if not battle["answer_a"] or not battle["answer_b"]:
+        if battle["record_a"] is None or battle["record_b"] is None:  # an empty answer is over too, and may be voted bad
             raise InvalidValue(f"battle {battle_id} is not over: both answers are needed before a vote")
         store.db.conn.execute("UPDATE arena_battles SET vote = ?, voted = ? WHERE id = ?",
                               (choice, utc_now(), battle_id))

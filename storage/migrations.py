@@ -418,3 +418,9 @@ def m006_evaluation(db: Database) -> None:
         CREATE INDEX arena_battles_owner ON arena_battles (owner, id);
         """
     )
+
+
+@migrations()
+def m007_user_model(db: Database) -> None:
+    """The model spec each user chose last on the page, where their next session starts (NULL: the default)."""
+    db.execute("ALTER TABLE users ADD COLUMN default_model TEXT")

@@ -52,6 +52,19 @@ def list_users(store: Store) -> list[dict[str, Any]]:
     )
 
 
+def set_default_model(store: Store, name: str, spec: str | None) -> None:
+    """Remember the model spec ``name`` chose last (``None``: the server's default)."""
+    with immediate(store.db) as db:
+        store.ensure_user(name, utc_now())  # the single local user has no row until something is saved
+        db.execute("UPDATE users SET default_model = ? WHERE name = ?", (spec, name))
+
+
+def default_model(store: Store, name: str) -> str | None:
+    """The model spec ``name`` chose last, or ``None``."""
+    row = store.db.conn.execute("SELECT default_model FROM users WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
 def has_accounts(store: Store) -> bool:
     """Whether anyone has an account, or an API key (the ``local`` owner may have keys too)."""
     return store.db.conn.execute(

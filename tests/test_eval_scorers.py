@@ -249,8 +249,8 @@ def test_make_scorer_refuses_unknown_names_and_a_judge_without_a_model():
 
 def test_default_scorers_follow_the_kinds_of_items():
     assert default_scorers([mc()]) == ["choice", "loglik", "loglik_norm"]
-    assert default_scorers([short()]) == ["exact", "f1"]
-    assert default_scorers([short(), mc()]) == ["choice", "loglik", "loglik_norm", "exact", "f1"]
+    assert default_scorers([short()]) == ["exact", "contains", "f1"]
+    assert default_scorers([short(), mc()]) == ["choice", "loglik", "loglik_norm", "exact", "contains", "f1"]
     assert default_scorers([]) == []
 
 

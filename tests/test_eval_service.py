@@ -290,3 +290,73 @@ def test_a_run_scoped_to_documents_scores_retrieval_recall_and_citations(store, 
         assert row["scores"]["citations"]["correct"] == top_is_gold
     report = evals.report("alice", [run_id], "recall@5")
     assert report.results[0].accuracy.mean == 1.0
+
+
+def test_a_server_runs_two_configurations_through_its_model_pool(store, tiny_model_dir, tmp_path):
+    """The server's Evaluations load each spec through the pool: the default and a bfloat16 copy of it."""
+    from chatcore.core.settings import Settings
+    from chatcore.services.evaluation import for_server
+    from chatcore.services.models import ModelManager
+
+    settings = Settings(home=tmp_path / "home", cache=tmp_path / "cache", model=str(tiny_model_dir), device="cpu",
+                        dtype="float32", compile="0")
+    manager = ModelManager(settings)
+    evals, _ = for_server(manager, store)
+    test_set = add_set(evals)
+    run_id = evals.create_run("alice", test_set["id"], ["default", "default@dtype=bfloat16"], ["exact", "loglik"])
+    assert evals.run("alice", run_id).status == "finished"
+    dtypes = {r["model"]: r["record"]["dtype"] for r in evals.outputs("alice", run_id)}
+    assert dtypes == {"default": "float32", "default@dtype=bfloat16": "bfloat16"}
+    assert len(manager.loaded()) == 2  # both fit the default budget: neither was unloaded
+
+
+def test_a_judge_model_grades_the_outputs_and_a_rescore_with_it_needs_no_other_model(store, backends):
+    from chatcore.testing.engines import Scripted
+
+    models = {"hf": backends["hf"], "judge": Scripted(backends["hf"], "Close enough.\nGRADE: 4")}
+    evals = Evaluations(store, models.__getitem__)
+    test_set = add_set(evals)
+    run_id = evals.create_run("alice", test_set["id"], ["hf"], ["exact", "judge"], judge="judge")
+    evals.run("alice", run_id)
+    rows = evals.outputs("alice", run_id)
+    assert all(r["scores"]["judge"]["value"] == 0.75 and r["scores"]["judge"]["correct"] for r in rows)
+    assert models["judge"].prompts and "GRADE" in models["judge"].prompts[0][1] + (models["judge"].prompts[0][0] or "")
+
+
+def test_a_remote_judge_is_a_model_spec():
+    from chatcore.core.settings import Settings, model_settings
+
+    settings = model_settings(Settings(), "llama3:8b@backend=openai,base_url=http://judge.lab:11434/v1")
+    assert (settings.model, settings.backend, settings.base_url) == ("llama3:8b", "openai", "http://judge.lab:11434/v1")
+
+
+def test_an_empty_answer_can_be_voted_both_bad(store):
+    from storage import evaluation as db
+
+    arena = Arena(store, lambda spec: None)
+    battle = db.create_battle(store, "alice", "Say nothing.", "quiet", "loud")
+    db.save_battle_answer(store, "alice", battle, "a", "", {"model": "quiet", "finish_reason": "stop"})
+    db.save_battle_answer(store, "alice", battle, "b", "Something.", {"model": "loud"})
+    assert arena.vote("alice", battle, "both_bad").vote == "both_bad"
+
+
+def test_a_model_that_cannot_load_leaves_no_battle(store, backends):
+    from chatcore.core.errors import ModelError
+    from storage import evaluation as db
+
+    def backend_for(spec):
+        if spec == "broken":
+            raise ModelError("could not load model 'broken'")
+        return backends[spec]
+
+    with pytest.raises(ModelError):
+        Arena(store, backend_for).start("alice", "Hello", ["hf", "broken"])
+    assert db.battles(store, "alice") == []
+
+
+def test_a_server_refuses_a_model_it_does_not_have_before_storing_a_run(store, backends):
+    evals = Evaluations(store, backends.__getitem__, known=lambda spec: spec in backends)
+    test_set = add_set(evals)
+    with pytest.raises(ParameterError, match="no model 'gpt-5'"):
+        evals.create_run("alice", test_set["id"], ["hf", "gpt-5"])
+    assert evals.runs("alice") == []

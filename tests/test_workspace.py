@@ -267,7 +267,7 @@ def test_notes_from_answers_pins_and_their_token_line(workspace):
     tokens = workspace.manager.get().count_tokens("\n\nNotes pinned to this conversation:\n\n## Kept part\nKept part")
     assert line == f"1 note pinned · {tokens:,} tokens of context"
     assert workspace.open(OWNER, conversation_id).pinned == line
-    workspace.manager._backend = object()  # a backend that cannot count tokens (a remote server)
+    workspace.manager.adopt(object())  # a backend that cannot count tokens (a remote server) as the default
     assert workspace.pinned_line(OWNER, conversation_id) == "1 note pinned"
     with pytest.raises(TemplateError, match="'content'"):
         workspace.use_template("abstract-draft", {"content": "  ", "word_limit": ""})

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API's routes: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``/v1/library``.
+"""The OpenAI-compatible HTTP API's routes: ``GET /v1/models``, ``POST /v1/chat/completions``, ``/v1/library``,
+``/v1/eval`` and ``/v1/arena``.
 
 Routes only map to :class:`OpenAIServing`'s methods. The API is mounted on the web app's server
 (:func:`v1_mount` before it starts, :func:`mount_api` on a running one) or served alone
@@ -14,6 +15,7 @@ from starlette.routing import Mount
 
 from chatcore.api.admission import MAX_WAITING, Admission
 from chatcore.api.errors import APIError, api_error_handler, chatcore_error_handler
+from chatcore.api.evaluation import EvaluationServing
 from chatcore.api.library import LibraryServing
 from chatcore.api.serving import OpenAIServing
 from chatcore.core.errors import ChatCoreError
@@ -47,6 +49,7 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
         evaluations, arena = evaluations or built[0], arena or built[1]
     app.state.evaluations, app.state.arena = evaluations, arena
     _library_routes(app, LibraryServing(library, serving.authenticate))
+    _evaluation_routes(app, EvaluationServing(evaluations, arena, serving.authenticate))
 
     @app.get("/models")
     async def list_models(raw_request: Request) -> Response:
@@ -74,6 +77,27 @@ def _library_routes(app: FastAPI, library: LibraryServing) -> None:
     app.add_api_route("/library/jobs/{job_id}", library.get_job, methods=["GET"])
     app.add_api_route("/library/jobs/{job_id}/cancel", library.cancel_job, methods=["POST"])
     app.add_api_route("/library/search", library.search, methods=["GET"])
+
+
+def _evaluation_routes(app: FastAPI, serving: EvaluationServing) -> None:
+    """``/eval/...`` and ``/arena/...``: test sets, runs, reports, battles (see :mod:`chatcore.api.evaluation`)."""
+    routes = [
+        ("/eval/test_sets", serving.list_test_sets, "GET"), ("/eval/test_sets", serving.add_test_set, "POST"),
+        ("/eval/test_sets/example", serving.add_example, "POST"),
+        ("/eval/test_sets/{ref}", serving.get_test_set, "GET"), ("/eval/test_sets/{ref}", serving.delete_test_set, "DELETE"),
+        ("/eval/test_sets/{test_set_id}/restore", serving.restore_test_set, "POST"),
+        ("/eval/runs", serving.list_runs, "GET"), ("/eval/runs", serving.create_run, "POST"),
+        ("/eval/runs/{run_id}", serving.get_run, "GET"), ("/eval/runs/{run_id}/cancel", serving.cancel_run, "POST"),
+        ("/eval/runs/{run_id}/resume", serving.resume_run, "POST"),
+        ("/eval/runs/{run_id}/rescore", serving.rescore_run, "POST"),
+        ("/eval/runs/{run_id}/outputs", serving.run_outputs, "GET"), ("/eval/report", serving.report, "GET"),
+        ("/arena/battles", serving.list_battles, "GET"), ("/arena/battles", serving.create_battle, "POST"),
+        ("/arena/battles/{battle_id}", serving.get_battle, "GET"),
+        ("/arena/battles/{battle_id}/vote", serving.vote, "POST"),
+        ("/arena/leaderboard", serving.leaderboard, "GET"), ("/arena/votes", serving.votes, "GET"),
+    ]
+    for path, endpoint, method in routes:
+        app.add_api_route(path, endpoint, methods=[method])
 
 
 def v1_mount(**options: Any) -> Mount:

@@ -116,7 +116,8 @@ class OpenAIServing:
         return await run_in_threadpool(self.owner, raw.headers.get("authorization", ""))
 
     def models(self) -> list[ModelCard]:
-        """The backend's model, or every model a remote server offers (blocking: call off the loop)."""
+        """The default backend's model (or every model a remote server offers), then the other loaded models
+        by spec (blocking: call off the loop)."""
         backend = self.manager.get()
         window = backend.context_window
         if hasattr(backend, "list_models"):
@@ -124,8 +125,17 @@ class OpenAIServing:
                 listed = backend.list_models()
             except ChatCoreError as exc:
                 raise server_error(502, str(exc), "backend_unreachable") from exc
-            return [ModelCard(**{**m, "max_model_len": m.get("max_model_len") or window}) for m in listed]
-        return [ModelCard(id=backend.model_name, max_model_len=window)]
+            cards = [ModelCard(**{**m, "max_model_len": m.get("max_model_len") or window}) for m in listed]
+        else:
+            cards = [ModelCard(id=backend.model_name, max_model_len=window)]
+        for spec in self.manager.loaded()[1:]:  # the default is first, listed above under its own name
+            try:
+                other = self.manager.get(spec)
+            except ChatCoreError:  # unloaded meanwhile to make room
+                continue
+            if spec not in {card.id for card in cards}:
+                cards.append(ModelCard(id=spec, max_model_len=other.context_window))
+        return cards
 
     async def show_available_models(self, raw: Request) -> Response:
         """``GET /v1/models``."""
@@ -142,13 +152,17 @@ class OpenAIServing:
         raise APIError(404, f"The model {model_id!r} does not exist", param="model", code="model_not_found")
 
     def backend_for(self, model: str) -> Any:
-        """The backend that answers for ``model``; 404 for a model this server does not have."""
-        backend = self.manager.get()
-        if model == backend.model_name:
+        """The backend that answers for ``model``: a loaded one (by spec or by name), or a model a remote server
+        offers; 503 while one this server knows loads (asking starts it, ``model_not_ready``); else 404."""
+        backend = self.manager.peek(model)
+        if backend is not None:
             return backend
+        default = self.manager.get()  # 503 while the default loads, as before the pool
         names = [m.id for m in self.models()]
-        if hasattr(backend, "with_model") and model in names:
-            return backend.with_model(model)
+        if hasattr(default, "with_model") and model in names:
+            return default.with_model(model)
+        if self.manager.known(model):  # cached or configured: never a download a client could start
+            return self.manager.get(model)  # loads it in the background: 503 until it is ready
         raise APIError(404, f"The model {model!r} does not exist; this server has: {', '.join(names)}",
                        param="model", code="model_not_found")
 
@@ -173,8 +187,9 @@ class OpenAIServing:
 
         def events() -> Iterator[Any]:
             try:
-                yield from service.ask(prompt, params, history=history, system=system, owner=owner, source="api",
-                                       save=save, cancel=cancel, **grounding)
+                with self.manager.hold(backend):  # not unloaded to make room while it answers
+                    yield from service.ask(prompt, params, history=history, system=system, owner=owner,
+                                           source="api", save=save, cancel=cancel, **grounding)
             finally:
                 release()  # on the worker, when the answer ends for whatever reason
 

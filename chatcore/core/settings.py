@@ -17,6 +17,16 @@ def _env_path(name: str, default: str) -> Path:
     return Path(os.environ.get(name) or default).expanduser()
 
 
+def _default_memory_budget_gb() -> float:
+    """``CHATCORE_MEMORY_BUDGET_GB``, or half of physical memory (two sysconf reads; 8 where unknown)."""
+    if os.environ.get("CHATCORE_MEMORY_BUDGET_GB"):
+        return float(os.environ["CHATCORE_MEMORY_BUDGET_GB"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 / 1e9
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return 8.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where ChatCore keeps its files and which model, device and backend it uses."""
@@ -54,6 +64,9 @@ class Settings:
     # How pages are cut into passages (characters); documents indexed with other values are indexed again.
     library_chunk_chars: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_CHUNK_CHARS") or 1000))
     library_chunk_overlap: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_CHUNK_OVERLAP") or 200))
+    # The weights the server keeps loaded at once, in GB (1e9 bytes), estimated from each model's parameters
+    # and precision: past it the least recently used idle models are unloaded (services.models).
+    memory_budget_gb: float = field(default_factory=_default_memory_budget_gb)
 
     @property
     def db_path(self) -> Path:
@@ -71,8 +84,10 @@ class Settings:
 
 
 # What a model spec may set after ``@``: two configurations of one model (``default@quant=none``) are
-# two models to evaluation, to the arena and to the pool of loaded models.
-MODEL_SPEC_OPTIONS = ("quant", "dtype", "device", "kv_cache")
+# two models to evaluation, to the arena and to the pool of loaded models. ``backend`` and ``base_url`` name
+# a model on an OpenAI-compatible server (``llama3:8b@backend=openai,base_url=http://host:11434/v1``), for
+# example a judge bigger than this machine holds.
+MODEL_SPEC_OPTIONS = ("quant", "dtype", "device", "kv_cache", "backend", "base_url")
 
 
 def split_model_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -92,6 +107,12 @@ def split_model_spec(spec: str) -> tuple[str, dict[str, str]]:
                                           f"{' or '.join(k + '=...' for k in MODEL_SPEC_OPTIONS)}")
         options[key] = value
     return name, options
+
+
+def join_model_spec(name: str, options: dict[str, str]) -> str:
+    """``split_model_spec``'s inverse, options in ``MODEL_SPEC_OPTIONS`` order: one spelling per model."""
+    tail = ",".join(f"{key}={options[key]}" for key in MODEL_SPEC_OPTIONS if key in options)
+    return f"{name}@{tail}" if tail else name
 
 
 def model_settings(settings: Settings, spec: str | None) -> Settings:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 from chatcore.core.chat import Message
 from chatcore.core.errors import ChatCoreError
@@ -84,13 +85,40 @@ def check_user_text(text: Any, name: str = "message") -> str:
     return text
 
 
+def saved_model(conversation: dict[str, Any]) -> str | None:
+    """The model spec a saved conversation's latest answer was asked of (``None``: the server's default).
+
+    Only answers asked of a chosen model record one (``params.model_spec``): older answers, and those of
+    the CLI and the API, continue with the default, as they always did.
+    """
+    for message in reversed(conversation.get("messages") or []):
+        if message["role"] == "assistant":
+            return (message.get("params") or {}).get("model_spec")
+    return None
+
+
 class ChatService:
     """Runs one exchange at a time per call: saves the question, streams the answer, saves it as it grows."""
 
-    def __init__(self, backend: Callable[[], Backend], store: Any | None, library: Any | None = None) -> None:
+    def __init__(self, backend: Callable[[], Backend], store: Any | None, library: Any | None = None, *,
+                 lease: Callable[[str | None], ContextManager[Backend]] | None = None) -> None:
         self._backend = backend  # a callable, so the UI can start before the model finishes loading
         self.store = store
         self.library = library  # a services.library.Library: answers from the user's documents when scoped
+        # ``ModelManager.lease``: the backend for a model spec, kept loaded while its answer streams. Without
+        # one, ``backend`` answers every question and a ``model`` asked for is refused.
+        self._lease = lease
+
+    def _backend_for(self, model: str | None, chosen: bool) -> ContextManager[Backend]:
+        """The backend for ``model`` (``None``: the default) held for the answer; ``chosen``: the caller asked
+        for it, rather than it being the one a saved conversation was answered by."""
+        if self._lease is not None:
+            return self._lease(model)
+        if chosen and model is not None:
+            from chatcore.core.errors import ParameterError
+
+            raise ParameterError("model", f"this service answers from one model only; {model!r} cannot be chosen")
+        return contextlib.nullcontext(self._backend())
 
     def ask(
         self,
@@ -106,20 +134,37 @@ class ChatService:
         cancel: threading.Event | None = None,
         scope: Scope | None = None,
         passages: int = 5,
+        model: str | None = None,
     ) -> Iterator[Event | Saved | Sourced | Cited]:
         """Answer ``prompt`` in a new or continued conversation, saving both sides unless ``save`` is off.
 
         ``history`` gives earlier turns of an unsaved chat; a saved one reads them from the store. With a
         ``scope`` (or a continued conversation saved with one) the answer is grounded in the best ``passages``
-        of the library: ``Sourced`` follows ``Started``, and ``Cited`` follows ``Finished``.
+        of the library: ``Sourced`` follows ``Started``, and ``Cited`` follows ``Finished``. ``model`` is a
+        model spec (``default``: the server's); without one a continued conversation keeps the model it was
+        answered by. Its backend stays loaded until the answer ends.
         """
         prompt = check_user_text(prompt)
         if system is not None and system.strip():
             check_user_text(system, "system prompt")  # saved with the conversation: the same rules
-        backend = self._backend()
-        history = list(history)
+        conversation = None
         if conversation_id is not None:
             conversation = self.store.get_conversation(owner, conversation_id)
+        chosen = model is not None
+        if not chosen and conversation is not None:
+            model = saved_model(conversation)
+        with self._backend_for(model, chosen) as backend:
+            yield from self._ask(backend, model, prompt, params, conversation, history, system, owner, source, save,
+                                 cancel, scope, passages)
+
+    def _ask(self, backend: Backend, model: str | None, prompt: str, params: GenerationParams,
+             conversation: dict[str, Any] | None, history: Sequence[Message], system: str | None, owner: str,
+             source: str, save: bool, cancel: threading.Event | None, scope: Scope | None, passages: int,
+             ) -> Iterator[Event | Saved | Sourced | Cited]:
+        """``ask`` with its backend chosen and held."""
+        history = list(history)
+        conversation_id = conversation["id"] if conversation is not None else None
+        if conversation is not None:
             history = [Message(m["role"], m["content"]) for m in conversation["messages"] if m["role"] != "system"]
             if system is None:
                 system = conversation.get("system_prompt")
@@ -162,7 +207,7 @@ class ChatService:
         yield Saved(conversation_id, user_id)
         answer_ids: list[int] = []
         events = self._stream_and_save(backend, itertools.chain([started], stream), params, system, conversation_id,
-                                       answer_ids)
+                                       answer_ids, model)
         yield started
         next(events)  # the Started just yielded: the Sourced event goes between it and the text
         yield from sourced
@@ -197,20 +242,24 @@ class ChatService:
         recorded = message.get("params") or {}
         params = GenerationParams.create(**{k: recorded.get(k) for k in SAMPLING_KEYS})
         system = recorded["system_prompt"] if "system_prompt" in recorded else conversation.get("system_prompt")
-        yield from self._backend().stream(history, params, system=system, cancel=cancel)
+        with self._backend_for(recorded.get("model_spec"), False) as backend:  # the model that answered
+            yield from backend.stream(history, params, system=system, cancel=cancel)
 
     def _stream_and_save(
         self, backend: Backend, events: Iterator[Event], params: GenerationParams, system: str | None,
-        conversation_id: int, answer_ids: list[int] | None = None,
+        conversation_id: int, answer_ids: list[int] | None = None, model: str | None = None,
     ) -> Iterator[Event]:
         """Stream the answer; create its row at the first token, update it throttled, finalize it.
 
-        The answer's message id is appended to ``answer_ids`` once it has one.
+        The answer's message id is appended to ``answer_ids`` once it has one; ``model``, the spec asked for,
+        is kept with it (``params.model_spec``) so that the conversation goes on with the same model.
         """
         message_id: int | None = None
         text, last_save, finished = "", 0.0, False
         # The system prompt is a per-answer setting too (it can change mid-conversation): keep it with the answer.
         record = {"model": backend.model_name, "params": {**params.to_dict(), "system_prompt": system}}
+        if model is not None:
+            record["params"]["model_spec"] = model
         try:
             for event in events:
                 if isinstance(event, Started):

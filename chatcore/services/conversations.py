@@ -15,7 +15,8 @@ from typing import Any
 
 from chatcore.core.errors import ParameterError
 from chatcore.core.params import GenerationParams
-from chatcore.services.chat import ChatService, check_user_text
+from chatcore.core.settings import join_model_spec, split_model_spec
+from chatcore.services.chat import ChatService, check_user_text, saved_model
 from chatcore.services.models import ModelManager, ModelStatus
 
 
@@ -25,37 +26,81 @@ class Conversations:
     def __init__(self, manager: ModelManager, store: Any, *, service: ChatService | None = None) -> None:
         self.manager = manager
         self.store = store
-        self.service = service or ChatService(manager.get, store)
+        self.service = service or ChatService(manager.get, store, lease=manager.lease)
 
     # -- the model and the settings ------------------------------------------------------------
 
     def switch_model(self, model: str | None, device: str | None) -> ModelStatus:
-        """Start loading another model or device in the background (nothing when it is already loaded)."""
+        """Change the server's default model or device, for everyone, in the background (nothing when it is
+        already loaded). One user choosing a model for themselves is ``choose_model``."""
         current = self.manager.settings
         same = (model or current.model) == current.model and (device or current.device) == current.device
         if not (self.manager.ready and same):
             self.manager.start(model=model or None, device=device or None)
         return self.manager.status
 
-    def window(self) -> int | None:
+    def model_spec(self, model: str | None, device: str | None = None) -> str:
+        """The spec a model picker and a device picker stand for: ``default`` for the server's own
+        configuration, else ``NAME`` or ``NAME@device=cuda,...`` (a typed spec keeps its options)."""
+        current = self.manager.settings
+        name, options = split_model_spec((model or "").strip() or "default")
+        if name == current.model:
+            name = "default"
+        if device and device != current.device and "device" not in options:
+            options["device"] = device
+        if name == "default" and all(getattr(current, key) == value for key, value in options.items()):
+            return "default"
+        return join_model_spec(name, options)
+
+    def picker_values(self, spec: str | None) -> tuple[str, str]:
+        """``model_spec``'s inverse: the model picker's value and the device picker's for ``spec``."""
+        current = self.manager.settings
+        name, options = split_model_spec(spec or "default")
+        device = options.pop("device", current.device)
+        return join_model_spec(current.model if name == "default" else name, options), device
+
+    def choose_model(self, owner: str, model: str | None, device: str | None = None) -> tuple[str, ModelStatus]:
+        """One user's choice of model (theirs alone: others keep theirs): loads it in the background and
+        remembers it as where the user's next session starts. Returns its spec and status."""
+        from storage.users import set_default_model
+
+        spec = self.model_spec(model, device)
+        status = self.manager.load(spec)
+        set_default_model(self.store, owner, None if spec == "default" else spec)
+        return spec, status
+
+    def user_model(self, owner: str) -> str:
+        """The model the user chose last (``default`` until they choose one)."""
+        from storage.users import default_model
+
+        return default_model(self.store, owner) or "default"
+
+    def conversation_model(self, owner: str, conversation_id: int | None) -> str | None:
+        """The model a saved conversation's latest answer was asked of, or ``None`` if it did not say."""
+        if conversation_id is None:
+            return None
+        return saved_model(self.store.get_conversation(owner, conversation_id))
+
+    def window(self, model: str | None = None) -> int | None:
         """The model's context window, or ``None`` while it loads or after it failed."""
         try:
-            return self.manager.get().context_window
+            return self.manager.get(model).context_window
         except Exception:  # still loading or failed: the window is unknown for now
             return None
 
-    def params(self, **values: Any) -> GenerationParams:
+    def params(self, model: str | None = None, **values: Any) -> GenerationParams:
         """Validated sampling parameters from a settings form; a blank seed means a fresh one."""
         if isinstance(values.get("seed"), str) and not values["seed"].strip():
             values["seed"] = None
-        window = self.window()
+        window = self.window(model)
         return GenerationParams.create(max_new_tokens_limit=window - 1 if window else None, **values)
 
-    def check_send(self, text: str, **param_values: Any) -> None:
-        """Refuse a message before it is shown as sent: bad text, bad settings or no model yet."""
+    def check_send(self, text: str, model: str | None = None, **param_values: Any) -> None:
+        """Refuse a message before it is shown as sent: bad text, bad settings or no model yet (which starts
+        loading it)."""
         check_user_text(text)
-        self.params(**param_values)
-        self.manager.get()
+        self.params(model, **param_values)
+        self.manager.get(model)
 
     # -- conversations -------------------------------------------------------------------------
 

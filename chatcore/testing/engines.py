@@ -136,3 +136,16 @@ def final_answer(engine: Any, params: Any, history: Any = QUESTIONS[0], **kwargs
     events = list(engine.stream(history, params, **kwargs))
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == events[-1].text
     return events[-1]
+
+
+class Named(Wrapped):
+    """A real engine under another model name and size: several "models" for the pool's tests, one set of
+    weights. ``parameters`` and ``dtype`` are what the pool's memory estimate reads."""
+
+    def __init__(self, engine: Any, name: str, parameters: int, dtype: str = "float32") -> None:
+        super().__init__(engine)
+        self.info = dataclasses.replace(engine.info, name=name, parameters=parameters, dtype=dtype)
+
+    @property
+    def model_name(self) -> str:
+        return self.info.name

@@ -428,8 +428,9 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
         self.demo.load(self.on_load, None, [self.conversations, self.model, self.device, self.status,
                                             self.status_timer], **REFUSABLE_EVENT)
         self.demo.load(self.load_templates, None, [self.template], **REFUSABLE_EVENT)
-        self.status_timer.tick(self.poll_status, None, [self.status, self.status_timer], **UNQUEUED_EVENT)
-        # Switching model or device loads in the background; the timer shows progress.
+        pickers = [self.model, self.device]
+        self.status_timer.tick(self.poll_status, pickers, [self.status, self.status_timer], **UNQUEUED_EVENT)
+        # Choosing a model or device (for this tab and this user) loads it in the background; the timer shows progress.
         for picker in (self.model, self.device):
             picker.input(self.switch_model, [self.model, self.device], [self.status, self.status_timer],
                          **REFUSABLE_EVENT)
@@ -439,7 +440,8 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
              .then(*self._after_answer, **REFUSABLE_EVENT))
         (self.conversations.input(self.open_conversation, [self.conversations],
                                   [*self._view, self.export_file, self.pinned], **REFUSABLE_EVENT)
-         .then(*self._after_answer, **REFUSABLE_EVENT))
+         .then(*self._after_answer, **REFUSABLE_EVENT)
+         .then(*self._conversation_model, **REFUSABLE_EVENT))
         self.search.change(self.search_conversations, [self.search, self.conversation_id], [self.conversations],
                            **REFUSABLE_EVENT)
         for trigger in (self.title.submit, self.rename.click):
@@ -463,20 +465,25 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
         settings = [self.system, *self._params]
         finish = (self.finish, [self.conversation_id, self.search],
                   [*busy_out, self.conversations, self.rename, self.delete, self.export_md, self.export_json])
+        pickers = [self.model, self.device]  # this tab's model
         for trigger in (self.message.submit, self.send.click):
-            (trigger(self.accept, [self.message, self.chatbot, self.stop_signal, *self._params],
-                     [self.message, self.chatbot, self.pending, *busy_out], **REFUSABLE_EVENT)
-             .success(self.respond, [self.pending, self.conversation_id, self.stop_signal, *settings, self.sources],
-                      answer_out, **generating)
+            accepted = trigger(self.accept, [self.message, self.chatbot, self.stop_signal, *self._params, *pickers],
+                               [self.message, self.chatbot, self.pending, *busy_out], **REFUSABLE_EVENT)
+            # A model that had to start loading shows it in the status line at once (the timer follows it).
+            accepted.then(self.poll_status, pickers, [self.status, self.status_timer], **UNQUEUED_EVENT)
+            (accepted
+             .success(self.respond, [self.pending, self.conversation_id, self.stop_signal, *settings, self.sources,
+                                     *pickers], answer_out, **generating)
              .then(*finish, **UNQUEUED_EVENT)
              .then(*self._after_answer, **REFUSABLE_EVENT))
-        (self.chatbot.retry(self.begin, [self.stop_signal], busy_out, **REFUSABLE_EVENT)
-         .success(self.retry, [self.conversation_id, self.stop_signal, *settings], answer_out, **generating)
+        (self.chatbot.retry(self.begin, [self.stop_signal, *pickers], busy_out, **REFUSABLE_EVENT)
+         .success(self.retry, [self.conversation_id, self.stop_signal, *settings, *pickers], answer_out,
+                  **generating)
          .then(*finish, **UNQUEUED_EVENT)
          .then(*self._after_answer, **REFUSABLE_EVENT))
-        (self.chatbot.edit(self.begin_edit, [self.chatbot, self.stop_signal], [self.chatbot, self.pending, *busy_out],
-                           **REFUSABLE_EVENT)
-         .success(self.edit, [self.pending, self.conversation_id, self.stop_signal, *settings], answer_out,
+        (self.chatbot.edit(self.begin_edit, [self.chatbot, self.stop_signal, *pickers],
+                           [self.chatbot, self.pending, *busy_out], **REFUSABLE_EVENT)
+         .success(self.edit, [self.pending, self.conversation_id, self.stop_signal, *settings, *pickers], answer_out,
                   **generating)
          .then(*finish, **UNQUEUED_EVENT)
          .then(*self._after_answer, **REFUSABLE_EVENT))
@@ -524,12 +531,19 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
         (self.note_open.click(self.open_note_source, [self.note_id, self.search],
                               [*self._view, self.export_file, self.pinned, self.conversations, self.tabs],
                               **REFUSABLE_EVENT)
-         .then(*self._after_answer, **REFUSABLE_EVENT))
+         .then(*self._after_answer, **REFUSABLE_EVENT)
+         .then(*self._conversation_model, **REFUSABLE_EVENT))
         self.note_pin.click(self.pin_note, [self.note_id, self.conversation_id],
                             [self.pinned, self.note_meta, *controls], **REFUSABLE_EVENT)
         self.note_unpin.click(self.unpin_note, [self.note_id, self.conversation_id],
                               [self.pinned, self.note_meta, *controls], **UNQUEUED_EVENT)
 
+
+    @property
+    def _conversation_model(self) -> tuple:
+        """After a conversation opens: the model it was answered by in this tab's pickers, with its status."""
+        return (self.conversation_model, [self.conversation_id],
+                [self.model, self.device, self.status, self.status_timer])
 
     @property
     def _after_answer(self) -> tuple:

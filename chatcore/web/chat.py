@@ -52,28 +52,59 @@ class ChatHandlers:
         value = selected if selected in {cid for _, cid in choices} else None
         return gr.Radio(choices=choices, value=value)
 
-    def _status(self) -> tuple[str, gr.Timer]:
-        status, loading = self.workspace.model_status()
+    def _status(self, spec: str | None = None) -> tuple[str, gr.Timer]:
+        status, loading = self.workspace.model_status(spec)
         return status_markdown(status, loading), gr.Timer(active=loading)
 
+    def _spec(self, model: str | None, device: str | None) -> str | None:
+        """The spec this tab's pickers stand for; ``None`` from a caller without pickers (the chat's own)."""
+        if model is None and device is None:
+            return None
+        return self.workspace.model_spec(model, device)
+
     # -- the page and the model ----------------------------------------------------------------
+    # The model and device pickers are this tab's own (Gradio keeps each session's values): each send, retry
+    # and edit passes them, so choosing a model in one tab changes nothing for other tabs or users.
 
     @user_errors
     def on_load(self, request: gr.Request = None) -> tuple:
-        current = self.workspace.manager.settings
-        model = gr.Dropdown(choices=self.workspace.model_choices(), value=current.model)
+        """The sidebar, and the pickers at the model this user chose last (loading it), or the default."""
+        owner = self.owner(request)
+        spec = self.workspace.user_model(owner)
+        if spec != "default":
+            self.workspace.manager.load(spec)
+        value, device_value = self.workspace.picker_values(spec)
+        choices = self.workspace.model_choices()
+        if value not in [v for _, v in choices]:
+            choices.append((value, value))
         devices = self.workspace.device_choices()
-        device = gr.Dropdown(choices=devices if current.device in devices else [current.device, *devices],
-                             value=current.device)
-        return (self.sidebar(self.owner(request)), model, device, *self._status())
+        model = gr.Dropdown(choices=choices, value=value)
+        device = gr.Dropdown(choices=devices if device_value in devices else [device_value, *devices],
+                             value=device_value)
+        return (self.sidebar(owner), model, device, *self._status(None if spec == "default" else spec))
 
-    def poll_status(self) -> tuple[str, gr.Timer]:
-        return self._status()
+    def poll_status(self, model: str | None = None, device: str | None = None) -> tuple[str, gr.Timer]:
+        """The status of this tab's model (the default's without pickers)."""
+        try:
+            spec = self._spec(model, device)
+        except EXPECTED_ERRORS:  # a half-typed spec in the picker: the default's line until it is chosen
+            spec = None
+        return self._status(None if spec == "default" else spec)
 
     @user_errors
-    def switch_model(self, model: str, device: str) -> tuple[str, gr.Timer]:
-        self.workspace.switch_model(model, device)
-        return self._status()
+    def switch_model(self, model: str, device: str, request: gr.Request = None) -> tuple[str, gr.Timer]:
+        """This tab's (and this user's next sessions') model: loads it in the background; others keep theirs."""
+        spec, _ = self.workspace.choose_model(self.owner(request), model, device)
+        return self._status(None if spec == "default" else spec)
+
+    @user_errors
+    def conversation_model(self, conversation_id: int | None, request: gr.Request = None) -> tuple:
+        """An opened conversation selects the model it was answered by (nothing changes if it does not say)."""
+        spec = self.workspace.conversation_model(self.owner(request), conversation_id)
+        if spec is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        value, device = self.workspace.picker_values(spec)
+        return (value, device, *self._status(None if spec == "default" else spec))
 
     # -- the sidebar ---------------------------------------------------------------------------
 
@@ -128,25 +159,27 @@ class ChatHandlers:
 
     @user_errors
     def accept(self, text: str, chatbot: list, stop_signal: StopSignal, temperature: float, top_p: float,
-               top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str) -> tuple:
-        """Check the message and settings, then show the question at once."""
-        self.workspace.check_send(text, **param_values(temperature, top_p, top_k, max_new_tokens,
-                                                       repetition_penalty, seed))
+               top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str,
+               model: str | None = None, device: str | None = None) -> tuple:
+        """Check the message, the settings and this tab's model (loading it if needed), then show the question."""
+        self.workspace.check_send(text, self._spec(model, device),
+                                  **param_values(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed))
         stop_signal.clear()
         shown = [*chatbot, {"role": "user", "content": text}]
         return "", shown, text, gr.Button(visible=False), gr.Button(visible=True)
 
     @user_errors
-    def begin(self, stop_signal: StopSignal) -> tuple:
+    def begin(self, stop_signal: StopSignal, model: str | None = None, device: str | None = None) -> tuple:
         """Before a retry or an edit: the model must be there; show Stop."""
-        self.workspace.manager.get()
+        self.workspace.manager.get(self._spec(model, device))
         stop_signal.clear()
         return gr.Button(visible=False), gr.Button(visible=True)
 
     @user_errors
-    def begin_edit(self, chatbot: list, stop_signal: StopSignal, event: gr.EditData) -> tuple:
+    def begin_edit(self, chatbot: list, stop_signal: StopSignal, event: gr.EditData, model: str | None = None,
+                   device: str | None = None) -> tuple:
         """An edited question: keep the chat up to it, remember what to ask, show Stop."""
-        self.workspace.manager.get()
+        self.workspace.manager.get(self._spec(model, device))
         index = event_index(event)
         text = text_of(event.value)
         stop_signal.clear()
@@ -157,43 +190,48 @@ class ChatHandlers:
     def respond(self, text: str, conversation_id: int | None, stop_signal: StopSignal, system: str,
                 temperature: float, top_p: float, top_k: float, max_new_tokens: float,
                 repetition_penalty: float, seed: str, request: gr.Request = None,
-                sources: str | None = None) -> Iterator[tuple]:
-        """Answer ``text``; ``sources`` (the Sources picker) grounds it in the library, ``None`` keeps the chat's.
+                sources: str | None = None, model: str | None = None, device: str | None = None) -> Iterator[tuple]:
+        """Answer ``text``; ``sources`` (the Sources picker) grounds it in the library, ``None`` keeps the chat's;
+        ``model`` and ``device`` (this tab's pickers) choose the model, ``None`` the conversation's own.
 
         ``sources`` comes after ``request``: Gradio puts the request where it is declared and the inputs in
         order around it, and callers that pass the request by position keep working.
         """
         owner = self.owner(request)
-        params = self.workspace.params(**param_values(temperature, top_p, top_k, max_new_tokens,
-                                                      repetition_penalty, seed))
+        spec = self._spec(model, device)
+        params = self.workspace.params(spec, **param_values(temperature, top_p, top_k, max_new_tokens,
+                                                            repetition_penalty, seed))
         views = self.workspace.send(owner, conversation_id, text, params, system=system, cancel=stop_signal,
-                                    sources=sources)
+                                    sources=sources, model=spec)
         yield from self._stream(owner, views, conversation_id, unsent=text)
 
     @user_errors
     def retry(self, conversation_id: int | None, stop_signal: StopSignal, system: str, temperature: float,
               top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float, seed: str,
-              request: gr.Request = None) -> Iterator[tuple]:
+              request: gr.Request = None, model: str | None = None, device: str | None = None) -> Iterator[tuple]:
         if conversation_id is None:
             raise gr.Error("Open a saved conversation to retry.")
         owner = self.owner(request)
-        params = self.workspace.params(**param_values(temperature, top_p, top_k, max_new_tokens,
-                                                      repetition_penalty, seed))
-        views = self.workspace.retry(owner, conversation_id, params, system=system, cancel=stop_signal)
+        spec = self._spec(model, device)
+        params = self.workspace.params(spec, **param_values(temperature, top_p, top_k, max_new_tokens,
+                                                            repetition_penalty, seed))
+        views = self.workspace.retry(owner, conversation_id, params, system=system, cancel=stop_signal, model=spec)
         gr.Info("Retrying as a new branch; the earlier answer stays in the original conversation.")
         yield from self._stream(owner, views, conversation_id)
 
     @user_errors
     def edit(self, pending: dict, conversation_id: int | None, stop_signal: StopSignal, system: str,
              temperature: float, top_p: float, top_k: float, max_new_tokens: float, repetition_penalty: float,
-             seed: str, request: gr.Request = None) -> Iterator[tuple]:
+             seed: str, request: gr.Request = None, model: str | None = None,
+             device: str | None = None) -> Iterator[tuple]:
         if conversation_id is None:
             raise gr.Error("Open a saved conversation to edit it.")
         owner = self.owner(request)
-        params = self.workspace.params(**param_values(temperature, top_p, top_k, max_new_tokens,
-                                                      repetition_penalty, seed))
+        spec = self._spec(model, device)
+        params = self.workspace.params(spec, **param_values(temperature, top_p, top_k, max_new_tokens,
+                                                            repetition_penalty, seed))
         views = self.workspace.edit(owner, conversation_id, pending["index"], pending["text"], params,
-                                    system=system, cancel=stop_signal)
+                                    system=system, cancel=stop_signal, model=spec)
         gr.Info("Asking again from the edited message, as a new branch.")
         yield from self._stream(owner, views, conversation_id)
 

@@ -91,16 +91,18 @@ class Workspace(Conversations):
             built = for_server(manager, store, self.library)
             evaluations, arena = evaluations or built[0], arena or built[1]
         self.evaluations, self.arena = evaluations, arena
-        super().__init__(manager, store, service=service or ChatService(manager.get, store, library=self.library))
+        super().__init__(manager, store, service=service or ChatService(manager.get, store, library=self.library,
+                                                                        lease=manager.lease))
         if self.service.library is None:  # a service handed in without one answers from this library
             self.service.library = self.library
         self.stream_interval = stream_interval
 
     # -- the model -----------------------------------------------------------------------------
 
-    def model_status(self) -> tuple[str, bool]:
-        """The status line, and whether a load is in progress (the page polls while it is)."""
-        status = self.manager.status
+    def model_status(self, model: str | None = None) -> tuple[str, bool]:
+        """The status line of ``model`` (``None``: the default), and whether it is loading (the page polls while
+        it is)."""
+        status = self.manager.status if model is None else self.manager.status_of(model)
         return str(status), status.loading
 
     def model_choices(self) -> list[tuple[str, str]]:
@@ -200,11 +202,13 @@ class Workspace(Conversations):
     def send(
         self, owner: str, conversation_id: int | None, text: str, params: GenerationParams, *,
         system: str | None = None, cancel: threading.Event | None = None, sources: str | None = None,
+        model: str | None = None,
     ) -> Iterator[ChatView]:
         """Ask ``text`` in the conversation (a new one when ``None``), yielding the view as the answer grows.
 
         ``sources`` is the Sources picker's value (``off``, ``all`` or ``collection:NAME``): it becomes the
-        open conversation's scope before the question is asked; ``None`` keeps the scope it has.
+        open conversation's scope before the question is asked; ``None`` keeps the scope it has. ``model`` is
+        the spec to answer with (``None``: the conversation's own, or the default).
         """
         prior = self.open(owner, conversation_id)
         scope = None
@@ -214,28 +218,31 @@ class Workspace(Conversations):
                 self.library.set_scope(owner, conversation_id, scope)
         events = _confined(self.service.ask(
             text, params, conversation_id=conversation_id, system=system_prompt(system), owner=owner,
-            source="web", cancel=cancel, scope=scope,
+            source="web", cancel=cancel, scope=scope, model=model,
         ), cancel)
         yield from self._stream(owner, prior, text, events)
 
     def edit(
         self, owner: str, conversation_id: int, index: int, text: str, params: GenerationParams, *,
-        system: str | None = None, cancel: threading.Event | None = None,
+        system: str | None = None, cancel: threading.Event | None = None, model: str | None = None,
     ) -> Iterator[ChatView]:
         """Re-ask from user message ``index`` with new ``text`` as a new branch; the original stays as it was."""
         conversation, messages = self.chat(owner, conversation_id)
         if not 0 <= index < len(messages) or messages[index]["role"] != "user":
             raise ParameterError("message", "only your own messages can be edited")
-        yield from self._branch(owner, conversation, messages, index, text, params, system=system, cancel=cancel)
+        yield from self._branch(owner, conversation, messages, index, text, params, system=system, cancel=cancel,
+                                model=model)
 
     def _branch(
         self, owner: str, conversation: dict[str, Any], messages: list[dict[str, Any]], index: int, text: str,
-        params: GenerationParams, *, system: str | None, cancel: threading.Event | None,
+        params: GenerationParams, *, system: str | None, cancel: threading.Event | None, model: str | None = None,
     ) -> Iterator[ChatView]:
         """Ask ``text`` in place of user message ``index`` (of ``messages``, ``conversation``'s chat view)."""
         conversation_id = conversation["id"]
         check_user_text(text)
-        self.manager.get()  # refuse before creating the branch, so no empty branch is left behind
+        if model is None:  # a branch keeps the model its conversation was answered by
+            model = self.conversation_model(owner, conversation_id)
+        self.manager.get(model)  # refuse before creating the branch, so no empty branch is left behind
         scope = self.library.scope(owner, conversation_id)  # a branch answers from the same sources
         if index == 0:  # nothing to copy: the branch is a new conversation with the same system prompt
             branch = None
@@ -249,13 +256,13 @@ class Workspace(Conversations):
             system = conversation.get("system_prompt") or ""
         events = _confined(self.service.ask(
             text, params, conversation_id=branch, system=system_prompt(system), owner=owner, source="web",
-            cancel=cancel, scope=scope,
+            cancel=cancel, scope=scope, model=model,
         ), cancel)
         yield from self._stream(owner, prior, text, events)
 
     def retry(
         self, owner: str, conversation_id: int, params: GenerationParams, *,
-        system: str | None = None, cancel: threading.Event | None = None,
+        system: str | None = None, cancel: threading.Event | None = None, model: str | None = None,
     ) -> Iterator[ChatView]:
         """Answer the last question again, as a new branch (the earlier answer is kept in the original)."""
         conversation, messages = self.chat(owner, conversation_id)
@@ -263,13 +270,13 @@ class Workspace(Conversations):
         if last_user is None:
             raise ParameterError("message", "there is no question to answer again")
         yield from self._branch(owner, conversation, messages, last_user, messages[last_user]["content"], params,
-                                system=system, cancel=cancel)
+                                system=system, cancel=cancel, model=model)
 
     def rerun(self, owner: str, conversation_id: int | None, index: int | None) -> tuple[str, bool]:
         """Answer ``index`` run again with its recorded settings and seed (nothing saved): the text, and
         whether it is identical to the saved answer."""
         answer = self.answer(owner, conversation_id, index, "re-run")
-        self.manager.get()
+        self.manager.get((answer.get("params") or {}).get("model_spec"))  # the model that answered it
         cancel = threading.Event()
         text = ""
         for event in _confined(self.service.reproduce(owner, answer["id"], cancel=cancel), cancel):

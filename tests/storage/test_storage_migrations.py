@@ -25,7 +25,8 @@ def schema(path: Path) -> dict[str, str]:
 
 
 def test_names_are_ordered_and_prefixed():
-    assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes", "m005_library", "m006_evaluation"]
+    assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes", "m005_library", "m006_evaluation",
+                     "m007_user_model"]
 
 
 def test_fresh_database_has_latest_schema(db_path: Path):
@@ -70,7 +71,8 @@ def test_fresh_database_has_latest_schema(db_path: Path):
         "deleted_at": str,
         "library_scope": str,
     }
-    assert db["users"].columns_dict == {"id": int, "name": str, "password_hash": str, "created": str}
+    assert db["users"].columns_dict == {"id": int, "name": str, "password_hash": str, "created": str,
+                                        "default_model": str}
 
 
 def test_connection_pragmas(store: Store):

@@ -11,4 +11,5 @@ def for_server(manager: Any, store: Any, library: Any = None) -> tuple[Any, Any]
     from chatcore.services.evaluation.arena import Arena
     from chatcore.services.evaluation.service import Evaluations
 
-    return Evaluations(store, manager.wait_for, library=library), Arena(store, manager.wait_for)
+    return (Evaluations(store, manager.wait_for, library=library, hold=manager.hold, known=manager.known),
+            Arena(store, manager.wait_for, hold=manager.hold))

@@ -7,12 +7,13 @@ Both answers stream at once (the fast engine batches them) and are saved as they
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 from chatcore.core.errors import ChatCoreError, ParameterError
 from chatcore.core.events import Finished, TextDelta
@@ -64,9 +65,11 @@ def view_of(battle: dict[str, Any]) -> ArenaView:
 class Arena:
     """Battles, votes and the leaderboard over one store; ``backend_for(spec)`` hands over a loaded model."""
 
-    def __init__(self, store: Any, backend_for: Callable[[str], Backend], *, rng: random.Random | None = None) -> None:
+    def __init__(self, store: Any, backend_for: Callable[[str], Backend], *, rng: random.Random | None = None,
+                 hold: Callable[[Backend], ContextManager[Any]] | None = None) -> None:
         self.store = store
         self.backend_for = backend_for
+        self.hold = hold or contextlib.nullcontext
         self._rng = rng or random.SystemRandom()
 
     def start(self, owner: str, prompt: str, models: Sequence[str]) -> int:
@@ -76,6 +79,8 @@ class Arena:
         if len(candidates) < 2:
             raise ParameterError("models", "the arena needs two different models; choose a second one")
         model_a, model_b = self._rng.sample(candidates, 2)
+        for model in (model_a, model_b):  # a model that cannot load fails here, before a battle is stored
+            self.backend_for(model)
         return db.create_battle(self.store, owner, prompt, model_a, model_b)
 
     def answer(self, owner: str, battle_id: int, params: GenerationParams,
@@ -103,7 +108,7 @@ class Arena:
               cancel: threading.Event, updates: "queue.SimpleQueue") -> None:
         text, saved_at, record, error = "", 0.0, None, None
         try:
-            for event in backend.stream([{"role": "user", "content": battle["prompt"]}], params, cancel=cancel):
+            for event in self._held_stream(backend, battle["prompt"], params, cancel):
                 if isinstance(event, TextDelta):
                     text += event.text
                     updates.put((side, text, False, None))
@@ -123,6 +128,11 @@ class Arena:
         db.save_battle_answer(self.store, owner, battle["id"], side, text,
                               record or {"error": error or "stopped before the answer ended"})
         updates.put((side, text, True, error))
+
+    def _held_stream(self, backend: Backend, prompt: str, params: GenerationParams,
+                     cancel: threading.Event) -> Iterator[Any]:
+        with self.hold(backend):  # the pool does not unload a model while it answers
+            yield from backend.stream([{"role": "user", "content": prompt}], params, cancel=cancel)
 
     def vote(self, owner: str, battle_id: int, choice: str) -> ArenaView:
         """Record the vote and reveal both names."""

@@ -8,11 +8,12 @@ continuous batching decodes them together; multiple-choice likelihoods go throug
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 from chatcore.core.errors import ChatCoreError
 from chatcore.core.events import Finished
@@ -27,6 +28,7 @@ from chatcore.services.library.retrieval import Passage, Scope
 from storage import evaluation as db
 
 BackendFor = Callable[[str], Backend]  # a model spec -> its loaded backend (blocks while it loads)
+Hold = Callable[[Backend], ContextManager[Any]]  # keeps a backend loaded while a block runs (the model pool's)
 # Items whose likelihoods are computed (and saved) together: large enough to batch, small enough that a
 # cancel or a crash loses little.
 LIKELIHOOD_GROUP = 16
@@ -74,8 +76,9 @@ class RunWorker:
 
     def __init__(self, store: Any, owner: str, run_id: int, scorers: Sequence[Scorer], backend_for: BackendFor,
                  *, library: Any = None, cancel: threading.Event | None = None,
-                 on_progress: Callable[[RunProgress], None] | None = None) -> None:
+                 on_progress: Callable[[RunProgress], None] | None = None, hold: Hold | None = None) -> None:
         self.store, self.owner, self.run_id = store, owner, run_id
+        self.hold = hold or contextlib.nullcontext
         self.scorers = list(scorers)
         self.backend_for = backend_for
         self.library = library
@@ -106,7 +109,8 @@ class RunWorker:
                 self._model = model
                 self._report()
                 backend = self.backend_for(model)
-                self._model_run(backend, model, todo, params, scope, needs)
+                with self.hold(backend):  # the pool does not unload it mid-run to make room for another
+                    self._model_run(backend, model, todo, params, scope, needs)
         except ChatCoreError as exc:
             db.update_run(self.store, self.run_id, status="failed", error=str(exc))
             return self.progress()

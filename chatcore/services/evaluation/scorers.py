@@ -409,11 +409,13 @@ def make_scorer(spec: str, *, judge_backend: Backend | None = None) -> Scorer:
 
 def default_scorers(items: Iterable[TestItem]) -> list[str]:
     """The scorers a test set gets when none is named: the choice scorers if any item is multiple choice,
-    exact and F1 if any is a short answer."""
+    exact, contains and F1 if any is a short answer (a chat model often answers in a full sentence: "The
+    chemical symbol for iron is Fe." is right by contains, wrong by exact match, and asking a small model
+    for the answer alone confused SmolLM2-135M more than it helped)."""
     items = list(items)
     names: list[str] = []
     if any(item.multiple_choice for item in items):
         names += ["choice", "loglik", "loglik_norm"]
     if any(not item.multiple_choice and item.answers for item in items):
-        names += ["exact", "f1"]
+        names += ["exact", "contains", "f1"]
     return names

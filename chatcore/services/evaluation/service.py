@@ -14,7 +14,7 @@ from chatcore.core.errors import ParameterError
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import split_model_spec
 from chatcore.services.evaluation.report import Report, build_report
-from chatcore.services.evaluation.runner import BackendFor, RunProgress, RunWorker, needs_of, output_of
+from chatcore.services.evaluation.runner import BackendFor, Hold, RunProgress, RunWorker, needs_of, output_of
 from chatcore.services.evaluation.scorers import Scorer, default_scorers, make_scorer
 from chatcore.services.evaluation.testsets import EXAMPLE_NAME, TestItem, TestSet, example_test_set, parse_test_set
 from chatcore.services.library.retrieval import Scope
@@ -33,8 +33,11 @@ class Evaluations:
     """Test sets, runs and reports over one store; ``backend_for(spec)`` hands over a loaded model."""
 
     def __init__(self, store: Any, backend_for: BackendFor, *, library: Any = None,
-                 judge_for: BackendFor | None = None) -> None:
+                 judge_for: BackendFor | None = None, hold: Hold | None = None,
+                 known: Callable[[str], bool] | None = None) -> None:
         self.store = store
+        self.known = known  # which specs a server may load (the pool's ``known``); None: any (the CLI)
+        self.hold = hold
         self.backend_for = backend_for
         self.library = library
         self.judge_for = judge_for or backend_for  # the judge may be another (remote) model
@@ -102,6 +105,9 @@ class Evaluations:
                                           "(for example default@quant=none)")
         for model in models:
             split_model_spec(model)
+            if self.known is not None and not self.known(model):
+                raise ParameterError("model", f"this server has no model {model!r}: name the default, a loaded "
+                                              "model or one in its model cache (chatcore models)")
         items = self.items(owner, found["id"])
         names = list(scorers) if scorers else default_scorers(items)
         built = self._scorers(names, judge)
@@ -118,7 +124,8 @@ class Evaluations:
         """Compute the run's missing outputs in this thread (a finished run is left as it is)."""
         run = db.get_run(self.store, owner, run_id)
         worker = RunWorker(self.store, owner, run_id, self._scorers(run["scorers"], run["params"].get("judge")),
-                           self.backend_for, library=self.library, cancel=cancel, on_progress=on_progress)
+                           self.backend_for, library=self.library, cancel=cancel, on_progress=on_progress,
+                           hold=self.hold)
         return worker.run()
 
     def start(self, owner: str, run_id: int) -> RunProgress:
@@ -129,7 +136,7 @@ class Evaluations:
                 return self.progress(owner, run_id)
             cancel = threading.Event()
             worker = RunWorker(self.store, owner, run_id, self._scorers(run["scorers"], run["params"].get("judge")),
-                               self.backend_for, library=self.library, cancel=cancel)
+                               self.backend_for, library=self.library, cancel=cancel, hold=self.hold)
             thread = threading.Thread(target=self._background, args=(worker,), name=f"eval-run-{run_id}", daemon=True)
             self._workers[run_id] = (thread, cancel, worker)
         thread.start()
