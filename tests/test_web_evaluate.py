@@ -121,7 +121,7 @@ def test_the_example_set_is_previewed_with_its_default_scorers(chat_app):
     assert "65 items" in line and "multiple choice" in line and empty.visible is False
     rows = preview.value["data"]
     assert len(rows) == 10 and rows[0][0] == "phys-01" and rows[0][2] == "B. newton" and "A. joule" in rows[0][3]
-    assert scorers.value == ["choice", "loglik", "loglik_norm", "exact", "f1"] and remove.interactive
+    assert {"choice", "loglik", "loglik_norm", "exact", "f1"} <= set(scorers.value) and remove.interactive
     assert chat_app.add_example_set()[1].value == picker.value  # stored once
     assert chat_app.scorers_chosen(["exact", "judge"]).visible is True
     assert chat_app.scorers_chosen(["exact"]).visible is False
