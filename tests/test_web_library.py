@@ -297,12 +297,12 @@ def test_the_library_is_wired_to_the_page(chat_app):
             "search_library", "choose_sources", "show_source", "save_source_note", "show_evidence",
             "conversation_sources", "select_answer_sources"} <= names
     respond = next(fn for fn in chat_app.demo.fns.values() if fn.name == "respond")
-    assert respond.inputs[-1] is chat_app.sources
-    # Gradio puts the request where respond declares it and the Sources picker's value after it.
+    assert respond.inputs[-3] is chat_app.sources  # then this tab's model and device pickers
+    # Gradio puts the request where respond declares it, and the Sources picker's value and the pickers after it.
     from gradio.helpers import special_args
 
     args = special_args(chat_app.respond, list(range(len(respond.inputs))), request=ADA)[0]
-    assert args[-2] is ADA and args[-1] == len(respond.inputs) - 1
+    assert args[-4] is ADA and args[-3:] == [len(respond.inputs) - 3, len(respond.inputs) - 2, len(respond.inputs) - 1]
 
 
 def test_a_retry_of_a_grounded_answer_is_grounded_in_the_same_sources(chat_app, facts_pdf):
