@@ -61,3 +61,32 @@ def test_progress_counts_every_pair(hf_engine):
     seen = []
     loglikelihoods(hf_engine, PAIRS, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (len(PAIRS), len(PAIRS))
+
+
+QUESTIONS = [
+    ("Question: Which gas do plants take in?\nAnswer:", [" oxygen", " carbon dioxide", " helium", " neon"]),
+    ("Question: How many legs has an insect?\nAnswer:", [" six", " eight legs and two antennae"]),
+    ("The boiling point of water at sea level is", [" 100 degrees Celsius", " 212 degrees Celsius", " cold"]),
+]
+
+
+def test_packed_choices_equal_each_pair_scored_alone(tiny_engine):
+    """The fast decoder packs a question's choices after one context; each equals its own full pass."""
+    from chatcore.engine.loglikelihood import choice_loglikelihoods
+
+    packed = choice_loglikelihoods(tiny_engine, QUESTIONS)
+    for (context, choices), results in zip(QUESTIONS, packed):
+        assert len(results) == len(choices)
+        for choice, result in zip(choices, results):
+            expected, greedy = direct(tiny_engine.model, tiny_engine.tokenizer, context, choice)
+            assert result.logprob == pytest.approx(expected, abs=1e-3)
+            assert result.tokens == len(encode_pair(tiny_engine.tokenizer, context, choice)[1])
+            assert result.greedy == greedy
+
+
+def test_choices_on_the_transformers_loop_are_scored_as_pairs(hf_engine):
+    from chatcore.engine.loglikelihood import choice_loglikelihoods
+
+    results = choice_loglikelihoods(hf_engine, QUESTIONS)
+    flat = loglikelihoods(hf_engine, [(c, x) for c, xs in QUESTIONS for x in xs])
+    assert [r.logprob for rs in results for r in rs] == pytest.approx([r.logprob for r in flat], abs=1e-6)

@@ -25,6 +25,9 @@ from chatcore.core.errors import ModelError
 # machine's memory; the logits [B, S, V] dominate (V = 49,152 for the default model).
 BATCH_LOGIT_ELEMENTS = 64 * 1024 * 1024
 
+# Tokens in one packed forward pass (questions with their choices side by side, padded to the longest).
+PACKED_BATCH_TOKENS = 4096
+
 Logits = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, S] -> logits [B, S, V]
 
 
@@ -98,6 +101,100 @@ def loglikelihoods(backend: Any, pairs: Sequence[tuple[str, str]], *,
             if progress:
                 progress(done, len(encoded))
     return results  # type: ignore[return-value]
+
+
+def choice_loglikelihoods(backend: Any, requests: Sequence[tuple[str, Sequence[str]]], *,
+                          progress: Callable[[int, int], None] | None = None) -> list[list[Continuation]]:
+    """Each context's continuations (a question's choices), scored as ``loglikelihoods`` scores pairs.
+
+    On the fast decoder the context is computed once per question: its choices sit side by side after it
+    in one packed sequence, each seeing the context and itself, and only the positions that predict a
+    choice's tokens go through the output layer. For four one-word choices after a 20-token question that
+    is ~30 tokens instead of lm-eval's ~90. Other backends score the pairs one by one.
+    """
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None or not hasattr(decoder, "score_packed"):
+        flat = [(context, continuation) for context, continuations in requests for continuation in continuations]
+        results = iter(loglikelihoods(backend, flat, progress=progress))
+        return [[next(results) for _ in continuations] for _, continuations in requests]
+    tokenizer, window = backend.tokenizer, backend.context_window
+    packed: list[tuple[int, list[int], list[list[int]]]] = []  # (request, context ids, each continuation's ids)
+    out: list[list[Continuation] | None] = [None] * len(requests)
+    too_long = []
+    for index, (context, continuations) in enumerate(requests):
+        pairs = [encode_pair(tokenizer, context, continuation) for continuation in continuations]
+        head, tails = pairs[0][0], [tail for _, tail in pairs]
+        if any(h != head for h, _ in pairs) or len(head) + sum(map(len, tails)) > window:
+            too_long.append(index)  # rare: scored as pairs, cut from the left as lm-eval cuts them
+        else:
+            packed.append((index, head, tails))
+    for index, results in zip(too_long, choice_loglikelihoods_as_pairs(backend, [requests[i] for i in too_long])):
+        out[index] = results
+    packed.sort(key=lambda entry: -(len(entry[1]) + sum(map(len, entry[2]))))
+    done, position = len(too_long), 0
+    with torch.inference_mode():
+        while position < len(packed):
+            longest = len(packed[position][1]) + sum(map(len, packed[position][2]))
+            batch = packed[position:position + max(1, PACKED_BATCH_TOKENS // longest)]
+            position += len(batch)
+            for (index, _, _), results in zip(batch, _score_packed(decoder, batch, longest)):
+                out[index] = results
+            done += len(batch)
+            if progress:
+                progress(done, len(requests))
+    return out  # type: ignore[return-value]
+
+
+def choice_loglikelihoods_as_pairs(backend: Any, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[Continuation]]:
+    """``choice_loglikelihoods`` one (context, continuation) pair at a time."""
+    flat = [(context, continuation) for context, continuations in requests for continuation in continuations]
+    results = iter(loglikelihoods(backend, flat)) if flat else iter(())
+    return [[next(results) for _ in continuations] for _, continuations in requests]
+
+
+def _score_packed(decoder: Any, batch: list[tuple[int, list[int], list[list[int]]]],
+                  length: int) -> list[list[Continuation]]:
+    """One forward pass over a batch of packed questions (right-padded to ``length``)."""
+    size = len(batch)
+    tokens = torch.zeros((size, length), dtype=torch.long)
+    positions = torch.zeros((size, length), dtype=torch.long)
+    segment = torch.full((size, length), -2, dtype=torch.long)  # -1: the context; n: continuation n; -2: padding
+    rows, targets, owners = [], [], []  # the places whose logits predict a continuation token, and that token
+    for b, (_, head, tails) in enumerate(batch):
+        n = len(head)
+        tokens[b, :n] = torch.tensor(head)
+        positions[b, :n] = torch.arange(n)
+        segment[b, :n] = -1
+        start = n
+        for c, tail in enumerate(tails):
+            tokens[b, start:start + len(tail)] = torch.tensor(tail)
+            positions[b, start:start + len(tail)] = torch.arange(n, n + len(tail))
+            segment[b, start:start + len(tail)] = c
+            # The first token is predicted by the context's last place, each later one by the token before it.
+            places = [n - 1] + list(range(start, start + len(tail) - 1))
+            rows += [(b, place) for place in places]
+            targets += tail
+            owners += [(b, c)] * len(tail)
+            start += len(tail)
+    causal = torch.ones((length, length), dtype=torch.bool).tril()
+    query, key = segment[:, :, None], segment[:, None, :]
+    # A token sees the context and its own continuation, causally; padding sees only itself (no empty row).
+    mask = causal & ((key == -1) | (key == query)) & (query != -2)
+    mask |= torch.eye(length, dtype=torch.bool)
+    device = decoder.device
+    logits = decoder.score_packed(tokens.to(device), positions.to(device), mask[:, None].to(device),
+                                  torch.tensor(rows, device=device))
+    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+    target = torch.tensor(targets)
+    picked = logprobs.gather(1, target[:, None])[:, 0]
+    greedy = logprobs.argmax(dim=-1) == target
+    sums: dict[tuple[int, int], list[float]] = {}
+    hits: dict[tuple[int, int], bool] = {}
+    for owner, value, hit in zip(owners, picked.tolist(), greedy.tolist()):
+        sums.setdefault(owner, []).append(value)
+        hits[owner] = hits.get(owner, True) and hit
+    return [[Continuation(sum(sums[(b, c)]), hits[(b, c)], len(tail)) for c, tail in enumerate(tails)]
+            for b, (_, _, tails) in enumerate(batch)]
 
 
 def _device(backend: Any) -> torch.device:

@@ -149,16 +149,20 @@ class Attention(nn.Module):
         v = v.view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
         return rotate(q, cos, sin), rotate(k, cos, sin), v
 
-    def prefill(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: int, start: int) -> torch.Tensor:
+    def prefill(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot: int, start: int,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """A whole chunk of one sequence. x: [1, S, dim], written to cache positions start..start+S-1.
-        With slot -1 (scoring, no cache) x may hold B sequences: [B, S, dim]."""
+        With slot -1 (scoring, no cache) x may hold B sequences: [B, S, dim], and ``mask`` ([B, 1, S, S],
+        True where a position may attend) replaces the causal one."""
         b, s = x.shape[0], x.shape[1]
         q, k, v = self._project(x, cos, sin)
         cache = self.cache
         end = start + s
         if slot >= 0:  # slot -1: score without touching the cache
             cache.write((slice(slot, slot + 1), slice(None), slice(start, end)), k, v)
-        if start == 0:
+        if mask is not None:
+            out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, enable_gqa=True)
+        elif start == 0:
             out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=True, enable_gqa=True)
         else:  # a later chunk sees everything before it and itself causally
             keys, values = cache.read((slice(slot, slot + 1), slice(None), slice(None, end)), q.dtype)
@@ -287,6 +291,23 @@ class Transformer(nn.Module):
             x = x + block.attn.prefill(block.attn_norm(x), cos, sin, -1, 0)
             x = x + block.mlp(block.mlp_norm(x))
         return self.output(self.norm(x)).float()
+
+    def score_packed(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                     rows: torch.Tensor) -> torch.Tensor:
+        """Logits at chosen places of packed sequences, without the cache (multiple-choice log-likelihoods).
+
+        Each sequence holds a context and then its continuations side by side: ``mask`` ([B, 1, S, S]) lets
+        a continuation's tokens see the context and themselves, not the other continuations, and
+        ``positions`` ([B, S]) places each continuation right after the context. Only the places in ``rows``
+        ([R, 2]: sequence, index) go through the output layer. tokens: [B, S] -> [R, V].
+        """
+        cos, sin = self._rope(int(positions.max()) + 1)  # [1, 1, L, D]
+        cos, sin = cos[0, 0][positions][:, None], sin[0, 0][positions][:, None]  # [B, 1, S, D]
+        x = self.embed(tokens)
+        for block in self.layers:
+            x = x + block.attn.prefill(block.attn_norm(x), cos, sin, -1, 0, mask=mask)
+            x = x + block.mlp(block.mlp_norm(x))
+        return self.output(self.norm(x[rows[:, 0], rows[:, 1]])).float()
 
     def _rope(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cos.shape[0] >= s:

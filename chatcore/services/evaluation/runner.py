@@ -20,7 +20,7 @@ from chatcore.core.events import Finished
 from chatcore.core.params import GenerationParams
 from chatcore.core.settings import DEFAULT_CONCURRENCY
 from chatcore.engine.base import Backend
-from chatcore.engine.loglikelihood import loglikelihoods
+from chatcore.engine.loglikelihood import choice_loglikelihoods
 from chatcore.services.evaluation.scorers import ChoiceLikelihood, Output, Scorer
 from chatcore.services.evaluation.testsets import TestItem
 from chatcore.services.library.citations import GROUNDED_SYSTEM, grounded_question
@@ -155,15 +155,13 @@ class RunWorker:
     def _likelihoods(self, backend: Backend, items: list[TestItem]) -> dict[str, tuple[ChoiceLikelihood, ...]]:
         """Each multiple-choice item's per-choice log-likelihoods (lm-eval's context and one-space delimiter)."""
         asked = [item for item in items if item.choices]
-        pairs = [(item.loglikelihood_context(), " " + choice) for item in asked for choice in item.choices]
-        if not pairs:
+        if not asked:
             return {}
-        results = iter(loglikelihoods(backend, pairs))
-        out = {}
-        for item in asked:
-            out[item.id] = tuple(ChoiceLikelihood(r.logprob, r.greedy, r.tokens, len(choice))
-                                 for choice, r in zip(item.choices, results))
-        return out
+        scored = choice_loglikelihoods(backend, [(item.loglikelihood_context(), [" " + c for c in item.choices])
+                                                 for item in asked])
+        return {item.id: tuple(ChoiceLikelihood(r.logprob, r.greedy, r.tokens, len(choice))
+                               for choice, r in zip(item.choices, results))
+                for item, results in zip(asked, scored)}
 
     def _sources(self, item: TestItem, scope: Scope) -> tuple[dict[str, Any], ...]:
         if self.library is None:
