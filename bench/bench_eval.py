@@ -9,7 +9,8 @@ On the shipped example set (``example_test_set()``) and the default model:
   ``Evaluations`` run with the ``loglik`` and ``loglik_norm`` scorers on the model as configured (int4 by
   default), outputs and scores saved to SQLite as users run it. lm-eval: ``simple_evaluate`` of a local
   ``multiple_choice`` task (``Question: ...\\nAnswer:``, choices after one space) on its ``hf`` model,
-  float32, ``batch_size`` DEFAULT_CONCURRENCY.
+  float32, ``batch_size`` DEFAULT_CONCURRENCY. ChatCore on float32 (``default@quant=none``, lm-eval's precision)
+  is timed too, for information: the goal is on the configuration users run.
 - ``generate``: the short-answer items answered greedily. ChatCore: an ``Evaluations`` run with the ``exact``
   scorer; its threads send DEFAULT_CONCURRENCY answers at once into the engine's continuous batching.
   lm-eval: a ``generate_until`` task on the same questions through the model's chat template (as ChatCore
@@ -21,7 +22,8 @@ timed is the whole run: lm-eval's ``simple_evaluate`` (task building included), 
 (SQLite writes and scoring included). Rounds alternate which side goes first. The lm-eval model directory is
 the ChatCore one with ``config.json``'s ``quantization_config`` left out (see ``lm_eval_model_dir``).
 
-Results go to ``bench/results/eval.json`` and ``bench/results/eval.md``; progress to stderr.
+Results go to ``bench/results/eval.json`` and ``bench/results/eval.md`` (a part not run this time keeps its
+last figures, with when they were measured); progress to stderr.
 """
 
 from __future__ import annotations
@@ -184,13 +186,13 @@ def measure(parts: list[str], rounds: int, model: str | None) -> dict[str, Any]:
     os.environ.update(HUB_OFFLINE)
     from lm_eval.models.huggingface import HFLM
 
-    from chatcore.core.settings import DEFAULT_CONCURRENCY, Settings
+    from chatcore.core.settings import DEFAULT_CONCURRENCY, Settings, model_settings
     from chatcore.engine import sources
     from chatcore.engine.loader import load_engine
     from chatcore.services.evaluation.service import EVAL_GENERATION
     from chatcore.services.evaluation.testsets import example_test_set
 
-    settings = Settings(model=model) if model else Settings()
+    settings = model_settings(Settings(), model)
     test_set = example_test_set()
     mc = [item for item in test_set.items if item.choices]
     short = [item for item in test_set.items if not item.choices and item.answers]
@@ -204,20 +206,27 @@ def measure(parts: list[str], rounds: int, model: str | None) -> dict[str, Any]:
         started = time.perf_counter()
         engine = load_engine(settings, progress=say)
         chatcore_load = time.perf_counter() - started
+        float32 = None
+        if "loglik" in parts and settings.quant != "none":
+            say("loading ChatCore's engine on float32 (quant=none), for information…")
+            float32 = load_engine(model_settings(settings, "default@quant=none,dtype=float32"), progress=say)
         say("loading lm-eval's hf model (float32)…")
         started = time.perf_counter()
         lm = HFLM(pretrained=str(lm_eval_model_dir(directory, tmp / "model")), dtype="float32", device="cpu",
                   batch_size=DEFAULT_CONCURRENCY)
         lm_eval_load = time.perf_counter() - started
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {p: {"chatcore": [], "lm-eval": []} for p in parts}
+        if float32 is not None:
+            runs["loglik"]["chatcore float32"] = []
         for r in range(rounds):
             for part in parts:
-                sides = ("chatcore", "lm-eval") if r % 2 == 0 else ("lm-eval", "chatcore")
+                sides = list(runs[part]) if r % 2 == 0 else list(reversed(runs[part]))
                 for side in sides:
                     say(f"[{part}] round {r + 1}/{rounds}: {side}…")
                     if part == "loglik":
-                        result = (chatcore_run(engine, tmp, mc, ["loglik", "loglik_norm"], "bench-mc")
-                                  if side == "chatcore" else lm_eval_run(lm, tmp / "tasks", MC_TASK, chat=False))
+                        result = (lm_eval_run(lm, tmp / "tasks", MC_TASK, chat=False) if side == "lm-eval" else
+                                  chatcore_run(engine if side == "chatcore" else float32, tmp, mc,
+                                               ["loglik", "loglik_norm"], "bench-mc"))
                     else:
                         result = (chatcore_run(engine, tmp, short, ["exact"], "bench-short", {"stop": ["\n"]})
                                   if side == "chatcore" else lm_eval_run(lm, tmp / "tasks", GEN_TASK, chat=True))
@@ -227,13 +236,18 @@ def measure(parts: list[str], rounds: int, model: str | None) -> dict[str, Any]:
         "model": settings.model, "chatcore_engine": f"{type(engine).__name__} {engine.info.dtype} kernels="
                                                     f"{getattr(engine, 'kernels', '-')}",
         "lm_eval_model": "hf (transformers), float32", "batch_size": DEFAULT_CONCURRENCY,
-        "max_new_tokens": max_new, "load_s": {"chatcore": chatcore_load, "lm-eval": lm_eval_load}, "rounds": rounds}
+        "max_new_tokens": max_new, "load_s": {"chatcore": chatcore_load, "lm-eval": lm_eval_load}}
     for part, sides in runs.items():
         row: dict[str, Any] = {}
         for side, results in sides.items():
             rates = [res["items_per_minute"] for res in results]
             row[side] = {**results[-1], "items_per_minute": statistics.median(rates), "runs": rates}
         row["ratio"] = row["chatcore"]["items_per_minute"] / row["lm-eval"]["items_per_minute"]
+        if "chatcore float32" in row:
+            row["ratio_float32"] = row["chatcore float32"]["items_per_minute"] / row["lm-eval"]["items_per_minute"]
+        row["rounds"] = rounds
+        row["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        row["load_average_after"] = os.getloadavg()
         report[part] = row
     return report
 
@@ -249,11 +263,38 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         c, lm = row["chatcore"], row["lm-eval"]
         extra = ""
-        if "generated_tokens" in c:
+        if part == "generate":
             extra = f" ({c['generated_tokens']} / {lm.get('generated_tokens', '?')} tokens written)"
         rows.append(f"| {labels[part]}, {c['items']} items{extra} | {c['items_per_minute']:.1f} | "
                     f"{lm['items_per_minute']:.1f} | {row['ratio']:.2f}x | ≥ {GOAL:.0f}x |")
+        if "ratio_float32" in row:
+            rows.append(f"| the same on ChatCore float32 (`default@quant=none`), for information | "
+                        f"{row['chatcore float32']['items_per_minute']:.1f} | {lm['items_per_minute']:.1f} | "
+                        f"{row['ratio_float32']:.2f}x | – |")
     return "\n".join(rows) + "\n"
+
+
+def write_results(report: dict[str, Any]) -> None:
+    """eval.json and eval.md in bench/results/."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    v = report["versions"]
+    runs = ""
+    for part in (p for p in PARTS if p in report):
+        row = report[part]
+        load = row.get("load_average_after")
+        runs += (f"- {part}: `{row.get('command', report['command'])}`, {row.get('rounds', 1)} round(s), "
+                 f"{row.get('measured_at', report['measured_at'])}"
+                 + (f", load average after {', '.join(f'{x:.1f}' for x in load)}" if load else "") + "\n")
+    (RESULTS / "eval.md").write_text(
+        f"# Evaluation speed ({report['cpus']} CPUs, {report['machine']})\n\n" + markdown(report) +
+        f"\nChatCore: {report['chatcore_engine']} (the default configuration) through `Evaluations.run`, outputs "
+        f"and scores saved to SQLite; generated answers from {report['batch_size']} threads into the engine's "
+        f"continuous batching. lm-eval {v['lm_eval']}: {report['lm_eval_model']}, batch size "
+        f"{report['batch_size']}, in-process `simple_evaluate`. Model loading excluded on both sides; model "
+        f"{report['model']}; greedy, at most {report['max_new_tokens']} new tokens, stop at a newline on both "
+        f"sides; torch {v['torch']}, transformers {v['transformers']}. Items/min: the median of each part's "
+        "rounds. The machine's 2 cores were shared with other work: the figures are noisy.\n\n" + runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,22 +315,17 @@ def main(argv: list[str] | None = None) -> int:
         say(f"bench_eval skipped: lm-evaluation-harness is not installed ({exc}); `make bench` installs it")
         return 0
     command = "python -m bench.bench_eval" + (f" {' '.join(argv)}" if argv else "")
-    report = measure(parts, args.rounds, args.model)
+    output = RESULTS / "eval.json"
+    # Parts not run this time keep their figures from the last run (each part says when it was measured).
+    report: dict[str, Any] = json.loads(output.read_text()) if output.is_file() else {}
+    report.update(measure(parts, args.rounds, args.model))
+    for part in parts:
+        report[part]["command"] = command
     report.update({"command": command, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                    "versions": versions(), "goal_ratio": GOAL, "load_average_after": os.getloadavg(),
                    "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    output = RESULTS / "eval.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    v = report["versions"]
-    (RESULTS / "eval.md").write_text(
-        f"# Evaluation speed ({os.cpu_count()} CPUs, {report['machine']})\n\n`{command}`\n\n" + table +
-        f"\nChatCore: {report['chatcore_engine']} through `Evaluations.run`; lm-eval {v['lm_eval']}: "
-        f"{report['lm_eval_model']}, batch size {report['batch_size']}, `simple_evaluate`. "
-        f"Model loading excluded on both sides; model {report['model']}; torch {v['torch']}, "
-        f"transformers {v['transformers']}. Median of {report['rounds']} round(s).\n")
-    print(table)
+    write_results(report)
+    print(markdown(report))
     print(f"(written to {output} and {RESULTS / 'eval.md'})")
     return 0
 
