@@ -5,9 +5,9 @@
 
 lm-eval runs as its own command (``python -m lm_eval run --model hf ... --device cpu``, float32, the hub and
 datasets offline) on a local JSON ``multiple_choice`` task written from the items; its per-choice
-log-likelihoods come from ``--log_samples``. ChatCore computes the same pairs with
-``chatcore.engine.loglikelihood.loglikelihoods`` on two float32 backends, its fast engine and the
-transformers loop, and scores them with the product's ``loglik`` and ``loglik_norm`` scorers; ChatCore's
+log-likelihoods come from ``--log_samples``. ChatCore computes the same choices with
+``chatcore.engine.loglikelihood.choice_loglikelihoods`` (what evaluation runs call) on two float32 backends,
+its fast engine (each question's choices packed after one context) and the transformers loop (pair by pair), and scores them with the product's ``loglik`` and ``loglik_norm`` scorers; ChatCore's
 default configuration (``quant=auto``: int4 on a CPU) is scored too, for information. Prints a markdown
 table (per item, then totals); exits 1 if any float32 acc or acc_norm differs from lm-eval's.
 """
@@ -51,13 +51,14 @@ def run_lm_eval(model_dir: Path, task_dir: Path, out: Path) -> tuple[str, dict[s
 
 def chatcore_scores(backend: Any, items: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """ChatCore's per-item log-likelihoods, acc and acc_norm (the product's scorers) on ``backend``."""
-    from chatcore.engine.loglikelihood import loglikelihoods
+    from chatcore.engine.loglikelihood import choice_loglikelihoods
     from chatcore.services.evaluation.scorers import ChoiceLikelihood, LoglikAcc, LoglikAccNorm, Output
 
-    pairs = [(item.loglikelihood_context(), " " + choice) for item in items for choice in item.choices]
-    results = iter(loglikelihoods(backend, pairs))
+    # The path evaluation runs take: on the fast engine each question's choices packed after one context.
+    scored = choice_loglikelihoods(backend, [(item.loglikelihood_context(), [" " + c for c in item.choices])
+                                             for item in items])
     out = {}
-    for item in items:
+    for item, results in zip(items, scored):
         choices = tuple(ChoiceLikelihood(r.logprob, r.greedy, r.tokens, len(choice))
                         for choice, r in zip(item.choices, results))
         output = Output(choices=choices)
