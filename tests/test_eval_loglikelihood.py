@@ -90,3 +90,13 @@ def test_choices_on_the_transformers_loop_are_scored_as_pairs(hf_engine):
     results = choice_loglikelihoods(hf_engine, QUESTIONS)
     flat = loglikelihoods(hf_engine, [(c, x) for c, xs in QUESTIONS for x in xs])
     assert [r.logprob for rs in results for r in rs] == pytest.approx([r.logprob for r in flat], abs=1e-6)
+
+
+def test_a_question_longer_than_a_packed_row_is_scored_as_pairs(tiny_engine, monkeypatch):
+    from chatcore.engine import loglikelihood
+    from chatcore.engine.loglikelihood import choice_loglikelihoods
+
+    whole = choice_loglikelihoods(tiny_engine, QUESTIONS)
+    monkeypatch.setattr(loglikelihood, "PACKED_ROW_TOKENS", 14)  # the first two questions no longer fit a row
+    mixed = choice_loglikelihoods(tiny_engine, QUESTIONS)
+    assert [r.logprob for rs in mixed for r in rs] == pytest.approx([r.logprob for rs in whole for r in rs], abs=1e-3)

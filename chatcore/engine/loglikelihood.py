@@ -14,6 +14,7 @@ The rules follow lm-eval's ``HFLM`` so that the same items give the same numbers
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -25,7 +26,9 @@ from chatcore.core.errors import ModelError
 # machine's memory; the logits [B, S, V] dominate (V = 49,152 for the default model).
 BATCH_LOGIT_ELEMENTS = 64 * 1024 * 1024
 
-# Tokens in one packed forward pass (questions with their choices side by side, padded to the longest).
+# Packed multiple choice: places in one row (several questions, each with its choices side by side) and in
+# one forward pass. Rows are kept short because masked attention over a row costs its length squared.
+PACKED_ROW_TOKENS = 256
 PACKED_BATCH_TOKENS = 4096
 
 Logits = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, S] -> logits [B, S, V]
@@ -107,94 +110,129 @@ def choice_loglikelihoods(backend: Any, requests: Sequence[tuple[str, Sequence[s
                           progress: Callable[[int, int], None] | None = None) -> list[list[Continuation]]:
     """Each context's continuations (a question's choices), scored as ``loglikelihoods`` scores pairs.
 
-    On the fast decoder the context is computed once per question: its choices sit side by side after it
-    in one packed sequence, each seeing the context and itself, and only the positions that predict a
-    choice's tokens go through the output layer. For four one-word choices after a 20-token question that
-    is ~30 tokens instead of lm-eval's ~90. Other backends score the pairs one by one.
+    On the fast decoder a question's context is computed once: its choices sit side by side after it, each
+    seeing the context and itself, and several questions share a row, each seeing only itself. As in
+    lm-eval, a choice's last token is never input (it predicts nothing scored), and only the places that
+    predict a choice's tokens go through the output layer. Four one-word choices after a 20-token question
+    cost ~20 tokens instead of lm-eval's ~90. Other backends score the pairs one by one.
     """
     decoder = getattr(backend, "decoder", None)
     if decoder is None or not hasattr(decoder, "score_packed"):
-        flat = [(context, continuation) for context, continuations in requests for continuation in continuations]
-        results = iter(loglikelihoods(backend, flat, progress=progress))
-        return [[next(results) for _ in continuations] for _, continuations in requests]
+        return choice_loglikelihoods_as_pairs(backend, requests, progress=progress)
     tokenizer, window = backend.tokenizer, backend.context_window
-    packed: list[tuple[int, list[int], list[list[int]]]] = []  # (request, context ids, each continuation's ids)
+    questions: list[tuple[int, list[int], list[list[int]]]] = []  # (request, context ids, each choice's ids)
     out: list[list[Continuation] | None] = [None] * len(requests)
     too_long = []
     for index, (context, continuations) in enumerate(requests):
         pairs = [encode_pair(tokenizer, context, continuation) for continuation in continuations]
         head, tails = pairs[0][0], [tail for _, tail in pairs]
-        if any(h != head for h, _ in pairs) or len(head) + sum(map(len, tails)) > window:
+        if any(h != head for h, _ in pairs) or _packed_length(head, tails) > min(window, PACKED_ROW_TOKENS):
             too_long.append(index)  # rare: scored as pairs, cut from the left as lm-eval cuts them
         else:
-            packed.append((index, head, tails))
+            questions.append((index, head, tails))
     for index, results in zip(too_long, choice_loglikelihoods_as_pairs(backend, [requests[i] for i in too_long])):
         out[index] = results
-    packed.sort(key=lambda entry: -(len(entry[1]) + sum(map(len, entry[2]))))
-    done, position = len(too_long), 0
+    rows = _fill_rows(questions)
+    done, per_call = len(too_long), max(1, PACKED_BATCH_TOKENS // PACKED_ROW_TOKENS)
     with torch.inference_mode():
-        while position < len(packed):
-            longest = len(packed[position][1]) + sum(map(len, packed[position][2]))
-            batch = packed[position:position + max(1, PACKED_BATCH_TOKENS // longest)]
-            position += len(batch)
-            for (index, _, _), results in zip(batch, _score_packed(decoder, batch, longest)):
+        for start in range(0, len(rows), per_call):
+            batch = rows[start:start + per_call]
+            for (index, _, _), results in _score_packed(decoder, batch):
                 out[index] = results
-            done += len(batch)
+            done += sum(len(row) for row in batch)
             if progress:
                 progress(done, len(requests))
     return out  # type: ignore[return-value]
 
 
-def choice_loglikelihoods_as_pairs(backend: Any, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[Continuation]]:
-    """``choice_loglikelihoods`` one (context, continuation) pair at a time."""
+def choice_loglikelihoods_as_pairs(backend: Any, requests: Sequence[tuple[str, Sequence[str]]], *,
+                                   progress: Callable[[int, int], None] | None = None) -> list[list[Continuation]]:
+    """``choice_loglikelihoods`` one (context, continuation) pair at a time, as lm-eval computes them."""
     flat = [(context, continuation) for context, continuations in requests for continuation in continuations]
-    results = iter(loglikelihoods(backend, flat)) if flat else iter(())
+    results = iter(loglikelihoods(backend, flat, progress=progress)) if flat else iter(())
     return [[next(results) for _ in continuations] for _, continuations in requests]
 
 
-def _score_packed(decoder: Any, batch: list[tuple[int, list[int], list[list[int]]]],
-                  length: int) -> list[list[Continuation]]:
-    """One forward pass over a batch of packed questions (right-padded to ``length``)."""
-    size = len(batch)
+Question = tuple[int, list[int], list[list[int]]]
+
+
+def _packed_length(head: list[int], tails: list[list[int]]) -> int:
+    """The places a question takes in a row: its context, then each choice but its last token."""
+    return len(head) + sum(len(tail) - 1 for tail in tails)
+
+
+def _fill_rows(questions: list[Question]) -> list[list[Question]]:
+    """Questions into rows of about equal length (at most ``PACKED_ROW_TOKENS`` places), longest first into the
+    first row with room: rows are padded to the longest, so equal rows waste least."""
+    if not questions:
+        return []
+    sizes = [_packed_length(head, tails) for _, head, tails in questions]
+    count = math.ceil(sum(sizes) / PACKED_ROW_TOKENS)
+    capacity = min(PACKED_ROW_TOKENS, max(max(sizes), math.ceil(sum(sizes) / count * 1.1)))
+    rows: list[list[Question]] = []
+    room: list[int] = []
+    for question in sorted(questions, key=lambda q: -_packed_length(q[1], q[2])):
+        size = _packed_length(question[1], question[2])
+        slot = next((i for i, free in enumerate(room) if free >= size), None)
+        if slot is None:
+            rows.append([])
+            room.append(capacity)
+            slot = len(rows) - 1
+        rows[slot].append(question)
+        room[slot] -= size
+    return rows
+
+
+def _score_packed(decoder: Any, rows: list[list[Question]]) -> list[tuple[Question, list[Continuation]]]:
+    """One forward pass over rows of packed questions (right-padded to the longest row)."""
+    length = max(sum(_packed_length(h, t) for _, h, t in row) for row in rows)
+    size = len(rows)
     tokens = torch.zeros((size, length), dtype=torch.long)
     positions = torch.zeros((size, length), dtype=torch.long)
-    segment = torch.full((size, length), -2, dtype=torch.long)  # -1: the context; n: continuation n; -2: padding
-    rows, targets, owners = [], [], []  # the places whose logits predict a continuation token, and that token
-    for b, (_, head, tails) in enumerate(batch):
-        n = len(head)
-        tokens[b, :n] = torch.tensor(head)
-        positions[b, :n] = torch.arange(n)
-        segment[b, :n] = -1
-        start = n
-        for c, tail in enumerate(tails):
-            tokens[b, start:start + len(tail)] = torch.tensor(tail)
-            positions[b, start:start + len(tail)] = torch.arange(n, n + len(tail))
-            segment[b, start:start + len(tail)] = c
-            # The first token is predicted by the context's last place, each later one by the token before it.
-            places = [n - 1] + list(range(start, start + len(tail) - 1))
-            rows += [(b, place) for place in places]
-            targets += tail
-            owners += [(b, c)] * len(tail)
-            start += len(tail)
+    question_of = torch.full((size, length), -1, dtype=torch.long)  # which question of the row; -1: padding
+    segment = torch.full((size, length), -1, dtype=torch.long)  # -1: the context; n: choice n
+    places, targets, owners = [], [], []  # the places whose logits predict a choice's token, and that token
+    for r, row in enumerate(rows):
+        start = 0
+        for q, (_, head, tails) in enumerate(row):
+            n = len(head)
+            tokens[r, start:start + n] = torch.tensor(head)
+            positions[r, start:start + n] = torch.arange(n)
+            question_of[r, start:start + n] = q
+            context_end, start = start + n, start + n
+            for c, tail in enumerate(tails):
+                inputs = tail[:-1]  # the last token is only predicted, never input
+                end = start + len(inputs)
+                tokens[r, start:end] = torch.tensor(inputs, dtype=torch.long)
+                positions[r, start:end] = torch.arange(n, n + len(inputs))
+                question_of[r, start:end] = q
+                segment[r, start:end] = c
+                # The first token is predicted by the context's last place, each later one by the token before.
+                places += [(r, context_end - 1)] + [(r, place) for place in range(start, end)]
+                targets += tail
+                owners += [(r, q, c)] * len(tail)
+                start = end
     causal = torch.ones((length, length), dtype=torch.bool).tril()
-    query, key = segment[:, :, None], segment[:, None, :]
-    # A token sees the context and its own continuation, causally; padding sees only itself (no empty row).
-    mask = causal & ((key == -1) | (key == query)) & (query != -2)
+    same_question = question_of[:, :, None] == question_of[:, None, :]
+    key_segment, query_segment = segment[:, None, :], segment[:, :, None]
+    # A place sees its own question's context and its own choice, causally; padding sees only itself.
+    mask = causal & same_question & ((key_segment == -1) | (key_segment == query_segment))
     mask |= torch.eye(length, dtype=torch.bool)
     device = decoder.device
     logits = decoder.score_packed(tokens.to(device), positions.to(device), mask[:, None].to(device),
-                                  torch.tensor(rows, device=device))
+                                  torch.tensor(places, device=device))
     logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     target = torch.tensor(targets)
-    picked = logprobs.gather(1, target[:, None])[:, 0]
-    greedy = logprobs.argmax(dim=-1) == target
-    sums: dict[tuple[int, int], list[float]] = {}
-    hits: dict[tuple[int, int], bool] = {}
-    for owner, value, hit in zip(owners, picked.tolist(), greedy.tolist()):
-        sums.setdefault(owner, []).append(value)
+    picked = logprobs.gather(1, target[:, None])[:, 0].tolist()
+    greedy = (logprobs.argmax(dim=-1) == target).tolist()
+    sums: dict[tuple[int, int, int], float] = {}
+    hits: dict[tuple[int, int, int], bool] = {}
+    for owner, value, hit in zip(owners, picked, greedy):
+        sums[owner] = sums.get(owner, 0.0) + value
         hits[owner] = hits.get(owner, True) and hit
-    return [[Continuation(sum(sums[(b, c)]), hits[(b, c)], len(tail)) for c, tail in enumerate(tails)]
-            for b, (_, _, tails) in enumerate(batch)]
+    return [(question, [Continuation(sums[(r, q, c)], hits[(r, q, c)], len(tail))
+                        for c, tail in enumerate(question[2])])
+            for r, row in enumerate(rows) for q, question in enumerate(row)]
 
 
 def _device(backend: Any) -> torch.device:

@@ -31,7 +31,7 @@ BackendFor = Callable[[str], Backend]  # a model spec -> its loaded backend (blo
 Hold = Callable[[Backend], ContextManager[Any]]  # keeps a backend loaded while a block runs (the model pool's)
 # Items whose likelihoods are computed (and saved) together: large enough to batch, small enough that a
 # cancel or a crash loses little.
-LIKELIHOOD_GROUP = 16
+LIKELIHOOD_GROUP = 32
 PASSAGES = 5  # retrieved for each item of a run scoped to documents
 
 
