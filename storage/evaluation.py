@@ -201,8 +201,10 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
 
 def save_output(store: Store, run_id: int, item_id: int, model: str, *, text: str | None,
                 choices: list[dict[str, Any]] | None, sources: list[dict[str, Any]] | None,
-                record: dict[str, Any], error: str | None = None) -> int:
-    """Write one item's output on one model, whole, and count it done; returns the output's id.
+                record: dict[str, Any], error: str | None = None,
+                scores: Sequence[tuple[str, float, bool, dict[str, Any] | None]] = ()) -> int:
+    """Write one item's output on one model, whole, with its ``(scorer, value, correct, detail)`` scores, and
+    count it done, in one transaction; returns the output's id.
 
     A second output for the same (run, item, model) is refused by the schema: a resumed run skips it.
     """
@@ -213,8 +215,10 @@ def save_output(store: Store, run_id: int, item_id: int, model: str, *, text: st
             (run_id, item_id, model, text, None if choices is None else json.dumps(choices),
              None if sources is None else json.dumps(sources, ensure_ascii=False), dump_json(record), error,
              utc_now()))
+        output_id = inserted_id(cursor)
+        save_scores(store, [(output_id, *score) for score in scores])  # joins this transaction
         store.db.conn.execute("UPDATE eval_runs SET done = done + 1, updated = ? WHERE id = ?", (utc_now(), run_id))
-    return inserted_id(cursor)
+    return output_id
 
 
 def finished_pairs(store: Store, run_id: int) -> set[tuple[int, str]]:

@@ -208,12 +208,11 @@ class RunWorker:
               error: str | None) -> None:
         scores = [] if error else [(scorer.name, scorer.score(item, output)) for scorer in self.scorers]
         with self._lock:
-            output_id = db.save_output(
+            db.save_output(
                 self.store, self.run_id, item_id, model, text=output.text,
                 choices=None if output.choices is None else [c.to_dict() for c in output.choices],
-                sources=None if output.sources is None else list(output.sources), record=record, error=error)
-            db.save_scores(self.store, [(output_id, name, s.value, s.correct, s.detail)
-                                        for name, s in scores if s is not None])
+                sources=None if output.sources is None else list(output.sources), record=record, error=error,
+                scores=[(name, s.value, s.correct, s.detail) for name, s in scores if s is not None])
             self._made += 1
         self._report()
 
