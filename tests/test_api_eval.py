@@ -10,24 +10,14 @@ import httpx
 import pytest
 
 from chatcore.api.routes import create_api_app
-from chatcore.services.accounts import Accounts
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
 from chatcore.testing.engines import Held, endless
-from chatcore.testing.servers import manager_for, serve
+from chatcore.testing.evaluation import SCIENCE_JSONL as JSONL
+from chatcore.testing.servers import manager_for, serve, two_accounts
 from storage import Store
 
 KEY = "eval-key-K"
-ITEMS = [
-    {"id": "q1", "question": "Which gas do plants take in for photosynthesis?",
-     "choices": ["oxygen", "carbon dioxide", "helium", "neon"], "answer": "B", "tags": ["biology"]},
-    {"id": "q2", "question": "What is the chemical symbol of sodium?", "answers": ["Na"], "tags": ["chemistry"]},
-    {"id": "q3", "question": "How many planets orbit the Sun?", "answer": "8", "tags": ["astronomy"]},
-    {"id": "q4", "question": "Which particle has a negative charge?",
-     "choices": ["proton", "neutron", "electron"], "gold": 2, "tags": ["physics"]},
-    {"id": "q5", "question": "What is frozen water called?", "answers": ["ice"], "tags": ["physics"]},
-]
-JSONL = "\n".join(json.dumps(item) for item in ITEMS)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +28,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 @pytest.fixture(scope="module")
 def keys(store: Store) -> dict[str, str]:
     """API keys of two accounts, ada and bob."""
-    accounts = Accounts(store)
-    for name in ("ada", "bob"):
-        accounts.add(name, f"{name}-password-1")
-    return {name: accounts.issue_key(name) for name in ("ada", "bob")}
+    return two_accounts(store)
 
 
 @pytest.fixture(scope="module")

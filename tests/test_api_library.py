@@ -12,12 +12,11 @@ import openai
 import pytest
 
 from chatcore.api.routes import create_api_app
-from chatcore.services.accounts import Accounts
 from chatcore.services.library import Library, check_citations
 from chatcore.services.library.retrieval import Passage
 from chatcore.testing.documents import fact_pages, make_pdf
 from chatcore.testing.engines import Scripted
-from chatcore.testing.servers import manager_for, serve
+from chatcore.testing.servers import manager_for, serve, two_accounts
 from storage import Store
 from storage.library import message_sources
 
@@ -34,10 +33,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 @pytest.fixture(scope="module")
 def keys(store: Store) -> dict[str, str]:
     """API keys of two accounts, ada and bob."""
-    accounts = Accounts(store)
-    for name in ("ada", "bob"):
-        accounts.add(name, f"{name}-password-1")
-    return {name: accounts.issue_key(name) for name in ("ada", "bob")}
+    return two_accounts(store)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from chatcore.core.errors import ModelError
 from chatcore.core.settings import DEFAULT_CONCURRENCY, Settings
 from chatcore.services.models import ModelManager
 from chatcore.testing.engines import endless
-from chatcore.testing.workspaces import make_workspace
+from chatcore.testing.workspaces import make_workspace, refusal
 from chatcore.web import app, server
 from chatcore.web.stats import stats_frames
 from chatcore.web.views import text_of
@@ -262,13 +262,6 @@ def test_owner_is_the_signed_in_user_or_local():
     assert app.ChatApp.owner(None) == app.LOCAL_OWNER == app.ChatApp.owner(gr.Request())
 
 
-def refusal(call) -> str:
-    """The message a handler refuses with (generators are run to the end)."""
-    with pytest.raises(gr.Error) as refused:
-        result = call()
-        if hasattr(result, "__next__"):
-            list(result)
-    return refused.value.message
 
 
 def test_another_users_ids_answer_exactly_like_ids_that_do_not_exist(chat_app):

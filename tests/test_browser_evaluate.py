@@ -11,14 +11,12 @@ evaluate-results.png and arena-vote.png.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
-from chatcore.testing.browsers import CHROMIUM, chromium, page_at
+from chatcore.testing.browsers import CHROMIUM, chromium, page_at, screenshot
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 
@@ -63,11 +61,6 @@ def page(browser, server):
         yield page
 
 
-def _shot(page, name: str) -> None:
-    folder = os.environ.get("CHATCORE_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def _close_toasts(page) -> None:
@@ -112,7 +105,7 @@ def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
     page.locator("#eval-items", has_text="What is the capital of Texas?").wait_for()
     assert page.locator("#eval-csv").is_enabled() and page.locator("#eval-md").is_enabled()
     _close_toasts(page)
-    _shot(page, "evaluate-results")
+    screenshot(page, "evaluate-results")
 
     # The arena: two blind panes, the votes only once both answers end, the names after the vote.
     page.get_by_role("tab", name="Chat").click()
@@ -140,4 +133,4 @@ def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
     assert page.locator("#conversations label").count() == 0  # a battle is not a conversation
     if page.locator(".toast-close").count():
         _close_toasts(page)
-    _shot(page, "arena-vote")
+    screenshot(page, "arena-vote")

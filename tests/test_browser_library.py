@@ -8,12 +8,11 @@ marked. Set CHATCORE_SCREENSHOTS to a folder to save library-tab.png, chat-sourc
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, chromium, page_at
+from chatcore.testing.browsers import CHROMIUM, chromium, page_at, screenshot
 from chatcore.testing.documents import make_pdf
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
@@ -55,12 +54,6 @@ def page(browser, server):
         yield page
 
 
-def _shot(page, name: str) -> None:
-    """A screenshot into $CHATCORE_SCREENSHOTS, when set."""
-    folder = os.environ.get("CHATCORE_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
 def _upload(page, *paths: Path) -> None:
@@ -93,7 +86,7 @@ def test_upload_a_pdf_ask_from_it_and_open_the_cited_page(page, server):
     for close in page.locator(".toast-close").all():  # the "Indexing…" toast would cover the picture
         close.click()
     page.locator(".toast-close").first.wait_for(state="detached")
-    _shot(page, "library-tab")
+    screenshot(page, "library-tab")
 
     # Chat: Evidence is off until Sources are chosen; then an answer lists its sources under it.
     page.get_by_role("tab", name="Chat").click()
@@ -112,7 +105,7 @@ def test_upload_a_pdf_ask_from_it_and_open_the_cited_page(page, server):
     assert "[1] shared-mime-info-spec.pdf, page" in answer and ("not cited" in answer or "cited" in answer)
     page.locator("#source-list label").first.wait_for()
     page.locator(BOT).last.scroll_into_view_if_needed()
-    _shot(page, "chat-sources")
+    screenshot(page, "chat-sources")
 
     # Clicking a source shows its page: the PDF page as an image and the passage marked in the page's text.
     page.locator("#source-list label").first.click()
@@ -122,7 +115,7 @@ def test_upload_a_pdf_ask_from_it_and_open_the_cited_page(page, server):
     assert len(marked) > 20 and marked.split()[0] in page.locator("#source-page .source-page").inner_text()
     assert page.locator("#save-source-note").is_enabled()
     page.evaluate("document.querySelector('#source-viewer').scrollIntoView({block: 'start'})")
-    _shot(page, "source-page")
+    screenshot(page, "source-page")
     page.click("#save-source-note")
     page.get_by_role("tab", name="Notes").click()
     page.locator("#notes-list label", has_text="shared-mime-info-spec.pdf, page").wait_for()

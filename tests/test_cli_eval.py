@@ -16,18 +16,9 @@ from click.testing import CliRunner
 
 from chatcore.cli import main
 from chatcore.core.settings import Settings
+from chatcore.testing.evaluation import SCIENCE_ITEMS as ITEMS
 from storage import Store
 from storage import evaluation as store_evaluation
-
-ITEMS = [
-    {"id": "q1", "question": "Which gas do plants take in for photosynthesis?",
-     "choices": ["oxygen", "carbon dioxide", "helium", "neon"], "answer": "B", "tags": ["biology"]},
-    {"id": "q2", "question": "What is the chemical symbol of sodium?", "answers": ["Na"], "tags": ["chemistry"]},
-    {"id": "q3", "question": "How many planets orbit the Sun?", "answer": "8", "tags": ["astronomy"]},
-    {"id": "q4", "question": "Which particle has a negative charge?",
-     "choices": ["proton", "neutron", "electron"], "gold": 2, "tags": ["physics"]},
-    {"id": "q5", "question": "What is frozen water called?", "answers": ["ice"], "tags": ["physics"]},
-]
 
 
 @pytest.fixture(scope="module")

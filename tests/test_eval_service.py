@@ -12,19 +12,10 @@ from chatcore.core.errors import ParameterError
 from chatcore.engine.loglikelihood import loglikelihoods
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
+from chatcore.testing.evaluation import SCIENCE_ITEMS as ITEMS
+from chatcore.testing.evaluation import SCIENCE_JSONL as JSONL
 from storage.errors import NotFound
 from storage.store import Store
-
-ITEMS = [
-    {"id": "q1", "question": "Which gas do plants take in for photosynthesis?",
-     "choices": ["oxygen", "carbon dioxide", "helium", "neon"], "answer": "B", "tags": ["biology"]},
-    {"id": "q2", "question": "What is the chemical symbol of sodium?", "answers": ["Na"], "tags": ["chemistry"]},
-    {"id": "q3", "question": "How many planets orbit the Sun?", "answer": "8", "tags": ["astronomy"]},
-    {"id": "q4", "question": "Which particle has a negative charge?",
-     "choices": ["proton", "neutron", "electron"], "gold": 2, "tags": ["physics"]},
-    {"id": "q5", "question": "What is frozen water called?", "answers": ["ice"], "tags": ["physics"]},
-]
-JSONL = "\n".join(json.dumps(item) for item in ITEMS)
 
 
 @pytest.fixture()

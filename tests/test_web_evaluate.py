@@ -15,7 +15,7 @@ import pytest
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
 from chatcore.testing.engines import Scripted
-from chatcore.testing.workspaces import make_workspace
+from chatcore.testing.workspaces import make_workspace, refusal
 from chatcore.web import app
 from chatcore.web.arena import NO_VOTES, WAITING
 from chatcore.web.evaluate import NO_RUN, NO_TEST_SET, RUNNING
@@ -88,12 +88,6 @@ def path_of(button: gr.DownloadButton) -> Path:
     return Path(value["path"] if isinstance(value, dict) else value)
 
 
-def refusal(call) -> str:
-    with pytest.raises(gr.Error) as refused:
-        result = call()
-        if hasattr(result, "__next__"):
-            list(result)
-    return refused.value.message
 
 
 # -- test sets ----------------------------------------------------------------------------------------

@@ -35,3 +35,14 @@ def page_at(browser: Any, url: str, *, height: int = 900, timeout_ms: int = 30_0
         yield page
     finally:
         context.close()
+
+
+def screenshot(page: Any, name: str) -> None:
+    """A full-page screenshot into ``$CHATCORE_SCREENSHOTS`` as ``name``.png, when that is set (to look at)."""
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("CHATCORE_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)

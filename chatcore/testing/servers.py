@@ -50,3 +50,13 @@ def manager_for(backend: Any) -> Any:
     manager.start()
     manager.wait()
     return manager
+
+
+def two_accounts(store: Any) -> dict[str, str]:
+    """Accounts ``ada`` and ``bob`` in ``store``, and an API key of each: what isolation tests compare."""
+    from chatcore.services.accounts import Accounts
+
+    accounts = Accounts(store)
+    for name in ("ada", "bob"):
+        accounts.add(name, f"{name}-password-1")
+    return {name: accounts.issue_key(name) for name in ("ada", "bob")}

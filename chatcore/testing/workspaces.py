@@ -17,3 +17,15 @@ def make_workspace(tmp_path: Path, engine: Any, *, model: str = "tiny", stream_i
     manager.start()
     manager.wait()
     return Workspace(manager, Store(settings.db_path), stream_interval=stream_interval)
+
+
+def refusal(call: Any) -> str:
+    """The message a page handler refuses with (``gr.Error``); a generator handler is run to its end."""
+    import gradio as gr
+    import pytest
+
+    with pytest.raises(gr.Error) as refused:
+        result = call()
+        if hasattr(result, "__next__"):
+            list(result)
+    return refused.value.message
