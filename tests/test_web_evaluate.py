@@ -48,7 +48,7 @@ class Gate:
 def chat_app(tmp_path, hf_engine, tiny_model_dir) -> app.ChatApp:
     workspace = make_workspace(tmp_path, hf_engine, model=str(tiny_model_dir))
     backends = {"paris": Scripted(hf_engine, "Paris"), "london": Scripted(hf_engine, "London")}
-    workspace.evaluations = Evaluations(workspace.store, backends.__getitem__)
+    workspace.evaluations = Evaluations(workspace.store, backends.__getitem__, library=workspace.library)
     workspace.arena = Arena(workspace.store, backends.__getitem__)
     return app.ChatApp(workspace)
 
@@ -352,3 +352,29 @@ def test_the_item_table_counts_disagreements_only_between_right_and_wrong():
     assert differ == 1 and len(rows) == 4
     assert [r[4] for r in rows] == ["right", "right", "not scored", "error"] and rows[3][6] == "not yet"
     assert [r[0] for r in item_table(outputs, ["m1", "m2"], "exact", True)[1]] == ["a"]
+
+
+def test_a_run_can_answer_from_a_collection_and_score_retrieval(chat_app, tmp_path):
+    """The documents picker: each item answers from the chosen collection; recall@5 scores its gold pages."""
+    from chatcore.testing.documents import fact_pages, make_pdf
+    from chatcore.web.views import COLLECTION_PREFIX
+
+    pages, gold = fact_pages()
+    make_pdf(tmp_path / "report.pdf", pages)
+    library = chat_app.workspace.library
+    job, _ = library.add_paths("ada", [tmp_path / "report.pdf"], "papers")
+    library.run_job("ada", job)
+    picker = chat_app.eval_source_choices(ADA)
+    assert ("Collection: papers", COLLECTION_PREFIX + "papers") in picker.choices
+    assert ("Collection: papers", COLLECTION_PREFIX + "papers") not in chat_app.eval_source_choices(BOB).choices
+    path = tmp_path / "gold.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"g{n}", "question": q, "answer": "x",
+                                          "pages": [{"document": "report.pdf", "page": p}]})
+                              for n, (q, p) in enumerate(gold[:3])))
+    set_id = upload(chat_app, path, ADA)
+    assert "library scope" in refusal(lambda: chat_app.start_run(set_id, ["paris"], ["recall@5"], "", ADA))
+    run = chat_app.start_run(set_id, ["paris"], ["recall@5"], "", ADA, COLLECTION_PREFIX + "papers")
+    run_id = run[4].value
+    chat_app.workspace.evaluations.wait(run_id)
+    rows = chat_app.workspace.evaluations.outputs("ada", run_id)
+    assert len(rows) == 3 and all(r["scores"]["recall@5"]["correct"] for r in rows)

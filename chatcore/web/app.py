@@ -209,6 +209,9 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
                                                  elem_id="eval-scorers", info="The test set's defaults are ticked")
             self.eval_judge = gr.Textbox(label="Judge model", placeholder="a model spec, e.g. default", max_lines=1,
                                          visible=False, scale=2, elem_id="eval-judge")
+            self.eval_sources = gr.Dropdown(label="Answer from documents", choices=source_choices([]),
+                                            value=SOURCES_OFF, scale=2, elem_id="eval-sources",
+                                            info="recall@5 and citations need documents")
         gr.Markdown("#### 3. Run")
         with gr.Row(equal_height=True):
             self.eval_start = gr.Button("Run", variant="primary", interactive=False, scale=0, min_width=120,
@@ -615,8 +618,9 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
         for choice in (self.eval_sets, self.eval_models, self.eval_scorers):
             choice.change(self.run_ready, [self.eval_sets, self.eval_models, self.eval_scorers], [self.eval_start],
                           **UNQUEUED_EVENT)
-        self.eval_start.click(self.start_run, [self.eval_sets, self.eval_models, self.eval_scorers, self.eval_judge],
-                              [*run, *results], **REFUSABLE_EVENT)
+        self.eval_start.click(self.start_run, [self.eval_sets, self.eval_models, self.eval_scorers, self.eval_judge,
+                                               self.eval_sources], [*run, *results], **REFUSABLE_EVENT)
+        self.evaluate_tab.select(self.eval_source_choices, None, [self.eval_sources], **UNQUEUED_EVENT)
         self.eval_timer.tick(self.poll_run, view, [*run, *results], **REFUSABLE_EVENT)
         self.eval_cancel.click(self.cancel_run, [self.eval_runs], run, **REFUSABLE_EVENT)
         self.eval_resume.click(self.resume_run, [self.eval_runs], [*run, *results], **REFUSABLE_EVENT)

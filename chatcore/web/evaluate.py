@@ -31,6 +31,7 @@ from chatcore.web.views import (
     progress_html,
     result_rows,
     run_label,
+    source_choices,
     tag_table,
     test_set_line,
     test_set_rows,
@@ -42,9 +43,8 @@ NO_TEST_SET = ("**No test set yet.** Upload one (JSON Lines, JSON, CSV or TSV: a
 NO_RUN = "**No run yet.** Choose a test set, models and scorers above, then press **Run**."
 RUNNING = "The results appear here when the run ends."
 RUN_POLL_S = 1.0
-# The scorers a page run can use: all but those that need the run scoped to documents (recall@k, citations),
-# which the page does not offer yet.
-PAGE_SCORERS = [*(name for name in SCORERS if name != "citations"), "judge"]
+# The scorers a page run can use; recall@5 and citations need the run to answer from documents.
+PAGE_SCORERS = [*SCORERS, "recall@5", "judge"]
 DEFAULT_SPEC = "default"
 
 
@@ -222,6 +222,10 @@ class EvaluateHandlers:
         """The judge model field shows when the judge scorer is ticked."""
         return gr.Textbox(visible="judge" in (scorers or []))
 
+    def eval_source_choices(self, request: gr.Request = None) -> gr.Dropdown:
+        """The documents a run may answer from: Off, the whole library, each of the user's collections."""
+        return gr.Dropdown(choices=source_choices(self.workspace.collection_names(self.owner(request))))
+
     @staticmethod
     def run_ready(set_id: int | None, models: list[str] | None, scorers: list[str] | None) -> gr.Button:
         """Run: enabled once a test set, a model and a scorer are chosen."""
@@ -231,14 +235,16 @@ class EvaluateHandlers:
 
     @user_errors
     def start_run(self, set_id: int | None, models: Sequence[str] | None, scorers: Sequence[str] | None,
-                  judge: str | None, request: gr.Request = None) -> tuple:
-        """Validate and start a run in the background; the timer follows its progress."""
+                  judge: str | None, request: gr.Request = None, sources: str | None = None) -> tuple:
+        """Validate and start a run in the background; the timer follows its progress. ``sources`` (Off, the
+        whole library or a collection) makes each item answer from the documents, as a grounded chat does."""
         if set_id is None:
             raise gr.Error("Choose a test set first.")
         owner = self.owner(request)
         evaluations = self.workspace.evaluations
         run_id = evaluations.create_run(owner, set_id, list(models or []), list(scorers or []) or None,
-                                        judge=(judge or "").strip() or None)
+                                        judge=(judge or "").strip() or None,
+                                        scope=self.workspace.scope_of(sources))
         evaluations.start(owner, run_id)
         gr.Info(f"Run {run_id} started: {len(models or [])} model(s) on the test set, in the background.")
         return (*self._run(owner, run_id), *self._results(owner, run_id))
