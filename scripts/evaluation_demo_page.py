@@ -15,6 +15,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from chatcore.testing.browsers import add_model_spec
+
 URL = sys.argv[1]
 OUT = Path(sys.argv[2]); OUT.mkdir(parents=True, exist_ok=True)
 SECOND = "default@quant=none"
@@ -28,12 +30,6 @@ QUESTIONS = [
 ]
 
 
-def add_spec(page, picker: str, spec: str) -> None:
-    page.click(f"{picker} input")
-    page.keyboard.type(spec)
-    page.keyboard.press("Enter")
-    page.locator(f"{picker} .token", has_text=spec).wait_for()
-    page.keyboard.press("Escape")
 
 
 def vote_for(answer_a: str, answer_b: str, expected: str) -> str:
@@ -52,7 +48,7 @@ with sync_playwright() as p:
         page.get_by_role("tab", name="Evaluate").click()
         page.click("#eval-example")
         page.locator("#eval-set-line", has_text="65 items").wait_for()
-        add_spec(page, "#eval-models", SECOND)
+        add_model_spec(page, "#eval-models", SECOND)
         page.wait_for_function("document.querySelector('#eval-run').disabled === false")
         page.click("#eval-run")
         page.locator("#eval-progress [role=progressbar]").wait_for()
@@ -70,7 +66,7 @@ with sync_playwright() as p:
     page.get_by_role("tab", name="Chat").click()
     page.click("#arena-toggle input")
     page.locator("#arena-area").wait_for()
-    add_spec(page, "#arena-models", SECOND)
+    add_model_spec(page, "#arena-models", SECOND)
     for n, (question, expected) in enumerate(QUESTIONS, 1):
         page.fill("#arena-message textarea", question)
         page.keyboard.press("Enter")

@@ -16,7 +16,7 @@ import pytest
 
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
-from chatcore.testing.browsers import CHROMIUM, chromium, page_at, screenshot
+from chatcore.testing.browsers import CHROMIUM, add_model_spec, chromium, page_at, screenshot
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 
@@ -69,13 +69,6 @@ def _close_toasts(page) -> None:
     page.locator(".toast-close").first.wait_for(state="detached")
 
 
-def _add_spec(page, picker: str, spec: str) -> None:
-    """Type a model spec into a multiselect that takes custom values."""
-    page.click(f"{picker} input")
-    page.keyboard.type(spec)
-    page.keyboard.press("Enter")
-    page.locator(f"{picker} .token", has_text=spec).wait_for()
-    page.keyboard.press("Escape")
 
 
 def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
@@ -94,7 +87,7 @@ def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
     assert page.locator("#eval-scorers input[type=checkbox]:checked").count() >= 2  # exact and f1 at least
 
     # Two configurations: the default, and the fast engine typed as a spec; Run, then the bar and the results.
-    _add_spec(page, "#eval-models", SECOND)
+    add_model_spec(page, "#eval-models", SECOND)
     page.wait_for_function("document.querySelector('#eval-run').disabled === false")
     page.click("#eval-run")
     page.locator("#eval-progress [role=progressbar]").wait_for()
@@ -112,7 +105,7 @@ def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
     page.click("#arena-toggle input")
     page.locator("#arena-area").wait_for()
     assert page.locator("#chatbot").is_hidden()
-    _add_spec(page, "#arena-models", SECOND)
+    add_model_spec(page, "#arena-models", SECOND)
     page.fill("#arena-message textarea", "Name a city by a river.")
     page.keyboard.press("Enter")
     page.locator("#arena-prompt", has_text="Name a city by a river.").wait_for()

@@ -46,3 +46,12 @@ def screenshot(page: Any, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def add_model_spec(page: Any, picker: str, spec: str) -> None:
+    """Type a model spec into the multiselect ``picker`` (a CSS selector) that takes custom values."""
+    page.click(f"{picker} input")
+    page.keyboard.type(spec)
+    page.keyboard.press("Enter")
+    page.locator(f"{picker} .token", has_text=spec).wait_for()
+    page.keyboard.press("Escape")
