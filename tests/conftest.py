@@ -167,3 +167,12 @@ def hf_engine(tiny_model_dir: Path):
 def any_engine(request: pytest.FixtureRequest):
     """Each decoder in turn: ChatCore's fast Llama path and the transformers loop."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless system Chromium for one browser test module (each module's pages get their own contexts)."""
+    from chatcore.testing.browsers import chromium
+
+    with chromium() as launched:
+        yield launched

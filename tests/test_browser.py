@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, chromium, page_at
+from chatcore.testing.browsers import CHROMIUM, page_at
 from chatcore.testing.engines import Held, Paced, endless
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
@@ -58,12 +58,6 @@ def engine(server):
     """The server's engine, to hold answers while a test acts on them."""
     _, workspace = server
     return workspace.manager.get()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

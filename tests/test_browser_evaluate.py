@@ -16,7 +16,7 @@ import pytest
 
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
-from chatcore.testing.browsers import CHROMIUM, add_model_spec, chromium, page_at, screenshot
+from chatcore.testing.browsers import CHROMIUM, add_model_spec, page_at, screenshot
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 
@@ -46,12 +46,6 @@ def server(tmp_path_factory, hf_engine, tiny_engine, tiny_model_dir):
     _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

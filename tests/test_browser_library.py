@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, chromium, page_at, screenshot
+from chatcore.testing.browsers import CHROMIUM, page_at, screenshot
 from chatcore.testing.documents import make_pdf
 from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
@@ -39,12 +39,6 @@ def server(tmp_path_factory, hf_engine, tiny_model_dir):
     _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url, workspace
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
