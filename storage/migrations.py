@@ -424,3 +424,58 @@ def m006_evaluation(db: Database) -> None:
 def m007_user_model(db: Database) -> None:
     """The model spec each user chose last on the page, where their next session starts (NULL: the default)."""
     db.execute("ALTER TABLE users ADD COLUMN default_model TEXT")
+
+
+@migrations()
+def m008_data(db: Database) -> None:
+    """Data tables (the rows themselves live in the owner's DuckDB file) and the answers computed from them.
+
+    A table's row is written ``loading`` before its DuckDB table and marked ``ready`` with its profile after
+    the DuckDB transaction commits, so a crash mid-load leaves a ``loading`` row that the next start removes
+    with whatever DuckDB kept of it. ``duck_name`` is the DuckDB table's name, which is the name users write
+    in SQL. An answer keeps its query, the hashes of its tables and of its result, and the rows it showed.
+    """
+    db.executescript(
+        """
+        CREATE TABLE data_tables (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,             -- the SQL name: lower case letters, digits and _
+            filename TEXT NOT NULL,         -- the base name only, never a path
+            kind TEXT NOT NULL,             -- csv, tsv, xlsx, parquet
+            sha256 TEXT NOT NULL,           -- hex SHA-256 of the file's bytes: the table's hash in records
+            size INTEGER NOT NULL,
+            rows INTEGER,
+            columns TEXT NOT NULL DEFAULT '[]',  -- JSON [{name, type}]
+            profile TEXT,                   -- JSON: per column counts, statistics, histogram or top values
+            report TEXT NOT NULL DEFAULT '{}',   -- JSON: how it was read (encoding, sheet, skipped rows, warnings)
+            status TEXT NOT NULL CHECK (status IN ('loading', 'ready')),
+            created TEXT NOT NULL,
+            deleted_at TEXT
+        );
+        CREATE INDEX data_tables_owner ON data_tables (owner, name);
+
+        CREATE TABLE data_answers (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users(name) ON UPDATE CASCADE,
+            tables TEXT NOT NULL,           -- JSON [{id, name, sha256}] as they were when it ran
+            kind TEXT NOT NULL,             -- query, ask, or an analysis: groupby, correlation, compare, regression
+            question TEXT,
+            sql TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',   -- JSON: the analysis' choices
+            columns TEXT NOT NULL,          -- JSON [{name, type}]
+            rows TEXT NOT NULL,             -- JSON rows as shown (at most the row limit)
+            row_count INTEGER NOT NULL,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            result_sha256 TEXT NOT NULL,
+            chart TEXT,                     -- JSON chart spec, NULL when no chart fits
+            narrative TEXT,
+            statistics TEXT,                -- JSON: a computation's results (t, p, effect size, slope...)
+            unverified TEXT NOT NULL DEFAULT '[]', -- JSON: numbers in the narrative that the result does not hold
+            record TEXT NOT NULL DEFAULT '{}',    -- JSON: model, seed, attempts, timings
+            created TEXT NOT NULL
+        );
+        CREATE INDEX data_answers_owner ON data_answers (owner, id);
+        """
+    )

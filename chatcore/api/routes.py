@@ -26,7 +26,8 @@ API_PREFIX = "/v1"
 
 def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None,
                   max_running: int = DEFAULT_CONCURRENCY, max_waiting: int = MAX_WAITING,
-                  library: Any | None = None, evaluations: Any | None = None, arena: Any | None = None) -> FastAPI:
+                  library: Any | None = None, evaluations: Any | None = None, arena: Any | None = None,
+                  data: Any | None = None) -> FastAPI:
     """The API as an application whose routes are relative to ``/v1``; its ``state.admission`` is its line.
 
     ``library`` is the :class:`~chatcore.services.library.Library` the answers and ``/v1/library`` use; by
@@ -48,6 +49,11 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
         built = for_server(manager, store, library)
         evaluations, arena = evaluations or built[0], arena or built[1]
     app.state.evaluations, app.state.arena = evaluations, arena
+    if store is not None and data is None:  # an API alone (tests): its own, over the same store
+        from chatcore.services.data import for_server as data_for_server
+
+        data = data_for_server(manager, store)
+    app.state.data = data
     _library_routes(app, LibraryServing(library, serving.authenticate))
     _evaluation_routes(app, EvaluationServing(evaluations, arena, serving.authenticate))
 
@@ -152,6 +158,10 @@ def serve_api(settings: Any, *, host: str = "127.0.0.1", port: int = 7860,
 
     evaluations, arena = for_server(manager, store, library)
     evaluations.mark_interrupted()  # runs a restart cut short wait to be resumed
+    from chatcore.services.data import for_server as data_for_server
+
+    data = data_for_server(manager, store)
+    data.recover()  # loads a crash cut short leave nothing behind
     app = create_api_app(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency,
-                         library=library, evaluations=evaluations, arena=arena)
+                         library=library, evaluations=evaluations, arena=arena, data=data)
     uvicorn.run(app, host=host, port=port, log_level="warning")

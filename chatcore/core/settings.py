@@ -64,6 +64,13 @@ class Settings:
     # How pages are cut into passages (characters); documents indexed with other values are indexed again.
     library_chunk_chars: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_CHUNK_CHARS") or 1000))
     library_chunk_overlap: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_CHUNK_OVERLAP") or 200))
+    # Data tables: files over data_max_mb are refused (CSV and Parquet stream in, so the limit is the disk's);
+    # each query gets data_query_timeout_s seconds, data_query_memory of DuckDB memory, data_max_rows rows back.
+    data_max_mb: float = field(default_factory=lambda: float(os.environ.get("CHATCORE_DATA_MAX_MB") or 4096))
+    data_query_timeout_s: float = field(
+        default_factory=lambda: float(os.environ.get("CHATCORE_DATA_QUERY_TIMEOUT_S") or 30))
+    data_query_memory: str = field(default_factory=lambda: os.environ.get("CHATCORE_DATA_QUERY_MEMORY") or "1GB")
+    data_max_rows: int = field(default_factory=lambda: int(os.environ.get("CHATCORE_DATA_MAX_ROWS") or 1000))
     # The weights the server keeps loaded at once, in GB (1e9 bytes), estimated from each model's parameters
     # and precision: past it the least recently used idle models are unloaded (services.models).
     memory_budget_gb: float = field(default_factory=_default_memory_budget_gb)
@@ -72,6 +79,11 @@ class Settings:
     def db_path(self) -> Path:
         """The SQLite database holding every conversation and note."""
         return self.home / "chatcore.db"
+
+    @property
+    def data_dir(self) -> Path:
+        """The owners' DuckDB files, one each, beside the database."""
+        return self.home / "data"
 
     @property
     def models_dir(self) -> Path:

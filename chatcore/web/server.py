@@ -83,6 +83,7 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     """
     from chatcore.api.routes import v1_mount
     from chatcore.services.accounts import Accounts
+    from chatcore.services.data import for_server as data_for_server
     from chatcore.services.evaluation import for_server
     from chatcore.services.library import Library
     from chatcore.services.models import ModelManager
@@ -101,10 +102,13 @@ def start(settings: Any, *, host: str = "127.0.0.1", port: int = 7860, open_brow
     # One evaluation service and one arena for the page and the API; runs a restart cut short wait to be resumed.
     evaluations, arena = for_server(manager, store, library)
     evaluations.mark_interrupted()
-    demo = build_app(Workspace(manager, store, library=library, evaluations=evaluations, arena=arena),
+    # One data service for the page and the API: one process opens each owner's DuckDB file through one lock.
+    data = data_for_server(manager, store)
+    data.recover()  # loads a crash cut short leave nothing behind
+    demo = build_app(Workspace(manager, store, library=library, evaluations=evaluations, arena=arena, data=data),
                      concurrency_limit=concurrency)
     api = v1_mount(manager=manager, store=store, api_key=settings.api_key, max_running=concurrency, library=library,
-                   evaluations=evaluations, arena=arena)
+                   evaluations=evaluations, arena=arena, data=data)
     # list(), not .enabled: an API key alone must not force logins on the page.
     launch(demo, host=host, port=port, open_browser=open_browser, concurrency_limit=concurrency,
            prevent_thread_lock=True, quiet=quiet, auth=accounts.authenticate if accounts.list() else None,

@@ -83,8 +83,13 @@ class Workspace(Conversations):
 
     def __init__(self, manager: ModelManager, store: Any, *, service: ChatService | None = None,
                  library: Library | None = None, stream_interval: float = STREAM_INTERVAL_S,
-                 evaluations: Any = None, arena: Any = None) -> None:
+                 evaluations: Any = None, arena: Any = None, data: Any = None) -> None:
         self.library = library or Library.from_settings(manager.settings, store)
+        if data is None:  # a page alone (tests): its own, over the same store
+            from chatcore.services.data import for_server as data_for_server
+
+            data = data_for_server(manager, store)
+        self.data = data
         if evaluations is None or arena is None:  # a page alone (tests): its own, over the same store
             from chatcore.services.evaluation import for_server
 

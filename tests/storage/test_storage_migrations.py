@@ -26,7 +26,7 @@ def schema(path: Path) -> dict[str, str]:
 
 def test_names_are_ordered_and_prefixed():
     assert NAMES == ["m001_initial", "m002_search", "m003_api_keys", "m004_notes", "m005_library", "m006_evaluation",
-                     "m007_user_model"]
+                     "m007_user_model", "m008_data"]
 
 
 def test_fresh_database_has_latest_schema(db_path: Path):

@@ -1,0 +1,166 @@
+"""The owners' DuckDB files: one per owner beside ``chatcore.db``, written by loads, read by sandboxed queries.
+
+An owner's file is either open read-only for queries (one sandboxed DuckDB instance, a cursor per query) or
+open read-write for one load or drop at a time: a per-owner readers–writer lock keeps the two apart, because
+DuckDB refuses to open one file twice in a process with different settings. Each write is one DuckDB
+transaction, so a crash mid-load leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from chatcore.services.data.sandbox import Limits, Result, check_sql, explain, run_select, sandbox_config
+
+
+class _ReadersWriter:
+    """Many readers or one writer."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and self._readers == 0)
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a DuckDB identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Warehouse:
+    """Every owner's DuckDB file under ``root``, with the sandbox every query runs in."""
+
+    def __init__(self, root: Path, limits: Limits = Limits()) -> None:
+        self.root = Path(root)
+        self.limits = limits
+        self._guard = threading.Lock()
+        self._locks: dict[str, _ReadersWriter] = {}
+        self._readers: dict[str, duckdb.DuckDBPyConnection] = {}
+
+    def path(self, owner: str) -> Path:
+        """The owner's DuckDB file: a readable name and a hash, so that no two owners ever share one."""
+        readable = re.sub(r"[^A-Za-z0-9_-]+", "_", owner)[:40] or "owner"
+        digest = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:12]
+        return self.root / f"{readable}-{digest}.duckdb"
+
+    def _lock(self, owner: str) -> _ReadersWriter:
+        with self._guard:
+            return self._locks.setdefault(owner, _ReadersWriter())
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, owner: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The owner's file open read-write (no query runs meanwhile); the caller commits its own transaction."""
+        with self._lock(owner).writing():
+            self._close_reader(owner)
+            self.root.mkdir(parents=True, exist_ok=True)
+            connection = duckdb.connect(str(self.path(owner)), config={
+                "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                "threads": self.limits.threads})
+            try:
+                yield connection
+            finally:
+                connection.close()
+
+    def drop(self, owner: str, table: str) -> None:
+        """Drop the owner's DuckDB table if it exists (a removed table's purge, a failed load's leftovers)."""
+        if not self.path(owner).exists():
+            return
+        with self.writer(owner) as connection:
+            connection.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
+
+    def rename(self, owner: str, old: str, new: str) -> None:
+        """Rename the owner's DuckDB table (a removed table steps aside; Undo brings it back)."""
+        with self.writer(owner) as connection:
+            connection.execute(f"ALTER TABLE {quote_identifier(old)} RENAME TO {quote_identifier(new)}")
+
+    def tables(self, owner: str) -> list[str]:
+        """The names of the DuckDB tables in the owner's file."""
+        if not self.path(owner).exists():
+            return []
+        with self.reader(owner) as cursor:
+            return [r[0] for r in cursor.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()]
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _close_reader(self, owner: str) -> None:
+        with self._guard:
+            connection = self._readers.pop(owner, None)
+        if connection is not None:
+            connection.close()
+
+    def _reader_connection(self, owner: str) -> duckdb.DuckDBPyConnection:
+        with self._guard:
+            connection = self._readers.get(owner)
+            if connection is None:
+                path = self.path(owner)
+                if not path.exists():  # read-only cannot create: an empty file first
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    duckdb.connect(str(path)).close()
+                connection = duckdb.connect(str(path), read_only=True, config=sandbox_config(self.limits))
+                self._readers[owner] = connection
+            return connection
+
+    @contextlib.contextmanager
+    def reader(self, owner: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A sandboxed cursor on the owner's file, read-only; no load runs while it is open."""
+        with self._lock(owner).reading():
+            cursor = self._reader_connection(owner).cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+
+    def query(self, owner: str, sql: str, *, limits: Limits | None = None) -> Result:
+        """Check and run one ``SELECT`` over the owner's tables in the sandbox."""
+        limits = limits or self.limits
+        checked = check_sql(sql)
+        with self.reader(owner) as cursor:
+            return run_select(cursor, checked, limits)
+
+    def explain(self, owner: str, sql: str) -> str:
+        """Check ``sql`` and plan it without running it; returns the checked text."""
+        checked = check_sql(sql)
+        with self.reader(owner) as cursor:
+            explain(cursor, checked)
+        return checked
+
+    def close(self) -> None:
+        """Close every reader (tests and shutdown)."""
+        with self._guard:
+            readers, self._readers = list(self._readers.values()), {}
+        for connection in readers:
+            connection.close()
