@@ -212,7 +212,10 @@ def data() -> None:
 @json_option
 @data_errors
 def add(file: Path, name: str | None, collection: str, sheet: str | None, skip_bad_rows: bool, as_json: bool) -> None:
-    """Load FILE as a table, with a progress bar, and profile it; nothing is half-loaded."""
+    """Load FILE as a table and profile it.
+
+    CSV, TSV, Excel (.xlsx) or Parquet, with a progress bar; a refused file leaves nothing half-loaded.
+    """
     service = open_data()
     if file.suffix.lower() == ".xlsx" and sheet is None and file.stat().st_size:
         names = service.sheets(file)  # choose before loading, in the flag's words
@@ -262,7 +265,7 @@ def list_(collection: str | None, as_json: bool) -> None:
 @json_option
 @data_errors
 def show(table: str, as_json: bool) -> None:
-    """One table (by NAME or ID): its source, load report, and each column's profile."""
+    """One table (by NAME or ID), with its profile."""
     found = open_data().table(LOCAL_OWNER, table_ref(table))
     if as_json:
         echo_json(table_json(found))
@@ -292,7 +295,10 @@ def show(table: str, as_json: bool) -> None:
 @json_option
 @data_errors
 def profile(table: str, refresh: bool, as_json: bool) -> None:
-    """A table's profile: per column its type, missing and distinct values, range, mean, top values, histogram."""
+    """A table's profile (--json: with histograms).
+
+    Per column: its type, missing and distinct values, range, mean and spread, or its top values.
+    """
     service = open_data()
     found = service.table(LOCAL_OWNER, table_ref(table))
     result = service.profile(LOCAL_OWNER, found["id"], refresh=refresh)
@@ -309,7 +315,7 @@ def profile(table: str, refresh: bool, as_json: bool) -> None:
 @json_option
 @data_errors
 def remove(table: str, as_json: bool) -> None:
-    """Remove a table (by NAME or ID) from lists and queries (undo with ``data restore ID``)."""
+    """Remove a table (by NAME or ID); undo with `data restore`."""
     found = open_data().remove(LOCAL_OWNER, table_ref(table))
     if as_json:
         echo_json({"id": found["id"], "name": found["name"], "deleted": True})
@@ -359,8 +365,9 @@ def finish_answer(answer: Answer, shown: int, csv_path: Path | None, as_json: bo
 @answer_options
 @data_errors
 def query(table: str, sql: str, shown: int, csv_path: Path | None, no_save: bool, as_json: bool) -> None:
-    """Run SQL (one SELECT) about TABLE in the sandbox: the result table, its row count, the answer's id.
+    """Run SQL (one SELECT) about TABLE.
 
+    Prints the result table, its row count, whether it was cut, and the saved answer's id.
     The sandbox reads your tables only: files, URLs, other databases, extensions and writes are refused.
     """
     service = open_data()
@@ -387,8 +394,11 @@ def _names(value: str | None) -> list[str] | None:
 def analyze(table: str, kind: str, by: str | None, measure: str | None, x: str | None, y: str | None,
             groups: str | None, columns: str | None, shown: int, csv_path: Path | None, no_save: bool,
             as_json: bool) -> None:
-    """A model-free analysis of TABLE: group-by summaries, a correlation matrix, a two-group comparison
-    (Welch's t-test, effect size, Mann-Whitney) or a simple linear regression."""
+    """Analyse TABLE without a model.
+
+    Group-by summaries, a correlation matrix, a two-group comparison (Welch's t-test, effect size,
+    Mann-Whitney) or a simple linear regression: the query, a table and a chart, as for a question.
+    """
     params = {"by": by, "measure": measure, "x": x, "y": y, "groups": _names(groups), "columns": _names(columns)}
     try:
         answer = open_data().analyze(LOCAL_OWNER, table_ref(table), kind, save=not no_save,
