@@ -1,5 +1,5 @@
 """The OpenAI-compatible HTTP API's routes: ``GET /v1/models``, ``POST /v1/chat/completions``, ``/v1/library``,
-``/v1/eval`` and ``/v1/arena``.
+``/v1/eval``, ``/v1/arena`` and ``/v1/data``.
 
 Routes only map to :class:`OpenAIServing`'s methods. The API is mounted on the web app's server
 (:func:`v1_mount` before it starts, :func:`mount_api` on a running one) or served alone
@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.routing import Mount
 
 from chatcore.api.admission import MAX_WAITING, Admission
+from chatcore.api.data import DataServing
 from chatcore.api.errors import APIError, api_error_handler, chatcore_error_handler
 from chatcore.api.evaluation import EvaluationServing
 from chatcore.api.library import LibraryServing
@@ -56,6 +57,7 @@ def create_v1_app(*, manager: Any, store: Any | None, api_key: str | None = None
     app.state.data = data
     _library_routes(app, LibraryServing(library, serving.authenticate))
     _evaluation_routes(app, EvaluationServing(evaluations, arena, serving.authenticate))
+    _data_routes(app, DataServing(data, serving.authenticate, resolve_model=lambda model: _model_spec(serving, model)))
 
     @app.get("/models")
     async def list_models(raw_request: Request) -> Response:
@@ -104,6 +106,28 @@ def _evaluation_routes(app: FastAPI, serving: EvaluationServing) -> None:
     ]
     for path, endpoint, method in routes:
         app.add_api_route(path, endpoint, methods=[method])
+
+
+def _data_routes(app: FastAPI, serving: DataServing) -> None:
+    """``/data/...``: tables, profiles, queries, analyses, questions and answers (see :mod:`chatcore.api.data`)."""
+    routes = [
+        ("/data/tables", serving.list_tables, "GET"), ("/data/tables", serving.add_table, "POST"),
+        ("/data/tables/{ref}", serving.get_table, "GET"), ("/data/tables/{ref}", serving.delete_table, "DELETE"),
+        ("/data/tables/{table_id}/restore", serving.restore_table, "POST"),
+        ("/data/tables/{ref}/profile", serving.profile, "GET"),
+        ("/data/query", serving.query, "POST"), ("/data/analyses", serving.analyze, "POST"),
+        ("/data/ask", serving.ask, "POST"),
+        ("/data/answers", serving.list_answers, "GET"), ("/data/answers/{answer_id}", serving.get_answer, "GET"),
+    ]
+    for path, endpoint, method in routes:
+        app.add_api_route(path, endpoint, methods=[method])
+
+
+def _model_spec(serving: OpenAIServing, model: str) -> str | None:
+    """The spec a data question loads for a request's ``model``: ``None`` for the default model (asked for by
+    its name), else the spec; 404 for a model the server does not have, 503 while it loads (blocking)."""
+    backend = serving.backend_for(model)
+    return None if backend is serving.manager.peek(None) else model
 
 
 def v1_mount(**options: Any) -> Mount:

@@ -3,6 +3,7 @@
 # One line per module; each module decorates its commands with ``@main.command``/``@main.group``.
 from chatcore.cli import (  # the submodules, not the package's names
     arena,  # noqa: F401
+    data,  # noqa: F401
     docs,  # noqa: F401
     evaluate,  # noqa: F401
     history,  # noqa: F401

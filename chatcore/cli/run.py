@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -126,15 +127,29 @@ def _run_exchange(service: ChatService, prompt: str, params: GenerationParams, *
 @click.option("--passages", type=click.IntRange(1, 20), help="With --docs: how many passages the answer is given (default 5).")
 @click.option("--evidence", is_flag=True,
               help="With --docs: print the best passages, their best sentences highlighted; no model is loaded.")
+@click.option("--data", "tables", multiple=True, metavar="NAME",
+              help="Answer from this data table: the model writes SQL, which runs in the sandbox (repeatable).")
 @click.pass_context
 def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, continue_id: int | None,
         template: str | None, variables: tuple[str, ...], collections: tuple[str, ...], passages: int | None,
-        evidence: bool, **options: Any) -> None:
+        evidence: bool, tables: tuple[str, ...], **options: Any) -> None:
     """Answer PROMPT (or standard input, or a filled --template), streaming to stdout.
 
     With --docs, the answer comes from the library's passages and cites them as [n]; a "Sources" list
     follows it, each citation checked (verified, or unverified with the reason).
+
+    With --data, the model sees the tables' schemas and profiles (never their rows) and writes SQL; the
+    answer is the query, its result, a chart and a narrative whose numbers are checked against the result.
     """
+    if tables:
+        given = {"--docs": collections, "--evidence": evidence, "--passages": passages, "--template": template,
+                 "--var": variables, "--continue": continue_id is not None,
+                 **{_flag(k): options.get(k) for k in _NOT_FOR_DATA}}
+        clash = next((flag for flag, value in given.items() if value), None)
+        if clash:
+            raise click.UsageError(f"{clash} does not apply with --data (the model writes SQL, which answers)")
+        _ask_data(ctx, prompt, tables, as_json=as_json, save=not no_save, options=options)
+        return
     defaults: dict[str, Any] = {}
     if template is not None:
         prompt, system, defaults = _render_template(ctx.obj, template, variables, prompt)
@@ -176,6 +191,48 @@ def ask(ctx: click.Context, prompt: str | None, as_json: bool, no_save: bool, co
     else:
         _print_sources(exchange)
         _print_stats(exchange.final, exchange.conversation_id)
+
+
+# Flags of `ask` that a question of data does not use: the model writes SQL greedily, with its own prompt.
+_NOT_FOR_DATA = ("system", "temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "stop")
+
+
+def _flag(key: str) -> str:
+    return {"max_new_tokens": "--max-tokens"}.get(key, "--" + key.replace("_", "-"))
+
+
+def _ask_data(ctx: click.Context, prompt: str | None, tables: tuple[str, ...], *, as_json: bool, save: bool,
+              options: dict[str, Any]) -> None:
+    """``ask --data``: the model's SQL over the tables, run in the sandbox; the answer printed or as JSON."""
+    from chatcore.cli.data import SHOWN_ROWS, echo_answer, open_data
+    from chatcore.core.settings import model_settings
+
+    seed = params_from({"seed": options.get("seed")}).seed if options.get("seed") is not None else None
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise click.UsageError("give a question or pipe it on standard input")
+        prompt = sys.stdin.read()
+    check_user_text(prompt, "question")
+    settings = settings_from(ctx, options)
+    if settings.compile == "auto":  # a one-shot command would spend more time compiling than decoding
+        settings = settings.with_overrides(compile="0")
+
+    @functools.cache
+    def backend_for(spec: str | None) -> Any:
+        from chatcore.engine.loader import load_backend
+
+        return load_backend(model_settings(settings, spec), progress=lambda m: click.echo(m, err=True))
+
+    data = open_data(backend_for=backend_for, hold=contextlib.nullcontext)  # one model, kept for the command
+    names = list(dict.fromkeys(tables))
+    for name in names:  # a wrong name fails here, before the model loads
+        data.table(LOCAL_OWNER, name)
+    answer = data.ask(LOCAL_OWNER, prompt, tables=names, model=options.get("model"), seed=seed, save=save,
+                      on_step=lambda step: click.secho(step, err=True, dim=True))
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        echo_answer(answer, SHOWN_ROWS, sql=True)
 
 
 def _library_scope(settings: Settings, names: tuple[str, ...]) -> tuple[Any, Scope]:
