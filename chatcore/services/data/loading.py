@@ -16,6 +16,7 @@ import hashlib
 import re
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,20 @@ def detect_encoding(path: Path) -> str:
     best = from_bytes(sample).best()
     if best is None:
         raise LoadRefused(f"{path.name} does not look like text in any known encoding; is it really a CSV file?")
+    if _latin_script(str(best)):
+        # On a short sample the guesser cannot tell the Latin code pages apart (a Windows-1252 file with “ ” €
+        # came back as cp775); Windows-1252, what Excel writes on Western systems, is the likely one.
+        try:
+            sample.decode("cp1252")
+            return "cp1252"
+        except UnicodeDecodeError:
+            pass
     return best.encoding
+
+
+def _latin_script(text: str) -> bool:
+    """Whether every letter of ``text`` is a Latin one (no Cyrillic, Greek, Arabic, Hebrew, CJK ...)."""
+    return all(unicodedata.name(ch, "").startswith("LATIN") for ch in text if ch.isalpha())
 
 
 def transcode(path: Path, encoding: str, directory: Path) -> Path:
