@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 from chatcore.core.events import Finished, TextDelta
@@ -72,6 +73,27 @@ class Scripted(Wrapped):
             if isinstance(event, Finished):
                 yield TextDelta(self.answer)
                 yield dataclasses.replace(event, text=self.answer)
+            elif not isinstance(event, TextDelta):
+                yield event
+
+
+class Replies(Wrapped):
+    """A scripted engine with a script: each answer is the next text in ``answers`` (the last one repeats),
+    and every (system, last message) it was asked is kept. What a test of a retry loop needs."""
+
+    def __init__(self, engine: Any, answers: Sequence[str]) -> None:
+        super().__init__(engine)
+        self.answers = list(answers)
+        self.prompts: list[tuple[str | None, str]] = []
+
+    def stream(self, history, params, **kwargs):
+        last = history[-1]
+        self.prompts.append((kwargs.get("system"), last["content"] if isinstance(last, dict) else last.content))
+        answer = self.answers[min(len(self.prompts), len(self.answers)) - 1]
+        for event in self._engine.stream(history, params, **kwargs):
+            if isinstance(event, Finished):
+                yield TextDelta(answer)
+                yield dataclasses.replace(event, text=answer)
             elif not isinstance(event, TextDelta):
                 yield event
 
