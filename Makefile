@@ -34,7 +34,7 @@ $(VENV)/.bench: $(VENV)/.installed
 	CMAKE_ARGS="$$(bash scripts/llama-cpp-cmake-args.sh)" $(BIN)/pip install -e ".[bench]"
 	touch $@
 
-## Benchmarks (llama.cpp build takes ~13 min on 2 cores the first time).
+## Benchmarks: engines, library, evaluation, data (bench/results/; llama.cpp build takes ~13 min on 2 cores the first time).
 bench: $(VENV)/.bench
 	$(BIN)/python -m bench
 

@@ -16,6 +16,7 @@ import hashlib
 import re
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,13 +85,19 @@ def inspect_file(path: Path, filename: str, *, max_bytes: int) -> SourceFile:
     if size == 0:
         raise LoadRefused(f"{filename} is empty: there is nothing to load")
     if size > max_bytes:
-        raise LoadRefused(f"{filename} is {size / 2**20:,.0f} MB, over the limit of {max_bytes / 2**20:,.0f} MB "
+        raise LoadRefused(f"{filename} is {_megabytes(size)}, over the limit of {_megabytes(max_bytes)} "
                           "(CHATCORE_DATA_MAX_MB raises it)")
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return SourceFile(path=path, filename=filename, kind=kind, size=size, sha256=digest.hexdigest())
+
+
+def _megabytes(size: int) -> str:
+    """A size in MB as people read it: ``4,096 MB``, ``2.5 MB``, ``0.063 MB`` (never ``0 MB`` over ``0 MB``)."""
+    mb = size / 2**20
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
 
 
 def sql_name(header: str) -> str:
@@ -131,7 +138,20 @@ def detect_encoding(path: Path) -> str:
     best = from_bytes(sample).best()
     if best is None:
         raise LoadRefused(f"{path.name} does not look like text in any known encoding; is it really a CSV file?")
+    if _latin_script(str(best)):
+        # On a short sample the guesser cannot tell the Latin code pages apart (a Windows-1252 file with “ ” €
+        # came back as cp775); Windows-1252, what Excel writes on Western systems, is the likely one.
+        try:
+            sample.decode("cp1252")
+            return "cp1252"
+        except UnicodeDecodeError:
+            pass
     return best.encoding
+
+
+def _latin_script(text: str) -> bool:
+    """Whether every letter of ``text`` is a Latin one (no Cyrillic, Greek, Arabic, Hebrew, CJK ...)."""
+    return all(unicodedata.name(ch, "").startswith("LATIN") for ch in text if ch.isalpha())
 
 
 def transcode(path: Path, encoding: str, directory: Path) -> Path:
@@ -191,8 +211,9 @@ def _csv_options(kind: str, encoding: str, *, whole_file_types: bool) -> str:
 
 def _rejects(connection: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
     try:
+        # one row per line: DuckDB rejects a line with two extra fields twice (once per field)
         return [(int(line), kind) for line, kind in connection.execute(
-            "SELECT line, error_type FROM cc_rejects ORDER BY line").fetchall()]
+            "SELECT line, min(error_type) FROM cc_rejects GROUP BY line ORDER BY line").fetchall()]
     except duckdb.CatalogException:
         return []
 
