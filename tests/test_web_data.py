@@ -12,12 +12,12 @@ import pytest
 from chatcore.testing.data import mean_response, write_trials_csv, write_trials_parquet, write_trials_xlsx
 from chatcore.testing.workspaces import make_workspace, refusal
 from chatcore.web import app
-from chatcore.web.data import NO_TABLES
+from chatcore.web.data import ANSWER_OUTPUTS, CARD_OUTPUTS, NO_TABLES, TABLE_OUTPUTS
 from chatcore.web.datacharts import chart_html, nice_ticks
 from chatcore.web.dataviews import narrative_html, number, profile_html
 
 ADA, BOB = gr.Request(username="ada"), gr.Request(username="bob")
-TABLES, CARD, ANSWER = 5, 13, 12  # the outputs of data._tables, data._card and data._answer
+TABLES, CARD, ANSWER = TABLE_OUTPUTS, CARD_OUTPUTS, ANSWER_OUTPUTS
 
 
 @pytest.fixture
@@ -32,7 +32,10 @@ def trials(tmp_path) -> Path:
 
 def add(chat_app, path, *, name="", collection="default", sheet=None, skip=False, request=None) -> list:
     """Every update the Add handler yields, in order (the last one is the finished page)."""
-    return list(chat_app.add_table(str(path), name, collection, sheet, skip, request))
+    updates = list(chat_app.add_table(str(path), name, collection, sheet, skip, request))
+    wired = next(f for f in chat_app.demo.fns.values() if f.name == "add_table")
+    assert all(len(update) == len(wired.outputs) for update in updates)  # each fills every output it is wired to
+    return updates
 
 
 def finished(updates: list) -> dict:
@@ -44,7 +47,7 @@ def finished(updates: list) -> dict:
 
 def answer_parts(outputs: tuple) -> dict:
     keys = ("id", "box", "empty", "line", "sql", "narrative", "chart", "result", "statistics", "csv", "record", "past")
-    assert len(outputs) == ANSWER
+    assert len(outputs) == ANSWER == 12
     return dict(zip(keys, outputs))
 
 
@@ -274,3 +277,12 @@ def test_charts_draw_lines_scatters_with_their_fit_and_heatmaps():
     assert heat.count('class="heat strong"') == 4 and "rgba(220,38,38" in heat and "rgba(37,99,235" in heat
     assert chart_html(None, columns, []) == "" and chart_html({"kind": "bar", "x": "nope", "y": ["r"]}, columns,
                                                               [[1, 2]]) == ""
+
+
+def test_each_data_event_is_wired_to_as_many_outputs_as_its_handler_fills(chat_app):
+    expected = {"show_data": TABLES + CARD, "select_table": CARD + 1, "remove_table": TABLES + CARD + 2,
+                "undo_remove_table": TABLES + CARD + 2, "run_sql": ANSWER, "open_answer": ANSWER,
+                "run_analysis": ANSWER, "ask_data": ANSWER + 1, "analysis_form": 6, "data_file_chosen": 4}
+    for name, count in expected.items():
+        wired = [f for f in chat_app.demo.fns.values() if f.name == name]
+        assert wired and all(len(f.outputs) == count for f in wired), name

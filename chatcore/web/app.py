@@ -195,7 +195,7 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, DataH
                                        file_types=DATA_FILE_TYPES, scale=4, height=150, elem_id="data-upload")
             with gr.Column(scale=3, min_width=280):
                 with gr.Row(equal_height=True):
-                    self.data_name = gr.Textbox(label="Table name (optional)", placeholder="from the file name",
+                    self.data_name = gr.Textbox(label="Table name", placeholder="from the file name",
                                                 max_lines=1, elem_id="data-name", info="The name you write in SQL")
                     self.data_collection = gr.Dropdown(label="Collection", choices=["default"], value="default",
                                                        allow_custom_value=True, elem_id="data-collection",
@@ -226,14 +226,15 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, DataH
         """An analysis without the model, and a question for the tab's model, over the open table."""
         gr.Markdown("#### Analyse without a model", elem_classes="data-heading")
         with gr.Row(equal_height=True, elem_id="data-analysis"):
-            self.data_kind = gr.Dropdown(label="Analysis", choices=ANALYSES, value=None, scale=3,
+            self.data_kind = gr.Dropdown(label="Analysis", choices=ANALYSES, value=None, scale=3, min_width=200,
                                          elem_id="data-kind")
-            self.data_by = gr.Dropdown(label="Group by", visible=False, scale=2, elem_id="data-by")
-            self.data_measure = gr.Dropdown(label="Measure", visible=False, scale=2, elem_id="data-measure")
-            self.data_x = gr.Dropdown(label="x (predictor)", visible=False, scale=2, elem_id="data-x")
-            self.data_y = gr.Dropdown(label="y (outcome)", visible=False, scale=2, elem_id="data-y")
+            self.data_by = gr.Dropdown(label="Group by", visible=False, scale=2, min_width=120, elem_id="data-by")
+            self.data_measure = gr.Dropdown(label="Measure", visible=False, scale=2, min_width=120,
+                                            elem_id="data-measure")
+            self.data_x = gr.Dropdown(label="x (predictor)", visible=False, scale=2, min_width=120, elem_id="data-x")
+            self.data_y = gr.Dropdown(label="y (outcome)", visible=False, scale=2, min_width=120, elem_id="data-y")
             self.data_groups = gr.Dropdown(label="Groups (two)", multiselect=True, max_choices=2, visible=False,
-                                           scale=2, elem_id="data-groups")
+                                           scale=3, info="Welch's t-test with its effect size, and Mann–Whitney", min_width=120, elem_id="data-groups")
             self.data_analyze = gr.Button("Run analysis", variant="primary", interactive=False, scale=0,
                                           min_width=130, elem_id="data-analyze")
         gr.Markdown("#### Ask the model", elem_classes="data-heading")
@@ -265,7 +266,7 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, DataH
             self.data_statistics = gr.HTML("", visible=False, elem_id="data-statistics", padding=False)
             self.data_result = gr.Dataframe(value=[], interactive=False, max_height=420, elem_id="data-result",
                                             label="Result")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 self.data_csv = gr.DownloadButton("Download CSV", interactive=False, size="sm", scale=0,
                                                   min_width=150, elem_id="data-csv")
                 self.data_past = gr.Dropdown(label="Past answers for this table", choices=[], value=None, scale=4,

@@ -40,10 +40,11 @@ NO_PAST = "No answers for this table yet."
 DATA_FILE_TYPES = [".csv", ".tsv", ".tab", ".xlsx", ".parquet", ".pq"]
 # The analyses the profile card offers, and the columns each one asks for (DataService.analyze's parameters).
 ANALYSES = [("Group-by summary", "groupby"), ("Correlation matrix", "correlation"),
-            ("Two-group comparison (Welch's t, Mann–Whitney)", "compare"), ("Linear regression", "regression")]
+            ("Two-group comparison", "compare"), ("Linear regression", "regression")]
 ANALYSIS_FIELDS = {"groupby": ("by", "measure"), "correlation": (), "compare": ("by", "measure", "groups"),
                    "regression": ("x", "y")}
 FIELD_NAMES = ("by", "measure", "x", "y", "groups")
+TABLE_OUTPUTS, CARD_OUTPUTS, ANSWER_OUTPUTS = 5, 13, 12  # how many values _tables, _card and _answer return
 FIELD_WORDS = {"by": "the column to group by", "measure": "the measure", "x": "the predictor (x)",
                "y": "the outcome (y)", "groups": "two groups to compare"}
 
@@ -68,7 +69,8 @@ class DataHandlers:
         tables = self.workspace.data.tables(owner)
         rows = [table_row(t) for t in tables]
         names = [t["name"] for t in tables]
-        scope = gr.Dropdown(choices=names, multiselect=True, **({"value": [n for n in chosen if n in names]} if chosen is not None else {}))
+        kept = {"value": [n for n in chosen if n in names]} if chosen is not None else {}
+        scope = gr.Dropdown(choices=names, multiselect=True, **kept)
         collections = sorted({"default", *self.workspace.collection_names(owner), *(t["collection"] for t in tables)})
         return (gr.Dataframe(value=rows, headers=TABLE_HEADERS, visible=bool(rows)),
                 gr.Markdown(NO_TABLES, visible=not rows), [t["id"] for t in tables], scope,
@@ -180,7 +182,7 @@ class DataHandlers:
             raise gr.Error("Choose a CSV, TSV, Excel or Parquet file first.")
         owner = self.owner(request)
         filename = Path(path).name
-        unchanged = tuple(gr.skip() for _ in range(5 + 11 + 1))  # the tables, the card and the scope
+        unchanged = tuple(gr.skip() for _ in range(TABLE_OUTPUTS + CARD_OUTPUTS + 1))  # the list, card and upload
 
         def bar(fraction: float, what: str, status: str = "running") -> gr.HTML:
             return gr.HTML(progress_html(fraction, f"{filename}: {what}", status), visible=True)
@@ -289,7 +291,7 @@ class DataHandlers:
         owner = self.owner(request)
         names = [self.workspace.data.table(owner, name)["name"] for name in scope]  # another's: as if missing
         spec = self.workspace.model_spec(model, device) if (model or device) else None
-        keep = tuple(gr.skip() for _ in range(12))
+        keep = tuple(gr.skip() for _ in range(ANSWER_OUTPUTS))
         yield ("Asking: the model sees the tables' schemas and profiles, never their rows…", *keep)
 
         def work(progress: Callable[[float, str], None]) -> Any:
@@ -318,7 +320,7 @@ class DataHandlers:
     def open_answer(self, answer_id: int | None, request: gr.Request = None) -> tuple:
         """Reopen a past answer as it was saved (its rows are kept with it: nothing runs again)."""
         if answer_id is None:
-            return tuple(gr.skip() for _ in range(12))
+            return tuple(gr.skip() for _ in range(ANSWER_OUTPUTS))
         owner = self.owner(request)
         return self._answer(owner, self.workspace.data.answer(owner, int(answer_id)))
 

@@ -55,7 +55,8 @@ def _when(value: Any) -> float | None:
         return None
 
 
-def chart_data(chart: dict[str, Any], columns: list[dict[str, str]], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+def chart_data(chart: dict[str, Any], columns: list[dict[str, str]],
+               rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
     """The column names and rows a chart draws: its own ``data`` when it carries it, else the answer's."""
     data = chart.get("data")
     if data:
@@ -142,7 +143,8 @@ def _axes(parts: list[str], xs: tuple[float, float], ys: list[float], x_label: s
         parts.append(f'<line x1="{sx(value):.1f}" y1="{TOP + plot_h}" x2="{sx(value):.1f}" y2="{TOP + plot_h + 4}" '
                      f'stroke="currentColor" stroke-opacity="0.5"/><text x="{sx(value):.1f}" y="{TOP + plot_h + 18}" '
                      f'text-anchor="middle" fill-opacity="0.7">{html.escape(text)}</text>')
-    parts.append(f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" stroke="currentColor" '
+    parts.append(f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" '
+                 f'stroke="currentColor" '
                  f'stroke-opacity="0.5"/><text x="{LEFT + plot_w / 2}" y="{HEIGHT - 8}" text-anchor="middle" '
                  f'fill-opacity="0.85">{html.escape(x_label)}</text><text transform="translate(16 {TOP + plot_h / 2}) '
                  f'rotate(-90)" text-anchor="middle" fill-opacity="0.85">{html.escape(y_label)}</text>')
@@ -210,7 +212,8 @@ def scatter_chart(title: str, x_name: str, y_name: str, points: list[tuple[float
                      f'x2="{sx(x1):.1f}" y2="{sy(min(max(y1, ys[0]), ys[-1])):.1f}" stroke="#dc2626" '
                      f'stroke-width="2" stroke-dasharray="6 4"/><text x="{WIDTH - RIGHT}" y="36" text-anchor="end" '
                      f'fill="#dc2626">fit: {html.escape(y_name)} = {html.escape(number(intercept))} '
-                     f'{"+" if slope >= 0 else "−"} {html.escape(number(abs(slope)))} × {html.escape(x_name)}</text>')
+                     f'{"+" if slope >= 0 else "−"} {html.escape(number(abs(slope)))} × '
+                     f'{html.escape(x_name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -243,6 +246,13 @@ def heatmap_html(title: str, row_name: str, names: list[str], rows: list[list[An
             f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _scales_differ(series: list[tuple[str, list[float | None]]], ratio: float = 5.0) -> bool:
+    """Whether the series' largest magnitudes differ by more than ``ratio``: one axis would flatten the small ones."""
+    sizes = [max((abs(v) for v in vs if v is not None), default=0.0) for _, vs in series]
+    present = [s for s in sizes if s > 0]
+    return bool(present) and max(present) > ratio * min(present)
+
+
 def chart_html(chart: dict[str, Any] | None, columns: list[dict[str, str]], rows: list[list[Any]]) -> str:
     """The answer's chart as HTML, or ``""`` when it has none or its columns are not in the data."""
     if not chart or not chart.get("x"):
@@ -261,6 +271,10 @@ def chart_html(chart: dict[str, Any] | None, columns: list[dict[str, str]], rows
     series = [(y, [_numeric(row[index[y]]) for row in data]) for y in y_names]
     if not any(v is not None for _, vs in series for v in vs):
         return ""
+    if kind in ("bar", "line") and len(series) > 1 and _scales_differ(series):
+        # Measures of different sizes (a mean of 77 beside a rate of 0.7) get a chart each, not a shared axis.
+        return "".join(chart_html({**chart, "y": [name], "title": f"{name} by {x_name}"}, columns, rows)
+                       for name, _ in series)
     if kind == "bar":
         return bar_chart(title, [str(v) for v in x_values], series)
     if kind == "line":

@@ -194,12 +194,13 @@ def answer_line(answer: Any) -> str:
     """The answer's heading (Markdown, every value escaped): what was asked, how, and how many rows came back."""
     from chatcore.web.views import plain
 
-    title = plain(answer.question) if answer.question else KIND_LABELS.get(answer.kind, answer.kind).capitalize()
+    kind = KIND_LABELS.get(answer.kind, answer.kind)
+    title = plain(answer.question) if answer.question else "SQL query" if answer.kind == "query" else kind.capitalize()
     rows = f"{answer.row_count:,} row{'s' * (answer.row_count != 1)}"
     if answer.truncated:
         rows += f" (the first {len(answer.rows):,}: the rest were cut at the row limit)"
     tables = ", ".join(plain(t["name"]) for t in answer.tables) or "no table"
-    return f"**{title}**  \n<sub>answer {answer.id} · {KIND_LABELS.get(answer.kind, answer.kind)} · {rows} · from {tables}</sub>"
+    return f"**{title}**  \n<sub>answer {answer.id} · {kind} · {rows} · from {tables}</sub>"
 
 
 def _number_pattern(text: str) -> re.Pattern[str]:
@@ -227,10 +228,12 @@ def narrative_html(narrative: str | None, unverified: list[str]) -> str:
     if unverified:
         listed = ", ".join(html.escape(str(v)) for v in unverified)
         flag = (f'<div class="unverified-line"><span class="badge unverified">unverified</span> '
-                f'{len(unverified)} number{"s" * (len(unverified) != 1)} in this text {"are" if len(unverified) != 1 else "is"}'
+                f'{len(unverified)} number{"s" * (len(unverified) != 1)} in this text '
+                f'{"are" if len(unverified) != 1 else "is"}'
                 f' not in the result: {listed}</div>')
     else:
-        flag = '<div class="verified-line"><span class="badge verified">verified</span> every number in this text is in the result</div>'
+        flag = ('<div class="verified-line"><span class="badge verified">verified</span> every number in this text is '
+                'in the result</div>')
     return f'<div class="narrative"><div class="text">{"".join(out)}</div>{flag}</div>'
 
 
@@ -268,5 +271,6 @@ def record_html(answer: Any) -> str:
 
 
 def display_rows(rows: list[list[Any]]) -> list[list[Any]]:
-    """Result rows for the table component: a missing value shows as an empty cell."""
-    return [["" if v is None else v for v in row] for row in rows]
+    """Result rows for the table component: a missing value shows as an empty cell, and a float without the
+    binary noise of its last digits (0.775, not 0.7750000000000001; the CSV keeps every digit)."""
+    return [["" if v is None else float(f"{v:.12g}") if isinstance(v, float) else v for v in row] for row in rows]

@@ -119,6 +119,11 @@ button:disabled, button[disabled] { cursor: not-allowed; opacity: 0.5; }
   padding: 0.2em 0.9em 0.2em 0; text-align: left; border-bottom: 1px solid var(--border-color-primary); }
 .data-statistics th, .data-record th { font-weight: 500; opacity: 0.75; }
 .data-statistics td { font-variant-numeric: tabular-nums; }
+/* Gradio's prose boxes every table cell; the record and statistics read as plain two-column lists. */
+#data-record :is(table, th, td), #data-statistics :is(table, th, td) {
+  border: none !important; background: none !important; }
+#data-record :is(th, td), #data-statistics :is(th, td) {
+  border-bottom: 1px solid var(--border-color-primary) !important; padding: 0.25em 1.2em 0.25em 0 !important; }
 .data-record code { font-size: 0.8rem; word-break: break-all; }
 .data-heatmap .chart-title { font-weight: 600; margin-bottom: 0.3em; }
 .data-heatmap table { border-collapse: collapse; font-size: 0.85rem; }
