@@ -120,7 +120,7 @@ button:disabled, button[disabled] { cursor: not-allowed; opacity: 0.5; }
 .data-statistics th, .data-record th { font-weight: 500; opacity: 0.75; }
 .data-statistics td { font-variant-numeric: tabular-nums; }
 /* Gradio's prose boxes every table cell; the record and statistics read as plain two-column lists. */
-#data-record :is(table, th, td), #data-statistics :is(table, th, td) {
+#data-record :is(table, tbody, tr, th, td), #data-statistics :is(table, tbody, tr, th, td) {
   border: none !important; background: none !important; }
 #data-record :is(th, td), #data-statistics :is(th, td) {
   border-bottom: 1px solid var(--border-color-primary) !important; padding: 0.25em 1.2em 0.25em 0 !important; }
