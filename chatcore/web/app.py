@@ -13,6 +13,8 @@ from chatcore.core.settings import DEFAULT_CONCURRENCY
 from chatcore.services.evaluation.arena import VOTE_LABELS
 from chatcore.web.arena import ARENA_EMPTY, NO_VOTES, ArenaHandlers
 from chatcore.web.chat import MAX_TEMPLATE_VARIABLES, ChatHandlers
+from chatcore.web.data import ANALYSES, DATA_FILE_TYPES, NO_ANSWER, NO_TABLES, DataHandlers
+from chatcore.web.dataviews import TABLE_HEADERS
 from chatcore.web.evaluate import DEFAULT_SPEC, NO_RUN, NO_TEST_SET, PAGE_SCORERS, RUN_POLL_S, EvaluateHandlers
 from chatcore.web.handling import REFUSABLE_EVENT, UNQUEUED_EVENT
 from chatcore.web.library import JOB_POLL_S, NO_DOCUMENTS, NO_SOURCES, LibraryHandlers
@@ -38,9 +40,10 @@ MAX_QUEUE = 64
 STATUS_POLL_S = 1.0
 
 
-class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, EvaluateHandlers, StatsHandlers):
-    """The page: a sidebar of conversations, the Chat (with its arena), Library, Evaluate, Notes and Stats tabs,
-    and a settings panel."""
+class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, DataHandlers, EvaluateHandlers,
+              StatsHandlers):
+    """The page: a sidebar of conversations, the Chat (with its arena), Library (documents and data tables),
+    Evaluate, Notes and Stats tabs, and a settings panel."""
 
     def __init__(self, workspace: Workspace, *, concurrency_limit: int = DEFAULT_CONCURRENCY) -> None:
         self.workspace = workspace
@@ -61,7 +64,11 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
                         self._render_templates()
                         self._render_answer_tools()
                 with gr.Tab("Library", id="library", elem_id="library-tab") as self.library_tab:
-                    self._render_library()
+                    with gr.Tabs(selected="documents"):
+                        with gr.Tab("Documents", id="documents", elem_id="documents-tab"):
+                            self._render_library()
+                        with gr.Tab("Data", id="data", elem_id="data-tab") as self.data_tab:
+                            self._render_data()
                 with gr.Tab("Evaluate", id="evaluate", elem_id="evaluate-tab") as self.evaluate_tab:
                     self._render_evaluate()
                 with gr.Tab("Notes", id="notes", elem_id="notes-tab") as self.notes_tab:
@@ -176,6 +183,97 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
         self.library_search = gr.Textbox(placeholder="Search passages in the library…", show_label=False,
                                          max_lines=1, elem_id="library-search")
         self.library_results = gr.HTML("", visible=False, elem_id="library-results", padding=False)
+
+    def _render_data(self) -> None:
+        """Add a table; the tables; the chosen one's profile card with its analyses and Ask; the answer."""
+        self.data_table = gr.State(None)  # the table whose card is open
+        self.data_table_ids = gr.State([])  # the tables list's ids, in row order
+        self.data_removed = gr.State(None)  # for the tables' Undo
+        self.data_answer = gr.State(None)  # the answer on show
+        with gr.Row(equal_height=True):
+            self.data_upload = gr.File(label="Add a table (CSV, TSV, Excel .xlsx, Parquet)", type="filepath",
+                                       file_types=DATA_FILE_TYPES, scale=4, height=150, elem_id="data-upload")
+            with gr.Column(scale=3, min_width=280):
+                with gr.Row(equal_height=True):
+                    self.data_name = gr.Textbox(label="Table name", placeholder="from the file name",
+                                                max_lines=1, elem_id="data-name", info="The name you write in SQL")
+                    self.data_collection = gr.Dropdown(label="Collection", choices=["default"], value="default",
+                                                       allow_custom_value=True, elem_id="data-collection",
+                                                       info="Shared with the documents")
+                self.data_sheet = gr.Dropdown(label="Sheet", choices=[], value=None, visible=False,
+                                              elem_id="data-sheet")
+                with gr.Row(equal_height=True):
+                    self.data_skip = gr.Checkbox(label="Skip malformed rows (else the file is refused, with counts)",
+                                                 value=False, scale=3, elem_id="data-skip")
+                    self.data_add = gr.Button("Add table", variant="primary", interactive=False, scale=1,
+                                              min_width=120, elem_id="data-add")
+        self.data_progress = gr.HTML("", visible=False, elem_id="data-progress", padding=False)
+        self.data_outcome = gr.Markdown("", elem_id="data-outcome")
+        self.data_empty = gr.Markdown(NO_TABLES, elem_classes="empty-state", elem_id="data-empty")
+        self.data_tables = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, visible=False,
+                                        elem_id="data-tables", label="Your tables: click one to open its profile")
+        with gr.Column(visible=False, elem_id="data-card") as self.data_card:
+            self.data_profile = gr.HTML("", elem_id="data-profile", padding=False)
+            with gr.Row(equal_height=True):
+                self.data_remove = gr.Button("Remove table", variant="stop", size="sm", scale=0, min_width=140,
+                                             interactive=False, elem_id="data-remove")
+                self.data_undo = gr.Button("Undo remove", size="sm", scale=0, min_width=120, visible=False,
+                                           elem_id="data-undo")
+            self._render_data_questions()
+        self._render_data_answer()
+
+    def _render_data_questions(self) -> None:
+        """An analysis without the model, and a question for the tab's model, over the open table."""
+        gr.Markdown("#### Analyse without a model", elem_classes="data-heading")
+        with gr.Row(equal_height=True, elem_id="data-analysis"):
+            self.data_kind = gr.Dropdown(label="Analysis", choices=ANALYSES, value=None, scale=3, min_width=200,
+                                         elem_id="data-kind")
+            self.data_by = gr.Dropdown(label="Group by", visible=False, scale=2, min_width=120, elem_id="data-by")
+            self.data_measure = gr.Dropdown(label="Measure", visible=False, scale=2, min_width=120,
+                                            elem_id="data-measure")
+            self.data_x = gr.Dropdown(label="x (predictor)", visible=False, scale=2, min_width=120, elem_id="data-x")
+            self.data_y = gr.Dropdown(label="y (outcome)", visible=False, scale=2, min_width=120, elem_id="data-y")
+            self.data_groups = gr.Dropdown(label="Groups (two)", multiselect=True, max_choices=2, visible=False,
+                                           scale=3, info="Welch's t-test with its effect size, and Mann–Whitney", min_width=120, elem_id="data-groups")
+            self.data_analyze = gr.Button("Run analysis", variant="primary", interactive=False, scale=0,
+                                          min_width=130, elem_id="data-analyze")
+        gr.Markdown("#### Ask the model", elem_classes="data-heading")
+        with gr.Row(equal_height=True):
+            self.data_question = gr.Textbox(placeholder="Ask about the tables, e.g. which condition had the highest "
+                                                        "mean response?", show_label=False, max_lines=3, scale=5,
+                                            elem_id="data-question")
+            self.data_scope = gr.Dropdown(label="Tables in scope", choices=[], value=[], multiselect=True, scale=2,
+                                          elem_id="data-scope")
+            self.data_ask = gr.Button("Ask", variant="primary", interactive=False, scale=0, min_width=90,
+                                      elem_id="data-ask")
+        self.data_ask_status = gr.Markdown("", elem_id="data-ask-status",
+                                           value="The model (the Settings panel's) writes SQL from the schemas and "
+                                                 "profiles; every number comes from the query that ran.")
+
+    def _render_data_answer(self) -> None:
+        """The answer: its editable SQL with Run, narrative, chart, table, statistics, CSV, record, past answers."""
+        gr.Markdown("#### Answer", elem_classes="data-heading")
+        with gr.Row(equal_height=True):
+            self.data_sql = gr.Code(language="sql", interactive=True, label="SQL (edit it and press Run)",
+                                    lines=4, max_lines=16, scale=6, elem_id="data-sql")
+            self.data_run = gr.Button("Run", variant="primary", interactive=False, scale=0, min_width=90,
+                                      elem_id="data-run")
+        self.data_answer_empty = gr.Markdown(NO_ANSWER, elem_classes="empty-state", elem_id="data-answer-empty")
+        with gr.Column(visible=False, elem_id="data-answer") as self.data_answer_box:
+            self.data_answer_line = gr.Markdown("", elem_id="data-answer-line")
+            self.data_narrative = gr.HTML("", visible=False, elem_id="data-narrative", padding=False)
+            self.data_chart = gr.HTML("", visible=False, elem_id="data-chart", padding=False)
+            self.data_statistics = gr.HTML("", visible=False, elem_id="data-statistics", padding=False)
+            self.data_result = gr.Dataframe(value=[], interactive=False, max_height=420, elem_id="data-result",
+                                            label="Result")
+            with gr.Row(equal_height=False):
+                self.data_csv = gr.DownloadButton("Download CSV", interactive=False, size="sm", scale=0,
+                                                  min_width=150, elem_id="data-csv")
+                self.data_past = gr.Dropdown(label="Past answers for this table", choices=[], value=None, scale=4,
+                                             elem_id="data-past")
+            with gr.Accordion("Reproducibility record: the tables' and the result's hashes", open=False,
+                              elem_id="data-record-box"):
+                self.data_record = gr.HTML("", elem_id="data-record", padding=False)
 
     def _render_evaluate(self) -> None:
         """Test set, models and scorers, the run, and its results; each part with its empty state."""
@@ -412,6 +510,7 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
         self._wire_answer_tools()
         self._wire_notes()
         self._wire_library()
+        self._wire_data()
         self._wire_sources()
         self._setup_evaluate()
         self._setup_arena()
@@ -580,6 +679,60 @@ class ChatApp(ChatHandlers, ArenaHandlers, NotesHandlers, LibraryHandlers, Evalu
                                  **REFUSABLE_EVENT)
         self.library_search.submit(self.search_library, [self.library_search], [self.library_results],
                                    **REFUSABLE_EVENT)
+
+    @property
+    def _data_tables(self) -> list[gr.components.Component]:
+        """The outputs of data._tables: the list, its empty state, its ids, the Ask scope, the collection box."""
+        return [self.data_tables, self.data_empty, self.data_table_ids, self.data_scope, self.data_collection]
+
+    @property
+    def _data_card(self) -> list[gr.components.Component]:
+        """The outputs of data._card: the open table, its card, Remove, the analysis form, the SQL, past answers."""
+        return [self.data_table, self.data_card, self.data_profile, self.data_remove, self.data_kind,
+                *self._data_fields, self.data_analyze, self.data_sql, self.data_past]
+
+    @property
+    def _data_fields(self) -> list[gr.components.Component]:
+        return [self.data_by, self.data_measure, self.data_x, self.data_y, self.data_groups]
+
+    @property
+    def _data_answer(self) -> list[gr.components.Component]:
+        """The outputs of data._answer: the answer on show, in its box."""
+        return [self.data_answer, self.data_answer_box, self.data_answer_empty, self.data_answer_line, self.data_sql,
+                self.data_narrative, self.data_chart, self.data_result, self.data_statistics, self.data_csv,
+                self.data_record, self.data_past]
+
+    def _wire_data(self) -> None:
+        """The Data area: add a table with a bar, the list, the card with Remove and Undo, analyses, Ask, SQL."""
+        for trigger in (self.data_tab.select, self.library_tab.select, self.demo.load):
+            trigger(self.show_data, [self.data_table, self.data_scope], [*self._data_tables, *self._data_card],
+                    **REFUSABLE_EVENT)
+        self.data_upload.change(self.data_file_chosen, [self.data_upload],
+                                [self.data_name, self.data_sheet, self.data_add, self.data_outcome], **REFUSABLE_EVENT)
+        self.data_sheet.input(self.sheet_chosen, [self.data_sheet], [self.data_add], **UNQUEUED_EVENT)
+        self.data_add.click(self.add_table, [self.data_upload, self.data_name, self.data_collection, self.data_sheet,
+                                             self.data_skip],
+                            [self.data_progress, self.data_outcome, self.data_add, *self._data_tables,
+                             *self._data_card, self.data_upload], **REFUSABLE_EVENT)
+        self.data_tables.select(self.select_table, [self.data_table_ids], [*self._data_card, self.data_scope],
+                                **REFUSABLE_EVENT)
+        removal = [*self._data_tables, *self._data_card, self.data_removed, self.data_undo]
+        self.data_remove.click(self.remove_table, [self.data_table, self.data_scope], removal, **REFUSABLE_EVENT)
+        self.data_undo.click(self.undo_remove_table, [self.data_removed, self.data_scope], removal,
+                             **REFUSABLE_EVENT)
+        form = [self.data_table, self.data_kind, *self._data_fields]
+        for choice in (self.data_kind, *self._data_fields):
+            choice.input(self.analysis_form, form, [*self._data_fields, self.data_analyze], **REFUSABLE_EVENT)
+        self.data_analyze.click(self.run_analysis, form, self._data_answer, **REFUSABLE_EVENT)
+        for change in (self.data_question.change, self.data_scope.change):
+            change(self.question_typed, [self.data_question, self.data_scope], [self.data_ask], **UNQUEUED_EVENT)
+        for trigger in (self.data_question.submit, self.data_ask.click):
+            trigger(self.ask_data, [self.data_question, self.data_scope, self.model, self.device],
+                    [self.data_ask_status, *self._data_answer], concurrency_limit=self.concurrency_limit,
+                    concurrency_id="generate", show_progress="minimal", api_visibility="private")
+        self.data_sql.change(self.sql_typed, [self.data_sql], [self.data_run], **UNQUEUED_EVENT)
+        self.data_run.click(self.run_sql, [self.data_sql, self.data_table], self._data_answer, **REFUSABLE_EVENT)
+        self.data_past.input(self.open_answer, [self.data_past], self._data_answer, **REFUSABLE_EVENT)
 
     def _wire_sources(self) -> None:
         """The Chat tab's Sources picker, the source viewer and Evidence."""
