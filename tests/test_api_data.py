@@ -5,7 +5,6 @@ model answers with SQL, saved answers and their CSV, and isolation between owner
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import pytest
 from chatcore.api.routes import create_api_app
 from chatcore.core.settings import Settings
 from chatcore.services.data import DataService
-from chatcore.services.data import analyses as analyses_module
-from chatcore.services.data import ask as ask_module
 from chatcore.testing.data import mean_response, write_trials_csv, write_trials_parquet, write_trials_xlsx
 from chatcore.testing.engines import Scripted
 from chatcore.testing.servers import manager_for, serve, two_accounts
@@ -26,18 +23,6 @@ KEY = "data-key-K"
 MEANS_SQL = "SELECT condition, avg(response) AS mean_response FROM trials GROUP BY condition ORDER BY condition"
 EXPECTED_MEANS = [[c, mean_response(c)] for c in ("control", "drug_a", "drug_b")]
 TIMEOUT_S = 3.0  # the server's query time limit: far above what a query of 60 rows takes
-
-
-def pending(fn: object) -> bool:
-    """Whether a part of the data service is still the stub that says it is being written (issue 22)."""
-    return 'raise NotImplementedError("being written' in inspect.getsource(fn)
-
-
-# Written in parallel on other branches: these tests must fail until each lands, then pass (strict).
-ANALYSES_PENDING = pytest.mark.xfail(pending(analyses_module.run_analysis), strict=True,
-                                     reason="DataService.analyze is being written (issue 22)")
-ASK_PENDING = pytest.mark.xfail(pending(ask_module.ask), strict=True,
-                                reason="DataService.ask is being written (issue 22)")
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +304,6 @@ def test_an_analysis_with_bad_input_is_refused_before_it_runs(server: str, keys:
         assert error_of(api.post("/analyses", json=body), status)["param"] == param
 
 
-@ANALYSES_PENDING
 def test_analyses_run_without_a_model_and_answer_like_a_query(server: str, keys: dict[str, str],
                                                               ada_trials: dict) -> None:
     with http(server, keys["ada"]) as api:
@@ -328,7 +312,7 @@ def test_analyses_run_without_a_model_and_answer_like_a_query(server: str, keys:
         assert grouped.status_code == 200, grouped.text
         answer = grouped.json()
         assert answer["object"] == "data.answer" and answer["kind"] == "groupby"
-        assert answer["params"]["by"] == "condition" and answer["params"]["measure"] == "response"
+        assert answer["params"]["by"] == ["condition"] and answer["params"]["measure"] == ["response"]
         means = {row[0]: row[answer["columns"].index(next(c for c in answer["columns"] if "mean" in c["name"]))]
                  for row in answer["rows"]}
         assert means == {c: m for c, m in EXPECTED_MEANS}
@@ -348,7 +332,6 @@ def test_analyses_run_without_a_model_and_answer_like_a_query(server: str, keys:
         assert wrong["param"] == "by"
 
 
-@ASK_PENDING
 def test_a_question_is_answered_by_the_models_sql_run_in_the_sandbox(server: str, keys: dict[str, str],
                                                                      ada_trials: dict, model: Scripted) -> None:
     question = "Which condition had the highest mean response?"

@@ -5,7 +5,6 @@ model answers a fixed SQL."""
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from click.testing import CliRunner
 
 from chatcore.api.routes import create_api_app
 from chatcore.cli import main
-from chatcore.services.data import analyses as analyses_module
-from chatcore.services.data import ask as ask_module
 from chatcore.testing.data import mean_response, write_trials_csv, write_trials_xlsx
 from chatcore.testing.engines import Scripted
 from chatcore.testing.servers import manager_for, serve
@@ -28,18 +25,6 @@ MEANS_TABLE = [
     "drug_a             63.75",
     "drug_b              77.5",
 ]
-
-
-def pending(fn: object) -> bool:
-    """Whether a part of the data service is still the stub that says it is being written (issue 22)."""
-    return 'raise NotImplementedError("being written' in inspect.getsource(fn)
-
-
-# Written in parallel on other branches: these tests must fail until each lands, then pass (strict).
-ANALYSES_PENDING = pytest.mark.xfail(pending(analyses_module.run_analysis), strict=True,
-                                     reason="DataService.analyze is being written (issue 22)")
-ASK_PENDING = pytest.mark.xfail(pending(ask_module.ask), strict=True,
-                                reason="DataService.ask is being written (issue 22)")
 
 
 @pytest.fixture
@@ -247,7 +232,6 @@ def test_answers_are_listed_and_exported_as_csv(cli, trials: Path, tmp_path: Pat
     refused(cli("data", "export", "99"), "no answer 99")
 
 
-@ANALYSES_PENDING
 def test_analyze_prints_the_computation_table_and_chart(cli, trials: Path) -> None:
     result = cli("data", "analyze", "trials", "groupby", "--by", "condition", "--measure", "response")
     assert result.exit_code == 0, result.output
@@ -285,7 +269,6 @@ def scripted_server(hf_engine):
         yield url, backend
 
 
-@ASK_PENDING
 def test_ask_data_prints_the_sql_result_narrative_and_chart(cli, trials: Path, scripted_server, hf_engine) -> None:
     url, backend = scripted_server
     remote = ("--backend", "openai", "--base-url", f"{url}/v1", "--model", hf_engine.model_name)

@@ -195,12 +195,10 @@ def test_the_analysis_form_asks_for_each_kinds_columns(chat_app, trials):
     assert chat_app.analysis_form(table_id, "correlation", None, None, None, None, None)[5].interactive is True
     assert refusal(lambda: chat_app.run_analysis(table_id, "regression", None, None, "dose", None, None)) == \
         "Choose the outcome (y)."
-    try:
-        shown = answer_parts(chat_app.run_analysis(table_id, "groupby", "condition", "response", None, None, None))
-    except gr.Error as exc:  # the analyses are written on another branch; until then, a clear message
-        assert "not in this build yet" in exc.message
-    else:
-        assert shown["box"].visible is True and shown["result"].visible is not False
+    shown = answer_parts(chat_app.run_analysis(table_id, "groupby", "condition", "response", None, None, None))
+    assert shown["box"].visible is True and shown["result"].visible is not False
+    sql = shown["sql"] if isinstance(shown["sql"], str) else shown["sql"].value
+    assert "mean_response" in sql and "GROUP BY" in sql
 
 
 def test_ask_checks_its_tables_then_calls_the_service(chat_app, trials):

@@ -109,8 +109,6 @@ async def data_call(what: str, fn: Callable[[], Any], *, param: str | None = Non
         raise APIError(400, str(exc), param=sql_param, code="invalid_sql") from None
     except QueryTimeout as exc:
         raise APIError(408, str(exc), param=sql_param, code="query_timeout") from None
-    except NotImplementedError as exc:  # a part of the data service still being written
-        raise APIError(501, f"not available yet: {exc}", type="server_error", code="not_implemented") from None
     except ChatCoreError as exc:
         raise from_chatcore(exc) from None
 

@@ -400,11 +400,8 @@ def analyze(table: str, kind: str, by: str | None, measure: str | None, x: str |
     Mann-Whitney) or a simple linear regression: the query, a table and a chart, as for a question.
     """
     params = {"by": by, "measure": measure, "x": x, "y": y, "groups": _names(groups), "columns": _names(columns)}
-    try:
-        answer = open_data().analyze(LOCAL_OWNER, table_ref(table), kind, save=not no_save,
-                                     **{k: v for k, v in params.items() if v is not None})
-    except NotImplementedError:
-        raise click.ClickException("analyses are not available in this version yet") from None
+    answer = open_data().analyze(LOCAL_OWNER, table_ref(table), kind, save=not no_save,
+                                 **{k: v for k, v in params.items() if v is not None})
     finish_answer(answer, shown, csv_path, as_json, sql=True)
     if answer.statistics and not as_json:
         click.echo(click.style("Statistics", bold=True))

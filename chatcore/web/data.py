@@ -271,11 +271,7 @@ class DataHandlers:
                 raise gr.Error(f"Choose {FIELD_WORDS[name]}.")
             params[name] = list(value) if name == "groups" else value
         owner = self.owner(request)
-        try:
-            answer = self.workspace.data.analyze(owner, table_id, kind, **params)
-        except NotImplementedError:
-            raise gr.Error("The model-free analyses are not in this build yet; type SQL above and press Run.") from None
-        return self._answer(owner, answer)
+        return self._answer(owner, self.workspace.data.analyze(owner, table_id, kind, **params))
 
     # -- asking, and typed SQL ---------------------------------------------------------------------------
 
@@ -298,14 +294,11 @@ class DataHandlers:
             return self.workspace.data.ask(owner, question, tables=names, model=spec,
                                            on_step=lambda step: progress(0.0, step))
 
-        try:
-            for update in self._loading(work):
-                if isinstance(update, tuple):
-                    yield (plain(update[1]), *keep)
-                else:
-                    answer = update
-        except NotImplementedError:
-            raise gr.Error("Asking a model about tables is not in this build yet; type SQL and press Run.") from None
+        for update in self._loading(work):
+            if isinstance(update, tuple):
+                yield (plain(update[1]), *keep)
+            else:
+                answer = update
         yield (f"Answered from {', '.join(plain(n) for n in names)}.", *self._answer(owner, answer))
 
     @user_errors
