@@ -25,21 +25,22 @@ KIND_LABELS = {"query": "query", "ask": "question", "groupby": "group-by summary
 
 
 def number(value: Any) -> str:
-    """A value as a profile or chart shows it: integers with separators, floats to about four figures."""
+    """A value as a profile or chart shows it: integers with separators from 10,000 (a year stays 2007), floats
+    to about four figures."""
     if isinstance(value, bool) or value is None:
         return "—" if value is None else str(value)
     if isinstance(value, int):
-        return f"{value:,}"
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
         if value == int(value) and abs(value) < 1e15:
-            return f"{int(value):,}"
+            return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
         if abs(value) >= 1e5:
             return f"{value:,.0f}"
         if abs(value) >= 1:  # about four significant figures, trailing zeros after the point dropped
             decimals = max(4 - len(str(int(abs(value)))), 1 if abs(value) < 1e4 else 0)
-            text = f"{value:,.{decimals}f}"
+            text = f"{value:,.{decimals}f}" if abs(value) >= 10_000 else f"{value:.{decimals}f}"
             return text.rstrip("0").rstrip(".") if "." in text else text
         return f"{value:.4g}"
     return str(value)
