@@ -18,6 +18,7 @@ import pytest
 
 from chatcore.services.data import DataService, QueryFailed, Warehouse
 from chatcore.services.data.service import REMOVED_PREFIX
+from chatcore.services.data.warehouse import FileBusy
 from chatcore.testing import data as trials
 from storage import Store
 from storage import data as db
@@ -267,3 +268,27 @@ def test_an_answer_exports_as_csv(service, loaded):
     assert len(parsed) == 1 + len(trials.CONDITIONS) * len(trials.DOSES)
     assert parsed[1] == ["control", "0", "50.0", "", 'a,"b"']
     assert parsed[-1] == ["drug_b", "40", str(trials.BASE["drug_b"] + 40 * trials.SLOPE["drug_b"]), "", 'a,"b"']
+
+
+def test_the_file_is_free_between_queries_and_a_busy_one_is_named(tmp_path: Path, monkeypatch) -> None:
+    """Another process (``chatcore data add`` beside a server) may write between queries; while it holds the
+    file, a load waits, then says who holds it instead of a DuckDB traceback."""
+    from chatcore.services.data import warehouse as warehouse_module
+
+    service = DataService(Store(tmp_path / "c.db"), Warehouse(tmp_path / "data"))
+    service.add("alice", trials.write_trials_csv(tmp_path / "trials.csv"))
+    service.query("alice", "SELECT count(*) FROM trials")
+    path = service.warehouse.path("alice")
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
+                               f"c = duckdb.connect({str(path)!r}); c.execute('SELECT 1')\n"
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # it could open the file read-write: nothing held it
+        monkeypatch.setattr(warehouse_module, "LOCK_WAIT_S", 0.5)
+        with pytest.raises(FileBusy, match=f"in use by another ChatCore process \\(PID {holder.pid}\\)"):
+            service.add("alice", trials.write_trials_csv(tmp_path / "more.csv"))
+        assert [t["name"] for t in service.tables("alice")] == ["trials"]  # the refused load left nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert service.add("alice", tmp_path / "more.csv")["rows"] == 60

@@ -4,6 +4,10 @@ An owner's file is either open read-only for queries (one sandboxed DuckDB insta
 open read-write for one load or drop at a time: a per-owner readers–writer lock keeps the two apart, because
 DuckDB refuses to open one file twice in a process with different settings. Each write is one DuckDB
 transaction, so a crash mid-load leaves the file as it was.
+
+A file is open only while something reads or writes it, so that another process (``chatcore data add`` beside
+a running server) can take its turn: DuckDB locks a file per process, and a process that finds it locked
+waits up to LOCK_WAIT_S before saying who holds it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,37 @@ import contextlib
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
 
+from chatcore.services.data.errors import DataError
 from chatcore.services.data.sandbox import Limits, Result, check_sql, explain, run_select, sandbox_config
+
+LOCK_WAIT_S = 10.0
+
+
+class FileBusy(DataError):
+    """Another process holds the owner's DuckDB file (a server's load, or a command's) past LOCK_WAIT_S."""
+
+
+def _connect(opener: Callable[[], duckdb.DuckDBPyConnection], path: Path) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, waiting while another process holds its lock; :class:`FileBusy` after LOCK_WAIT_S."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return opener()
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" in str(exc).lower():
+                    holder = re.search(r"\(PID (\d+)\)", str(exc))
+                    raise FileBusy(f"the data file is in use by another ChatCore process"
+                                   f"{' (PID ' + holder.group(1) + ')' if holder else ''}; try again when it is "
+                                   "idle") from None
+                raise
+            time.sleep(0.2)
 
 
 class _ReadersWriter:
@@ -67,6 +96,7 @@ class Warehouse:
         self._guard = threading.Lock()
         self._locks: dict[str, _ReadersWriter] = {}
         self._readers: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._reading: dict[str, int] = {}  # open cursors per owner: the file closes when the last one ends
 
     def path(self, owner: str) -> Path:
         """The owner's DuckDB file: a readable name and a hash, so that no two owners ever share one."""
@@ -86,9 +116,9 @@ class Warehouse:
         with self._lock(owner).writing():
             self._close_reader(owner)
             self.root.mkdir(parents=True, exist_ok=True)
-            connection = duckdb.connect(str(self.path(owner)), config={
+            connection = _connect(lambda: duckdb.connect(str(self.path(owner)), config={
                 "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                "threads": self.limits.threads})
+                "threads": self.limits.threads}), self.path(owner))
             try:
                 yield connection
             finally:
@@ -124,25 +154,43 @@ class Warehouse:
 
     def _reader_connection(self, owner: str) -> duckdb.DuckDBPyConnection:
         with self._guard:
+            self._reading[owner] = self._reading.get(owner, 0) + 1
             connection = self._readers.get(owner)
-            if connection is None:
-                path = self.path(owner)
+            if connection is not None:
+                return connection
+            path = self.path(owner)
+            try:
                 if not path.exists():  # read-only cannot create: an empty file first
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    duckdb.connect(str(path)).close()
-                connection = duckdb.connect(str(path), read_only=True, config=sandbox_config(self.limits))
-                self._readers[owner] = connection
+                    _connect(lambda: duckdb.connect(str(path)), path).close()
+                connection = _connect(lambda: duckdb.connect(str(path), read_only=True,
+                                                             config=sandbox_config(self.limits)), path)
+            except BaseException:
+                self._reading[owner] -= 1
+                raise
+            self._readers[owner] = connection
             return connection
+
+    def _release_reader(self, owner: str) -> None:
+        with self._guard:
+            self._reading[owner] -= 1
+            idle = self._readers.pop(owner, None) if self._reading[owner] == 0 else None
+        if idle is not None:  # the last reader: the file closes, so another process may write it
+            idle.close()
 
     @contextlib.contextmanager
     def reader(self, owner: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A sandboxed cursor on the owner's file, read-only; no load runs while it is open."""
         with self._lock(owner).reading():
-            cursor = self._reader_connection(owner).cursor()
+            connection = self._reader_connection(owner)
             try:
-                yield cursor
+                cursor = connection.cursor()
+                try:
+                    yield cursor
+                finally:
+                    cursor.close()
             finally:
-                cursor.close()
+                self._release_reader(owner)
 
     def query(self, owner: str, sql: str, *, limits: Limits | None = None) -> Result:
         """Check and run one ``SELECT`` over the owner's tables in the sandbox."""
