@@ -8,11 +8,10 @@
 3. A model-free analysis: body mass compared between the sexes (Welch's t, Cohen's d, Mann–Whitney).
 4. The sandbox refusing a file read, ATTACH and INSTALL typed in the SQL box.
 """
-import shutil
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from chatcore.testing.browsers import chromium, close_toasts, page_at
 
 URL, OUT, CSV = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 OUT.mkdir(parents=True, exist_ok=True)
@@ -36,11 +35,6 @@ def type_sql(page, sql: str) -> None:
     editor.fill(sql)
 
 
-def close_toasts(page) -> None:
-    for close in page.locator(".toast-close").all():
-        close.click()
-
-
 def shot(page, name: str, *, full: bool = True) -> None:
     """A screenshot without toasts, from the top (the sidebar is drawn where the page was scrolled to)."""
     close_toasts(page)
@@ -49,12 +43,7 @@ def shot(page, name: str, *, full: bool = True) -> None:
     page.screenshot(path=str(OUT / name), full_page=full)
 
 
-with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True)
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.set_default_timeout(600_000)
-    page.goto(URL)
-    page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('ready')")
+with chromium() as browser, page_at(browser, URL, height=1000, timeout_ms=600_000) as page:
     page.get_by_role("tab", name="Library").click()
     page.get_by_role("tab", name="Data").click()
     page.set_input_files("#data-upload input[type=file]", CSV)
@@ -92,4 +81,3 @@ with sync_playwright() as p:
         toast.wait_for()
         print(f"\n## {sql}\n{toast.inner_text()}")
         page.screenshot(path=str(OUT / f"{6 + i}-refused.png"))
-    browser.close()

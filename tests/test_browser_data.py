@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, page_at, screenshot
+from chatcore.testing.browsers import CHROMIUM, close_toasts, page_at, screenshot, serve_page
 from chatcore.testing.data import write_trials_csv
-from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 
 pytestmark = [
@@ -27,13 +26,9 @@ QUERY = ("SELECT condition, avg(response) AS mean_response, avg(accuracy) AS mea
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, hf_engine, tiny_model_dir):
     """The real Gradio server in this process, over the tiny model."""
-    from chatcore.web import app, server
-
     workspace = make_workspace(tmp_path_factory.mktemp("web-data"), hf_engine, model=str(tiny_model_dir))
-    demo = app.build_app(workspace)
-    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url, workspace
-    demo.close()
+    with serve_page(workspace) as url:
+        yield url, workspace
 
 
 @pytest.fixture
@@ -41,12 +36,6 @@ def page(browser, server):
     url, _ = server
     with page_at(browser, url, height=1000, timeout_ms=60_000) as page:
         yield page
-
-
-def _close_toasts(page) -> None:
-    for close in page.locator(".toast-close").all():
-        close.click()
-    page.locator(".toast-close").first.wait_for(state="detached")
 
 
 def test_upload_the_trials_csv_see_its_profile_and_answer_a_typed_query(page, server, tmp_path):
@@ -78,7 +67,7 @@ def test_upload_the_trials_csv_see_its_profile_and_answer_a_typed_query(page, se
     page.click("#data-measure input")
     page.get_by_role("option", name="response").click()
     page.wait_for_function("document.querySelector('#data-analyze').disabled === false")
-    _close_toasts(page)
+    close_toasts(page)
     page.evaluate("window.scrollTo(0, 0)")  # the sidebar is drawn where the page was scrolled to
     screenshot(page, "data-profile")
 

@@ -16,8 +16,7 @@ import pytest
 
 from chatcore.services.evaluation.arena import Arena
 from chatcore.services.evaluation.service import Evaluations
-from chatcore.testing.browsers import CHROMIUM, add_model_spec, page_at, screenshot
-from chatcore.testing.servers import free_port
+from chatcore.testing.browsers import CHROMIUM, add_model_spec, close_toasts, page_at, screenshot, serve_page
 from chatcore.testing.workspaces import make_workspace
 
 pytestmark = [
@@ -36,16 +35,12 @@ CAPITALS = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, hf_engine, tiny_engine, tiny_model_dir):
     """The real Gradio server in this process; evaluations and the arena over two real tiny backends."""
-    from chatcore.web import app, server
-
     workspace = make_workspace(tmp_path_factory.mktemp("web-evaluate"), hf_engine, model=str(tiny_model_dir))
     backends = {"default": hf_engine, SECOND: tiny_engine}
     workspace.evaluations = Evaluations(workspace.store, backends.__getitem__)
     workspace.arena = Arena(workspace.store, backends.__getitem__)
-    demo = app.build_app(workspace)
-    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url, workspace
-    demo.close()
+    with serve_page(workspace) as url:
+        yield url, workspace
 
 
 @pytest.fixture
@@ -55,12 +50,6 @@ def page(browser, server):
         yield page
 
 
-
-
-def _close_toasts(page) -> None:
-    for close in page.locator(".toast-close").all():
-        close.click()
-    page.locator(".toast-close").first.wait_for(state="detached")
 
 
 
@@ -91,7 +80,7 @@ def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
     assert page.locator("#eval-results-empty").is_hidden() and page.locator("#eval-cancel").is_hidden()
     page.locator("#eval-items", has_text="What is the capital of Texas?").wait_for()
     assert page.locator("#eval-csv").is_enabled() and page.locator("#eval-md").is_enabled()
-    _close_toasts(page)
+    close_toasts(page)
     screenshot(page, "evaluate-results")
 
     # The arena: two blind panes, the votes only once both answers end, the names after the vote.
@@ -119,5 +108,5 @@ def test_evaluate_two_configurations_then_vote_in_the_arena(page, tmp_path):
     assert page.locator("#arena-download").is_enabled()
     assert page.locator("#conversations label").count() == 0  # a battle is not a conversation
     if page.locator(".toast-close").count():
-        _close_toasts(page)
+        close_toasts(page)
     screenshot(page, "arena-vote")

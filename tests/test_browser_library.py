@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, page_at, screenshot
+from chatcore.testing.browsers import CHROMIUM, page_at, screenshot, serve_page
 from chatcore.testing.documents import make_pdf
-from chatcore.testing.servers import free_port
 from chatcore.testing.workspaces import make_workspace
 
 SPEC = Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")
@@ -32,13 +31,9 @@ PAYLOAD = ('Markup in a document: <img src=x onerror="window.__pwned=1"> <script
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, hf_engine, tiny_model_dir):
     """The real Gradio server in this process, over the tiny model."""
-    from chatcore.web import app, server
-
     workspace = make_workspace(tmp_path_factory.mktemp("web-library"), hf_engine, model=str(tiny_model_dir))
-    demo = app.build_app(workspace)
-    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url, workspace
-    demo.close()
+    with serve_page(workspace) as url:
+        yield url, workspace
 
 
 @pytest.fixture

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from chatcore.cli import main
+from chatcore.testing.commands import invoker
 
 
 @pytest.fixture
 def cli(tiny_model_dir, tmp_path, monkeypatch):
     """Invoke ``chatcore`` with the tiny model and a private cache."""
-    monkeypatch.setenv("CHATCORE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CHATCORE_MODEL", str(tiny_model_dir))
-    runner = CliRunner()
-    return lambda *args, **kw: runner.invoke(main, list(args), catch_exceptions=False, **kw)
+    return invoker(monkeypatch, cache=tmp_path / "cache", model=tiny_model_dir)
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from chatcore.api.routes import create_api_app
-from chatcore.cli import main
+from chatcore.testing.commands import invoker
 from chatcore.testing.data import mean_response, write_trials_csv, write_trials_xlsx
 from chatcore.testing.engines import Scripted
 from chatcore.testing.servers import manager_for, serve
@@ -30,10 +29,7 @@ MEANS_TABLE = [
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Invoke ``chatcore``; the model is one that does not exist, so any model load fails loudly."""
-    monkeypatch.setenv("CHATCORE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CHATCORE_MODEL", str(tmp_path / "no-model-here"))
-    runner = CliRunner()
-    return lambda *args, **kw: runner.invoke(main, list(args), catch_exceptions=False, **kw)
+    return invoker(monkeypatch, cache=tmp_path / "cache", model=tmp_path / "no-model-here")
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from chatcore.cli import main
 from chatcore.core.settings import Settings
+from chatcore.testing.commands import invoker
 from chatcore.testing.evaluation import SCIENCE_ITEMS as ITEMS
 from storage import Store
 from storage import evaluation as store_evaluation
@@ -29,9 +28,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def cli(cache: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("CHATCORE_CACHE", str(cache))
-    runner = CliRunner()
-    return lambda *args, **kw: runner.invoke(main, list(args), catch_exceptions=False, **kw)
+    return invoker(monkeypatch, cache=cache)
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from chatcore.api.routes import create_api_app
-from chatcore.cli import main
 from chatcore.core.settings import Settings
 from chatcore.services.library import Library, check_citations
 from chatcore.services.library.retrieval import Passage
+from chatcore.testing.commands import invoker
 from chatcore.testing.documents import fact_pages, make_pdf
 from chatcore.testing.engines import Scripted
 from chatcore.testing.servers import manager_for, serve
@@ -33,10 +32,7 @@ REAL_PDFS = [Path("/usr/share/doc/libtasn1-doc/libtasn1.pdf"),
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Invoke ``chatcore``; the model is one that does not exist, so any model load fails loudly."""
-    monkeypatch.setenv("CHATCORE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CHATCORE_MODEL", str(tmp_path / "no-model-here"))
-    runner = CliRunner()
-    return lambda *args, **kw: runner.invoke(main, list(args), catch_exceptions=False, **kw)
+    return invoker(monkeypatch, cache=tmp_path / "cache", model=tmp_path / "no-model-here")
 
 
 @pytest.fixture

@@ -113,7 +113,8 @@ def test_hostile_markup_is_inert_everywhere_it_is_shown(server, tmp_path: Path) 
         context.route(lambda u: urlparse(u).netloc != ours,
                       lambda route: (left.append(route.request.url), route.abort()))
         page = context.new_page()
-        page.set_default_timeout(30_000)
+        # A bound on waiting, not a speed check: on 2 busy cores a reload has taken over 30 s to read "ready".
+        page.set_default_timeout(120_000)
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         context.on("page", lambda popup: popup.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss())))
 

@@ -55,3 +55,24 @@ def add_model_spec(page: Any, picker: str, spec: str) -> None:
     page.keyboard.press("Enter")
     page.locator(f"{picker} .token", has_text=spec).wait_for()
     page.keyboard.press("Escape")
+
+
+@contextlib.contextmanager
+def serve_page(workspace: Any) -> Iterator[str]:
+    """The real Gradio page over ``workspace``, served in this process on a free port; yields its URL."""
+    from chatcore.testing.servers import free_port
+    from chatcore.web import app, server
+
+    demo = app.build_app(workspace)
+    _, url, _ = server.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def close_toasts(page: Any) -> None:
+    """Close every toast on the page and wait until they are gone (they cover what a screenshot shows)."""
+    for close in page.locator(".toast-close").all():
+        close.click()
+    page.locator(".toast-close").first.wait_for(state="detached")
