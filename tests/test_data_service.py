@@ -279,11 +279,15 @@ def test_the_file_is_free_between_queries_and_a_busy_one_is_named(tmp_path: Path
     service.add("alice", trials.write_trials_csv(tmp_path / "trials.csv"))
     service.query("alice", "SELECT count(*) FROM trials")
     path = service.warehouse.path("alice")
+    # The other process tries for 10 s: the server keeps a file open IDLE_CLOSE_S after its last query.
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
-                               f"c = duckdb.connect({str(path)!r}); c.execute('SELECT 1')\n"
-                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+                               "for _ in range(100):\n"
+                               f"    try: c = duckdb.connect({str(path)!r}); break\n"
+                               "    except duckdb.IOException: time.sleep(0.1)\n"
+                               "c.execute('SELECT 1'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"  # it could open the file read-write: nothing held it
+        assert holder.stdout.readline().strip() == "held"  # it could open the file read-write: the reader let go
         monkeypatch.setattr(warehouse_module, "LOCK_WAIT_S", 0.5)
         with pytest.raises(FileBusy, match=f"in use by another ChatCore process \\(PID {holder.pid}\\)"):
             service.add("alice", trials.write_trials_csv(tmp_path / "more.csv"))
