@@ -80,4 +80,5 @@ with chromium() as browser, page_at(browser, URL, height=1000, timeout_ms=600_00
         toast = page.locator(".toast-body").first
         toast.wait_for()
         print(f"\n## {sql}\n{toast.inner_text()}")
+        page.wait_for_timeout(800)  # the toast slides in
         page.screenshot(path=str(OUT / f"{6 + i}-refused.png"))
