@@ -149,8 +149,14 @@ class Result:
 
 
 def result_sha256(columns: list[dict[str, str]], rows: list[list[Any]]) -> str:
-    """The canonical hash of a result (column names and types, then the rows, as JSON)."""
-    canonical = json.dumps({"columns": columns, "rows": rows}, ensure_ascii=False, sort_keys=True,
+    """The canonical hash of a result: column names and types, then the rows as JSON, sorted.
+
+    Sorted, because DuckDB returns a GROUP BY's groups in any order when the query does not say one: the
+    same query over the same table then hashes the same on every run (the query, kept beside the hash,
+    says the order when it matters).
+    """
+    lines = sorted(json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) for row in rows)
+    canonical = json.dumps({"columns": columns, "rows": lines}, ensure_ascii=False, sort_keys=True,
                            separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
