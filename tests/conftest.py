@@ -176,3 +176,23 @@ def browser():
 
     with chromium() as launched:
         yield launched
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory, hf_engine, tiny_model_dir):
+    """The real Gradio page in this process over the tiny model (the transformers loop): ``(url, workspace)``."""
+    from chatcore.testing.browsers import serve_page
+    from chatcore.testing.workspaces import make_workspace
+
+    workspace = make_workspace(tmp_path_factory.mktemp("page"), hf_engine, model=str(tiny_model_dir))
+    with serve_page(workspace) as url:
+        yield url, workspace
+
+
+@pytest.fixture
+def page(browser, page_server):
+    """A fresh tab on ``page_server`` once its model reads ready (modules with their own server override it)."""
+    from chatcore.testing.browsers import page_at
+
+    with page_at(browser, page_server[0], height=1000, timeout_ms=60_000) as tab:
+        yield tab

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, close_toasts, page_at, screenshot, serve_page
+from chatcore.testing.browsers import CHROMIUM, close_toasts, screenshot
 from chatcore.testing.data import write_trials_csv
-from chatcore.testing.workspaces import make_workspace
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,22 +22,7 @@ QUERY = ("SELECT condition, avg(response) AS mean_response, avg(accuracy) AS mea
          "FROM trials\nGROUP BY condition\nORDER BY mean_response DESC")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, hf_engine, tiny_model_dir):
-    """The real Gradio server in this process, over the tiny model."""
-    workspace = make_workspace(tmp_path_factory.mktemp("web-data"), hf_engine, model=str(tiny_model_dir))
-    with serve_page(workspace) as url:
-        yield url, workspace
-
-
-@pytest.fixture
-def page(browser, server):
-    url, _ = server
-    with page_at(browser, url, height=1000, timeout_ms=60_000) as page:
-        yield page
-
-
-def test_upload_the_trials_csv_see_its_profile_and_answer_a_typed_query(page, server, tmp_path):
+def test_upload_the_trials_csv_see_its_profile_and_answer_a_typed_query(page, page_server, tmp_path):
     trials = write_trials_csv(tmp_path / "trials.csv")
     page.get_by_role("tab", name="Library").click()
     page.get_by_role("tab", name="Data").click()
@@ -88,7 +72,7 @@ def test_upload_the_trials_csv_see_its_profile_and_answer_a_typed_query(page, se
     assert page.locator("#data-csv").is_enabled() and page.locator("#data-answer-empty").is_hidden()
     page.locator("#data-record-box").click()
     page.locator("#data-record", has_text="result").wait_for()
-    url, workspace = server
+    url, workspace = page_server
     assert workspace.data.table("local", "trials")["sha256"] in page.locator("#data-record").inner_text()
     page.locator("#data-past input").click()
     page.get_by_role("option", name="avg(response)", exact=False).first.wait_for()

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.testing.browsers import CHROMIUM, page_at, screenshot, serve_page
+from chatcore.testing.browsers import CHROMIUM, screenshot
 from chatcore.testing.documents import make_pdf
-from chatcore.testing.workspaces import make_workspace
 
 SPEC = Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")
 pytestmark = [
@@ -28,23 +27,6 @@ PAYLOAD = ('Markup in a document: <img src=x onerror="window.__pwned=1"> <script
            '<b>never bold</b> ends here.')
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, hf_engine, tiny_model_dir):
-    """The real Gradio server in this process, over the tiny model."""
-    workspace = make_workspace(tmp_path_factory.mktemp("web-library"), hf_engine, model=str(tiny_model_dir))
-    with serve_page(workspace) as url:
-        yield url, workspace
-
-
-@pytest.fixture
-def page(browser, server):
-    url, _ = server
-    with page_at(browser, url, height=1000, timeout_ms=60_000) as page:
-        yield page
-
-
-
-
 def _upload(page, *paths: Path) -> None:
     page.get_by_role("tab", name="Library").click()
     page.set_input_files("#library-upload input[type=file]", [str(p) for p in paths])
@@ -52,7 +34,7 @@ def _upload(page, *paths: Path) -> None:
     page.click("#library-add")
 
 
-def test_upload_a_pdf_ask_from_it_and_open_the_cited_page(page, server):
+def test_upload_a_pdf_ask_from_it_and_open_the_cited_page(page, page_server):
     # The Library starts empty: its empty state, and Add only once files are chosen.
     page.get_by_role("tab", name="Library").click()
     page.locator("#library-empty", has_text="No documents yet").wait_for()
@@ -117,7 +99,7 @@ def test_upload_a_pdf_ask_from_it_and_open_the_cited_page(page, server):
     page.wait_for_function("document.querySelector('#sources-picker input').value === 'Whole library'")
 
 
-def test_markup_in_a_document_is_shown_as_text_and_runs_nothing(page, server, tmp_path):
+def test_markup_in_a_document_is_shown_as_text_and_runs_nothing(page, page_server, tmp_path):
     pdf = make_pdf(tmp_path / "markup.pdf", [PAYLOAD])
     _upload(page, pdf)
     page.locator("#library-documents", has_text="markup.pdf").wait_for()

@@ -61,8 +61,12 @@ def write_trials_xlsx(path: Path, *, extra_sheets: tuple[str, ...] = ()) -> Path
 
 
 def write_trials_parquet(path: Path) -> Path:
-    """The experiment as Parquet."""
-    import pandas as pd
+    """The experiment as Parquet, written by DuckDB (pandas would need pyarrow, which ChatCore does not)."""
+    import duckdb
 
-    pd.DataFrame(trial_rows(), columns=list(HEADER)).to_parquet(path)
+    with duckdb.connect() as connection:
+        connection.execute("CREATE TABLE trials (subject BIGINT, condition VARCHAR, dose BIGINT, response DOUBLE,"
+                           " accuracy DOUBLE)")
+        connection.executemany("INSERT INTO trials VALUES (?, ?, ?, ?, ?)", trial_rows())
+        connection.execute("COPY trials TO ? (FORMAT parquet)", [str(path)])
     return Path(path)
