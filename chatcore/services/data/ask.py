@@ -20,7 +20,7 @@ from chatcore.core.events import Finished
 from chatcore.core.params import GenerationParams
 from chatcore.services.data.answers import Answer
 from chatcore.services.data.errors import DataError, QueryFailed
-from chatcore.services.data.narrative import numbers_in, unverified_numbers
+from chatcore.services.data.narrative import unverified_numbers
 from chatcore.services.data.profile import describe_for_model
 
 MAX_QUESTION_CHARS = 2000
@@ -186,10 +186,9 @@ def ask(service: Any, owner: str, question: str, *, tables: Sequence[str], model
             try:
                 if sql is None:
                     raise QueryFailed("the reply holds no SELECT query")
-                checked = service.warehouse.explain(owner, sql)
-                step("running the query")
-                result = service.run(owner, checked)
-                attempts.append({"sql": checked, "error": None})
+                step("checking and running the query")
+                result = service.warehouse.query(owner, sql, plan_first=True)
+                attempts.append({"sql": result.sql, "error": None})
                 break
             except DataError as exc:
                 attempts.append({"sql": sql or reply.text, "error": str(exc)})
@@ -206,8 +205,7 @@ def ask(service: Any, owner: str, question: str, *, tables: Sequence[str], model
                                                   f"Result:\n{table_text}"}],
             NARRATIVE_SYSTEM, max_new_tokens=NARRATIVE_TOKENS, seed=seed)
     narrative = narrative_reply.text.strip()
-    in_question = tuple(float(n.rstrip("%").replace(",", "")) for n in numbers_in(question))
-    unverified = unverified_numbers(narrative, result.rows, allowed=in_question)
+    unverified = unverified_numbers(narrative, result.rows, also_in=question)
     info = getattr(backend, "info", None)
     record = {"model": backend.model_name, "seed": reply.seed, "attempts": attempts,
               "weights_sha256": getattr(info, "weights_sha256", None)}

@@ -49,9 +49,10 @@ def _matches(number: float, decimals: int, percent: bool, candidate: float) -> b
     return False
 
 
-def unverified_numbers(narrative: str, rows: list[list[Any]], *, allowed: tuple[float, ...] = ()) -> list[str]:
-    """The numbers ``narrative`` quotes that ``rows`` do not hold (nor ``allowed``: say, a year in the question)."""
-    candidates = _result_numbers(rows) + [float(a) for a in allowed]
+def unverified_numbers(narrative: str, rows: list[list[Any]], *, also_in: str = "") -> list[str]:
+    """The numbers ``narrative`` quotes that ``rows`` do not hold, nor the text ``also_in`` (say, the question:
+    a year it names is no invention)."""
+    candidates = _result_numbers(rows) + [_value(n)[0] for n in numbers_in(also_in)]
     missing: list[str] = []
     for written in numbers_in(narrative):
         number, decimals, percent = _value(written)

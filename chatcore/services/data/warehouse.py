@@ -203,19 +203,15 @@ class Warehouse:
             finally:
                 self._release_reader(owner)
 
-    def query(self, owner: str, sql: str, *, limits: Limits | None = None) -> Result:
-        """Check and run one ``SELECT`` over the owner's tables in the sandbox."""
+    def query(self, owner: str, sql: str, *, limits: Limits | None = None, plan_first: bool = False) -> Result:
+        """Check and run one ``SELECT`` over the owner's tables in the sandbox; ``plan_first`` binds and plans
+        it with ``EXPLAIN`` before it runs (a model's query: an unknown column fails there, cheaply)."""
         limits = limits or self.limits
         checked = check_sql(sql)
         with self.reader(owner) as cursor:
+            if plan_first:
+                explain(cursor, checked)
             return run_select(cursor, checked, limits)
-
-    def explain(self, owner: str, sql: str) -> str:
-        """Check ``sql`` and plan it without running it; returns the checked text."""
-        checked = check_sql(sql)
-        with self.reader(owner) as cursor:
-            explain(cursor, checked)
-        return checked
 
     def close(self) -> None:
         """Close every reader (tests and shutdown)."""
