@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from chatcore.api.errors import APIError, from_chatcore
 from chatcore.api.evaluation import body_of, int_param
-from chatcore.api.library import parse_id
+from chatcore.api.library import not_found, parse_id
 from chatcore.core.errors import ChatCoreError, NotFoundError, ParameterError
 from chatcore.services.chat import check_user_text
 from chatcore.services.data import DataService, LoadRefused, QueryFailed, QueryRefused, QueryTimeout
@@ -96,7 +96,7 @@ async def data_call(what: str, fn: Callable[[], Any], *, param: str | None = Non
     try:
         return await run_in_threadpool(fn)
     except (NotFound, NotFoundError) as exc:
-        raise APIError(404, str(exc), code=f"{what}_not_found") from None
+        raise not_found(exc, what) from None
     except ParameterError as exc:
         raise APIError(400, str(exc), param=exc.param, code="invalid_value") from None
     except InvalidValue as exc:
@@ -149,7 +149,7 @@ class DataServing:
                 try:
                     get_collection(data.store, owner, collection)
                 except NotFound as exc:
-                    raise APIError(404, str(exc), param="collection", code="collection_not_found") from None
+                    raise not_found(exc, "collection", "collection") from None
             return data.tables(owner, collection=collection)
 
         tables = await data_call("table", listing)
