@@ -26,7 +26,6 @@ from chatcore.services.data.sandbox import Limits, Result
 from chatcore.services.data.warehouse import Warehouse
 from storage import Store
 from storage import data as db
-from storage.errors import NotFound
 from storage.library import DEFAULT_COLLECTION
 
 log = logging.getLogger(__name__)
@@ -108,11 +107,12 @@ class DataService:
 
     def restore(self, owner: str, table_id: int) -> dict[str, Any]:
         """Undo :meth:`remove` (refused if a live table has taken the name meanwhile)."""
-        removed = [t for t in db.deleted_tables(self.store, owner) if t["id"] == table_id]
-        if not removed:
-            raise NotFound(f"no removed table {table_id}")
-        row = db.restore_table(self.store, owner, table_id)
-        self.warehouse.rename(owner, f"{REMOVED_PREFIX}{table_id}", row["name"])
+        row = db.restore_table(self.store, owner, table_id)  # NotFound, or the name taken: nothing renamed
+        try:
+            self.warehouse.rename(owner, f"{REMOVED_PREFIX}{table_id}", row["name"])
+        except BaseException:
+            db.delete_table(self.store, owner, table_id)  # removed again: its rows kept their removed name
+            raise
         return row
 
     def purge(self, owner: str) -> int:
